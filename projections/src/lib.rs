@@ -1,0 +1,7 @@
+//! Projections for Atelier: actix actors that follow the event log from a checkpoint and build the
+//! PostgreSQL read models used for lists, stats and pagination, writing each batch and its
+//! checkpoint in one transaction. The query functions that read those models (always taking the
+//! tenant explicitly and returning DTOs) live here as well. One module per context.
+
+pub use atelier_domain as domain;
+pub use atelier_store as store;
