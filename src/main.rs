@@ -1,1 +1,12 @@
-fn main() {}
+//! The `atelier` binary: reads its configuration, wires the adapters, and runs a command.
+
+mod cli;
+
+use clap::Parser;
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    cli::init_tracing(&cli.log);
+    cli.run().await
+}

@@ -1010,7 +1010,8 @@ async fn bad_input_is_a_typed_error_and_writes_nothing<H: Harness>() {
     ));
     let name = unique("bad");
     let huge = json!({ "blob": "x".repeat(1024 * 1024) });
-    let cases: Vec<(Vec<EventData>, fn(&InvalidInput) -> bool)> = vec![
+    type Case = (Vec<EventData>, fn(&InvalidInput) -> bool);
+    let cases: Vec<Case> = vec![
         (vec![], |e| matches!(e, InvalidInput::EmptyBatch)),
         (vec![EventData::new("", json!({}))], |e| {
             matches!(e, InvalidInput::EmptyEventType { index: 0 })
