@@ -156,7 +156,7 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
     actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(store.clone())
-            .configure(atelier_http::configure)
+            .configure(atelier_http::platform::configure)
     })
     .listen(listener)?
     .run()

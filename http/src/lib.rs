@@ -3,19 +3,9 @@
 //! commands (via `atelier-commands`) or queries (via `atelier-projections`); they hold no SQL and
 //! no business rules.
 
-use actix_web::{HttpResponse, Responder, get, web};
+pub mod auth;
+pub mod docs;
+pub mod platform;
+pub mod problem;
 
-/// `GET /health`: liveness, answered without touching the database.
-#[get("/health")]
-pub async fn health() -> impl Responder {
-    HttpResponse::Ok().json(serde_json::json!({
-        "status": "ok",
-        "service": "atelier",
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
-}
-
-/// Registers every route served so far.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(health);
-}
+pub use problem::{ApiError, FieldError, Problem};

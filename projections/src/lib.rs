@@ -3,5 +3,7 @@
 //! checkpoint in one transaction. The query functions that read those models (always taking the
 //! tenant explicitly and returning DTOs) live here as well. One module per context.
 
-pub use atelier_domain as domain;
-pub use atelier_store as store;
+pub mod health;
+pub mod runtime;
+
+pub use runtime::{ProjectionStatus, Registry, RunState};

@@ -1,0 +1,3 @@
+//! The software factory: projects (and, with their issue, builds).
+
+pub mod project;

@@ -1,0 +1,537 @@
+//! A factory project: a named repository, unique by name within its organization, with an
+//! optional build command.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Aggregate, DomainEvent};
+
+/// Longest project name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest repository URL, in bytes.
+pub const MAX_REPO_URL_LEN: usize = 2048;
+/// Longest build command, in bytes.
+pub const MAX_BUILD_COMMAND_LEN: usize = 4096;
+/// The URL schemes a repository may use.
+pub const REPO_SCHEMES: [&str; 5] = ["https", "http", "ssh", "git", "file"];
+
+/// Why a value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidValue {
+    /// The field, as the API names it.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidValue {
+    InvalidValue {
+        field,
+        message: message.into(),
+    }
+}
+
+/// A project's name: trimmed, 1 to 100 characters, no control characters.
+///
+/// Values read back from events are taken as written (events are facts); input is parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProjectName(String);
+
+impl ProjectName {
+    /// Parses a name from input.
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(invalid("name", "must not be empty"));
+        }
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(invalid(
+                "name",
+                format!("must be at most {MAX_NAME_CHARS} characters"),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(invalid("name", "must not contain control characters"));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key that makes names unique: case and inner spacing do not count.
+    pub fn key(&self) -> String {
+        self.0
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    }
+}
+
+/// A repository URL: an absolute URL with a host (or a `file:` path), in one of
+/// [`REPO_SCHEMES`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RepoUrl(String);
+
+impl RepoUrl {
+    /// Parses a repository URL from input.
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(invalid("repo", "must not be empty"));
+        }
+        if raw.len() > MAX_REPO_URL_LEN {
+            return Err(invalid(
+                "repo",
+                format!("must be at most {MAX_REPO_URL_LEN} bytes"),
+            ));
+        }
+        let url = url::Url::parse(raw).map_err(|e| invalid("repo", format!("is not a URL: {e}")))?;
+        if !REPO_SCHEMES.contains(&url.scheme()) {
+            return Err(invalid(
+                "repo",
+                format!(
+                    "scheme {:?} is not supported (use one of {})",
+                    url.scheme(),
+                    REPO_SCHEMES.join(", ")
+                ),
+            ));
+        }
+        if url.scheme() != "file" && url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("repo", "must name a host"));
+        }
+        if url.password().is_some() {
+            return Err(invalid(
+                "repo",
+                "must not carry a password (use a deploy key or token store instead)",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The URL as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The shell command a build runs, 1 to 4096 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BuildCommand(String);
+
+impl BuildCommand {
+    /// Parses a build command from input.
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let cmd = raw.trim();
+        if cmd.is_empty() {
+            return Err(invalid("build_command", "must not be empty (omit it instead)"));
+        }
+        if cmd.len() > MAX_BUILD_COMMAND_LEN {
+            return Err(invalid(
+                "build_command",
+                format!("must be at most {MAX_BUILD_COMMAND_LEN} bytes"),
+            ));
+        }
+        if cmd.contains('\0') {
+            return Err(invalid("build_command", "must not contain NUL"));
+        }
+        Ok(Self(cmd.to_owned()))
+    }
+
+    /// The command as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a live project holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectData {
+    /// Its id.
+    pub id: Uuid,
+    /// Its organization.
+    pub org_id: Uuid,
+    /// Its name.
+    pub name: ProjectName,
+    /// Its repository.
+    pub repo_url: RepoUrl,
+    /// Its build command.
+    pub build_command: Option<BuildCommand>,
+}
+
+/// The project aggregate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Project {
+    /// Never created.
+    #[default]
+    Absent,
+    /// Created and not deleted.
+    Active(ProjectData),
+    /// Deleted; its id is never reused.
+    Deleted {
+        /// Its organization.
+        org_id: Uuid,
+    },
+}
+
+impl Project {
+    /// The live project, if any.
+    pub fn active(&self) -> Option<&ProjectData> {
+        match self {
+            Project::Active(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// What can be asked of a project. Every command names the organization it acts for: a project
+/// of another organization is answered as not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectCommand {
+    /// Create it.
+    Create {
+        /// Its id (chosen by the caller, UUIDv7).
+        project_id: Uuid,
+        /// Its organization.
+        org_id: Uuid,
+        /// Its name (unique within the organization: checked by a reservation).
+        name: ProjectName,
+        /// Its repository.
+        repo_url: RepoUrl,
+        /// Its build command.
+        build_command: Option<BuildCommand>,
+    },
+    /// Replace its name, repository and build command.
+    Update {
+        /// The organization acting.
+        org_id: Uuid,
+        /// The new name.
+        name: ProjectName,
+        /// The new repository.
+        repo_url: RepoUrl,
+        /// The new build command (`None` removes it).
+        build_command: Option<BuildCommand>,
+    },
+    /// Delete it.
+    Delete {
+        /// The organization acting.
+        org_id: Uuid,
+    },
+}
+
+/// What happens to projects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ProjectEvent {
+    /// A project was created.
+    ProjectCreated {
+        /// Its id.
+        project_id: Uuid,
+        /// Its organization.
+        org_id: Uuid,
+        /// Its name.
+        name: ProjectName,
+        /// Its repository.
+        repo_url: RepoUrl,
+        /// Its build command.
+        #[serde(default)]
+        build_command: Option<BuildCommand>,
+    },
+    /// Its name, repository or build command changed; the event carries all three as they now
+    /// are.
+    ProjectUpdated {
+        /// Its id.
+        project_id: Uuid,
+        /// Its name.
+        name: ProjectName,
+        /// Its repository.
+        repo_url: RepoUrl,
+        /// Its build command.
+        #[serde(default)]
+        build_command: Option<BuildCommand>,
+    },
+    /// It was deleted.
+    ProjectDeleted {
+        /// Its id.
+        project_id: Uuid,
+    },
+}
+
+impl DomainEvent for ProjectEvent {}
+
+/// Why a project command is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProjectError {
+    /// A project with this id exists (or existed).
+    #[error("the project already exists")]
+    AlreadyExists,
+    /// No such project in this organization.
+    #[error("the project does not exist")]
+    NotFound,
+}
+
+impl Aggregate for Project {
+    type Command = ProjectCommand;
+    type Event = ProjectEvent;
+    type Error = ProjectError;
+    const CATEGORY: &'static str = "project";
+
+    fn decide(&self, command: ProjectCommand) -> Result<Vec<ProjectEvent>, ProjectError> {
+        match (self, command) {
+            (
+                Project::Absent,
+                ProjectCommand::Create {
+                    project_id,
+                    org_id,
+                    name,
+                    repo_url,
+                    build_command,
+                },
+            ) => Ok(vec![ProjectEvent::ProjectCreated {
+                project_id,
+                org_id,
+                name,
+                repo_url,
+                build_command,
+            }]),
+            (_, ProjectCommand::Create { .. }) => Err(ProjectError::AlreadyExists),
+            (
+                Project::Active(p),
+                ProjectCommand::Update {
+                    org_id,
+                    name,
+                    repo_url,
+                    build_command,
+                },
+            ) if p.org_id == org_id => {
+                if p.name == name && p.repo_url == repo_url && p.build_command == build_command {
+                    return Ok(vec![]);
+                }
+                Ok(vec![ProjectEvent::ProjectUpdated {
+                    project_id: p.id,
+                    name,
+                    repo_url,
+                    build_command,
+                }])
+            }
+            (Project::Active(p), ProjectCommand::Delete { org_id }) if p.org_id == org_id => {
+                Ok(vec![ProjectEvent::ProjectDeleted { project_id: p.id }])
+            }
+            (_, ProjectCommand::Update { .. } | ProjectCommand::Delete { .. }) => {
+                Err(ProjectError::NotFound)
+            }
+        }
+    }
+
+    fn evolve(self, event: &ProjectEvent) -> Self {
+        match (self, event) {
+            (
+                _,
+                ProjectEvent::ProjectCreated {
+                    project_id,
+                    org_id,
+                    name,
+                    repo_url,
+                    build_command,
+                },
+            ) => Project::Active(ProjectData {
+                id: *project_id,
+                org_id: *org_id,
+                name: name.clone(),
+                repo_url: repo_url.clone(),
+                build_command: build_command.clone(),
+            }),
+            (
+                Project::Active(p),
+                ProjectEvent::ProjectUpdated {
+                    name,
+                    repo_url,
+                    build_command,
+                    ..
+                },
+            ) => Project::Active(ProjectData {
+                name: name.clone(),
+                repo_url: repo_url.clone(),
+                build_command: build_command.clone(),
+                ..p
+            }),
+            (Project::Active(p), ProjectEvent::ProjectDeleted { .. }) => {
+                Project::Deleted { org_id: p.org_id }
+            }
+            // Events that do not apply to the state leave it as it is.
+            (state, _) => state,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::given;
+
+    fn org() -> Uuid {
+        Uuid::from_u128(1)
+    }
+    fn other_org() -> Uuid {
+        Uuid::from_u128(2)
+    }
+    fn id() -> Uuid {
+        Uuid::from_u128(10)
+    }
+    fn name(s: &str) -> ProjectName {
+        ProjectName::parse(s).unwrap()
+    }
+    fn repo(s: &str) -> RepoUrl {
+        RepoUrl::parse(s).unwrap()
+    }
+    fn created() -> ProjectEvent {
+        ProjectEvent::ProjectCreated {
+            project_id: id(),
+            org_id: org(),
+            name: name("Demo"),
+            repo_url: repo("https://example.com/demo.git"),
+            build_command: None,
+        }
+    }
+    fn update(n: &str, cmd: Option<&str>) -> ProjectCommand {
+        ProjectCommand::Update {
+            org_id: org(),
+            name: name(n),
+            repo_url: repo("https://example.com/demo.git"),
+            build_command: cmd.map(|c| BuildCommand::parse(c).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_new_project_is_created() {
+        given::<Project>([])
+            .when(ProjectCommand::Create {
+                project_id: id(),
+                org_id: org(),
+                name: name("Demo"),
+                repo_url: repo("https://example.com/demo.git"),
+                build_command: None,
+            })
+            .then([created()]);
+    }
+
+    #[test]
+    fn a_project_cannot_be_created_twice_even_after_deletion() {
+        let create = ProjectCommand::Create {
+            project_id: id(),
+            org_id: org(),
+            name: name("Demo"),
+            repo_url: repo("https://example.com/demo.git"),
+            build_command: None,
+        };
+        given::<Project>([created()])
+            .when(create.clone())
+            .then_error(ProjectError::AlreadyExists);
+        given::<Project>([
+            created(),
+            ProjectEvent::ProjectDeleted { project_id: id() },
+        ])
+        .when(create)
+        .then_error(ProjectError::AlreadyExists);
+    }
+
+    #[test]
+    fn an_update_records_the_new_values() {
+        given::<Project>([created()])
+            .when(update("Renamed", Some("make test")))
+            .then([ProjectEvent::ProjectUpdated {
+                project_id: id(),
+                name: name("Renamed"),
+                repo_url: repo("https://example.com/demo.git"),
+                build_command: Some(BuildCommand::parse("make test").unwrap()),
+            }]);
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_records_nothing() {
+        given::<Project>([created()])
+            .when(update("Demo", None))
+            .then([]);
+    }
+
+    #[test]
+    fn another_organization_cannot_see_or_touch_a_project() {
+        given::<Project>([created()])
+            .when(ProjectCommand::Delete {
+                org_id: other_org(),
+            })
+            .then_error(ProjectError::NotFound);
+        given::<Project>([created()])
+            .when(ProjectCommand::Update {
+                org_id: other_org(),
+                name: name("Mine"),
+                repo_url: repo("https://example.com/x.git"),
+                build_command: None,
+            })
+            .then_error(ProjectError::NotFound);
+    }
+
+    #[test]
+    fn a_deleted_or_unknown_project_cannot_be_updated_or_deleted() {
+        given::<Project>([])
+            .when(update("X", None))
+            .then_error(ProjectError::NotFound);
+        given::<Project>([
+            created(),
+            ProjectEvent::ProjectDeleted { project_id: id() },
+        ])
+        .when(ProjectCommand::Delete { org_id: org() })
+        .then_error(ProjectError::NotFound);
+    }
+
+    #[test]
+    fn a_project_is_deleted() {
+        given::<Project>([created()])
+            .when(ProjectCommand::Delete { org_id: org() })
+            .then([ProjectEvent::ProjectDeleted { project_id: id() }]);
+    }
+
+    #[test]
+    fn names_are_trimmed_bounded_and_unique_without_case_or_spacing() {
+        assert_eq!(name("  Demo  ").as_str(), "Demo");
+        assert_eq!(name("My   Demo").key(), name("my demo").key());
+        assert!(ProjectName::parse("   ").is_err());
+        assert!(ProjectName::parse(&"x".repeat(101)).is_err());
+        assert!(ProjectName::parse(&"é".repeat(100)).is_ok());
+        assert!(ProjectName::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn repository_urls_must_be_urls_with_a_known_scheme() {
+        assert!(RepoUrl::parse("https://github.com/demo/repo").is_ok());
+        assert!(RepoUrl::parse("file:///tmp/repo").is_ok());
+        assert!(RepoUrl::parse("ssh://git@example.com/x.git").is_ok());
+        for bad in [
+            "",
+            "not a url",
+            "github.com/demo/repo",
+            "ftp://example.com/x",
+            "https://",
+            "https://user:secret@example.com/x.git",
+        ] {
+            assert!(RepoUrl::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn events_round_trip_through_their_stored_form() {
+        let e = created();
+        let (ty, data) = e.encode();
+        assert_eq!(ty, "ProjectCreated");
+        assert_eq!(data["name"], "Demo");
+        assert_eq!(ProjectEvent::decode(&ty, &data).unwrap(), e);
+        assert!(ProjectEvent::decode("Nope", &data).is_err());
+    }
+}

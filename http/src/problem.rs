@@ -1,0 +1,176 @@
+//! The one error shape: RFC 9457 `application/problem+json`, with a stable `code`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+tokio::task_local! {
+    /// The id of the request being served, set by the request middleware.
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, when called while serving one.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FieldError {
+    /// The field, as named in the request (`name`, `repo_url`, `body`…).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// An RFC 9457 problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the problem type.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened, for a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// A stable code for programs: `VALIDATION_ERROR`, `NOT_FOUND`, `CONFLICT`…
+    pub code: String,
+    /// The invalid fields (validation errors only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// The request's id, as in the `x-request-id` header and the logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// An error answered as a problem.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} {}: {}", .0.status, .0.code, .0.detail.as_deref().unwrap_or(&.0.title))]
+pub struct ApiError(pub Box<Problem>);
+
+impl ApiError {
+    /// A problem with this status, code and detail.
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        let title = status.canonical_reason().unwrap_or("Error").to_owned();
+        Self(Box::new(Problem {
+            problem_type: format!("/problems/{}", code.to_ascii_lowercase().replace('_', "-")),
+            title,
+            status: status.as_u16(),
+            detail: Some(detail.into()),
+            code: code.to_owned(),
+            errors: Vec::new(),
+            request_id: None,
+        }))
+    }
+
+    /// 400 `VALIDATION_ERROR` with the invalid fields.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.as_slice() {
+            [one] => format!("{}: {}", one.field, one.message),
+            _ => format!("{} fields are invalid", errors.len()),
+        };
+        let mut e = Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", detail);
+        e.0.errors = errors;
+        e
+    }
+
+    /// 400 `VALIDATION_ERROR` for one field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        }])
+    }
+
+    /// 400 `BAD_REQUEST`: a body or parameter that cannot be read at all.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", detail)
+    }
+
+    /// 401 `UNAUTHORIZED`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", detail)
+    }
+
+    /// 403 `FORBIDDEN`.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", detail)
+    }
+
+    /// 404 `NOT_FOUND`.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", detail)
+    }
+
+    /// 409 `CONFLICT`.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "CONFLICT", detail)
+    }
+
+    /// 412 `PRECONDITION_FAILED`.
+    pub fn precondition_failed(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "PRECONDITION_FAILED",
+            detail,
+        )
+    }
+
+    /// 503 `UNAVAILABLE`.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", detail)
+    }
+
+    /// 500 `INTERNAL_ERROR`: the cause is logged, never shown.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "an internal error occurred; the request id identifies it in the logs",
+        )
+    }
+
+    /// The problem.
+    pub fn problem(&self) -> &Problem {
+        &self.0
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut problem = (*self.0).clone();
+        problem.request_id = problem.request_id.or_else(current_request_id);
+        let mut res = HttpResponse::build(self.status_code());
+        res.content_type("application/problem+json");
+        if self.0.status == 401 {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        res.json(problem)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validation_problem_lists_its_fields_and_has_a_stable_code() {
+        let e = ApiError::invalid_field("name", "is empty");
+        let p = e.problem();
+        assert_eq!(p.status, 400);
+        assert_eq!(p.code, "VALIDATION_ERROR");
+        assert_eq!(p.problem_type, "/problems/validation-error");
+        assert_eq!(p.errors[0].field, "name");
+        let json = serde_json::to_value(p).unwrap();
+        assert_eq!(json["type"], "/problems/validation-error");
+    }
+}
