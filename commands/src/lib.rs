@@ -4,5 +4,10 @@
 //! appended with `NoStream`) and the process managers (reactors) that turn events into side
 //! effects and new commands live here too. One module per context, as in `atelier-domain`.
 
+pub mod factory;
+pub mod handler;
+pub mod idempotency;
+pub mod reservation;
+
 pub use atelier_domain as domain;
 pub use atelier_store as store;

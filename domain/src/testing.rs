@@ -7,9 +7,10 @@
 //! # let (org, id) = (uuid::Uuid::nil(), uuid::Uuid::nil());
 //! # let name = ProjectName::parse("demo").unwrap();
 //! # let repo = RepoUrl::parse("https://example.com/demo.git").unwrap();
+//! # let at = chrono::DateTime::from_timestamp(0, 0).unwrap();
 //! given::<Project>([])
-//!     .when(ProjectCommand::Create { project_id: id, org_id: org, name: name.clone(), repo_url: repo.clone(), build_command: None })
-//!     .then([ProjectEvent::ProjectCreated { project_id: id, org_id: org, name, repo_url: repo, build_command: None }]);
+//!     .when(ProjectCommand::Create { project_id: id, org_id: org, name: name.clone(), repo_url: repo.clone(), build_command: None, at })
+//!     .then([ProjectEvent::ProjectCreated { project_id: id, org_id: org, name, repo_url: repo, build_command: None, created_at: at }]);
 //! ```
 
 use crate::Aggregate;

@@ -3,6 +3,7 @@
 //! checkpoint in one transaction. The query functions that read those models (always taking the
 //! tenant explicitly and returning DTOs) live here as well. One module per context.
 
+pub mod factory;
 pub mod health;
 pub mod runtime;
 

@@ -1,6 +1,7 @@
 //! A factory project: a named repository, unique by name within its organization, with an
 //! optional build command.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -92,7 +93,8 @@ impl RepoUrl {
                 format!("must be at most {MAX_REPO_URL_LEN} bytes"),
             ));
         }
-        let url = url::Url::parse(raw).map_err(|e| invalid("repo", format!("is not a URL: {e}")))?;
+        let url =
+            url::Url::parse(raw).map_err(|e| invalid("repo", format!("is not a URL: {e}")))?;
         if !REPO_SCHEMES.contains(&url.scheme()) {
             return Err(invalid(
                 "repo",
@@ -131,7 +133,10 @@ impl BuildCommand {
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
         let cmd = raw.trim();
         if cmd.is_empty() {
-            return Err(invalid("build_command", "must not be empty (omit it instead)"));
+            return Err(invalid(
+                "build_command",
+                "must not be empty (omit it instead)",
+            ));
         }
         if cmd.len() > MAX_BUILD_COMMAND_LEN {
             return Err(invalid(
@@ -164,6 +169,10 @@ pub struct ProjectData {
     pub repo_url: RepoUrl,
     /// Its build command.
     pub build_command: Option<BuildCommand>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// The project aggregate.
@@ -207,6 +216,8 @@ pub enum ProjectCommand {
         repo_url: RepoUrl,
         /// Its build command.
         build_command: Option<BuildCommand>,
+        /// When (the caller's clock: the domain reads none).
+        at: DateTime<Utc>,
     },
     /// Replace its name, repository and build command.
     Update {
@@ -218,11 +229,15 @@ pub enum ProjectCommand {
         repo_url: RepoUrl,
         /// The new build command (`None` removes it).
         build_command: Option<BuildCommand>,
+        /// When.
+        at: DateTime<Utc>,
     },
     /// Delete it.
     Delete {
         /// The organization acting.
         org_id: Uuid,
+        /// When.
+        at: DateTime<Utc>,
     },
 }
 
@@ -243,6 +258,8 @@ pub enum ProjectEvent {
         /// Its build command.
         #[serde(default)]
         build_command: Option<BuildCommand>,
+        /// When.
+        created_at: DateTime<Utc>,
     },
     /// Its name, repository or build command changed; the event carries all three as they now
     /// are.
@@ -256,11 +273,15 @@ pub enum ProjectEvent {
         /// Its build command.
         #[serde(default)]
         build_command: Option<BuildCommand>,
+        /// When.
+        updated_at: DateTime<Utc>,
     },
     /// It was deleted.
     ProjectDeleted {
         /// Its id.
         project_id: Uuid,
+        /// When.
+        deleted_at: DateTime<Utc>,
     },
 }
 
@@ -293,6 +314,7 @@ impl Aggregate for Project {
                     name,
                     repo_url,
                     build_command,
+                    at,
                 },
             ) => Ok(vec![ProjectEvent::ProjectCreated {
                 project_id,
@@ -300,6 +322,7 @@ impl Aggregate for Project {
                 name,
                 repo_url,
                 build_command,
+                created_at: at,
             }]),
             (_, ProjectCommand::Create { .. }) => Err(ProjectError::AlreadyExists),
             (
@@ -309,6 +332,7 @@ impl Aggregate for Project {
                     name,
                     repo_url,
                     build_command,
+                    at,
                 },
             ) if p.org_id == org_id => {
                 if p.name == name && p.repo_url == repo_url && p.build_command == build_command {
@@ -319,10 +343,14 @@ impl Aggregate for Project {
                     name,
                     repo_url,
                     build_command,
+                    updated_at: at,
                 }])
             }
-            (Project::Active(p), ProjectCommand::Delete { org_id }) if p.org_id == org_id => {
-                Ok(vec![ProjectEvent::ProjectDeleted { project_id: p.id }])
+            (Project::Active(p), ProjectCommand::Delete { org_id, at }) if p.org_id == org_id => {
+                Ok(vec![ProjectEvent::ProjectDeleted {
+                    project_id: p.id,
+                    deleted_at: at,
+                }])
             }
             (_, ProjectCommand::Update { .. } | ProjectCommand::Delete { .. }) => {
                 Err(ProjectError::NotFound)
@@ -340,6 +368,7 @@ impl Aggregate for Project {
                     name,
                     repo_url,
                     build_command,
+                    created_at,
                 },
             ) => Project::Active(ProjectData {
                 id: *project_id,
@@ -347,6 +376,8 @@ impl Aggregate for Project {
                 name: name.clone(),
                 repo_url: repo_url.clone(),
                 build_command: build_command.clone(),
+                created_at: *created_at,
+                updated_at: *created_at,
             }),
             (
                 Project::Active(p),
@@ -354,12 +385,14 @@ impl Aggregate for Project {
                     name,
                     repo_url,
                     build_command,
+                    updated_at,
                     ..
                 },
             ) => Project::Active(ProjectData {
                 name: name.clone(),
                 repo_url: repo_url.clone(),
                 build_command: build_command.clone(),
+                updated_at: *updated_at,
                 ..p
             }),
             (Project::Active(p), ProjectEvent::ProjectDeleted { .. }) => {
@@ -385,6 +418,12 @@ mod tests {
     fn id() -> Uuid {
         Uuid::from_u128(10)
     }
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+    fn t1() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_060, 0).unwrap()
+    }
     fn name(s: &str) -> ProjectName {
         ProjectName::parse(s).unwrap()
     }
@@ -398,6 +437,7 @@ mod tests {
             name: name("Demo"),
             repo_url: repo("https://example.com/demo.git"),
             build_command: None,
+            created_at: t0(),
         }
     }
     fn update(n: &str, cmd: Option<&str>) -> ProjectCommand {
@@ -406,6 +446,7 @@ mod tests {
             name: name(n),
             repo_url: repo("https://example.com/demo.git"),
             build_command: cmd.map(|c| BuildCommand::parse(c).unwrap()),
+            at: t1(),
         }
     }
 
@@ -418,6 +459,7 @@ mod tests {
                 name: name("Demo"),
                 repo_url: repo("https://example.com/demo.git"),
                 build_command: None,
+                at: t0(),
             })
             .then([created()]);
     }
@@ -430,13 +472,17 @@ mod tests {
             name: name("Demo"),
             repo_url: repo("https://example.com/demo.git"),
             build_command: None,
+            at: t1(),
         };
         given::<Project>([created()])
             .when(create.clone())
             .then_error(ProjectError::AlreadyExists);
         given::<Project>([
             created(),
-            ProjectEvent::ProjectDeleted { project_id: id() },
+            ProjectEvent::ProjectDeleted {
+                project_id: id(),
+                deleted_at: t1(),
+            },
         ])
         .when(create)
         .then_error(ProjectError::AlreadyExists);
@@ -451,6 +497,7 @@ mod tests {
                 name: name("Renamed"),
                 repo_url: repo("https://example.com/demo.git"),
                 build_command: Some(BuildCommand::parse("make test").unwrap()),
+                updated_at: t1(),
             }]);
     }
 
@@ -466,6 +513,7 @@ mod tests {
         given::<Project>([created()])
             .when(ProjectCommand::Delete {
                 org_id: other_org(),
+                at: t1(),
             })
             .then_error(ProjectError::NotFound);
         given::<Project>([created()])
@@ -474,6 +522,7 @@ mod tests {
                 name: name("Mine"),
                 repo_url: repo("https://example.com/x.git"),
                 build_command: None,
+                at: t1(),
             })
             .then_error(ProjectError::NotFound);
     }
@@ -485,17 +534,46 @@ mod tests {
             .then_error(ProjectError::NotFound);
         given::<Project>([
             created(),
-            ProjectEvent::ProjectDeleted { project_id: id() },
+            ProjectEvent::ProjectDeleted {
+                project_id: id(),
+                deleted_at: t1(),
+            },
         ])
-        .when(ProjectCommand::Delete { org_id: org() })
+        .when(ProjectCommand::Delete {
+            org_id: org(),
+            at: t1(),
+        })
         .then_error(ProjectError::NotFound);
+    }
+
+    #[test]
+    fn the_state_remembers_when_the_project_was_created_and_changed() {
+        let g = given::<Project>([
+            created(),
+            ProjectEvent::ProjectUpdated {
+                project_id: id(),
+                name: name("B"),
+                repo_url: repo("https://example.com/demo.git"),
+                build_command: None,
+                updated_at: t1(),
+            },
+        ]);
+        let p = g.state().active().unwrap();
+        assert_eq!((p.created_at, p.updated_at), (t0(), t1()));
+        assert_eq!(p.name.as_str(), "B");
     }
 
     #[test]
     fn a_project_is_deleted() {
         given::<Project>([created()])
-            .when(ProjectCommand::Delete { org_id: org() })
-            .then([ProjectEvent::ProjectDeleted { project_id: id() }]);
+            .when(ProjectCommand::Delete {
+                org_id: org(),
+                at: t1(),
+            })
+            .then([ProjectEvent::ProjectDeleted {
+                project_id: id(),
+                deleted_at: t1(),
+            }]);
     }
 
     #[test]

@@ -1,0 +1,285 @@
+//! The software factory's commands: projects.
+
+use std::sync::Arc;
+
+use atelier_domain::factory::project::{
+    BuildCommand, Project, ProjectCommand, ProjectError, ProjectName, RepoUrl,
+};
+use atelier_store::{EventStore, StoreError, StreamName};
+use uuid::Uuid;
+
+use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
+use crate::reservation::{Reservation, release, reservation_stream, reserve};
+
+/// A project command's error.
+pub type ProjectCommandError = CommandError<ProjectError>;
+
+/// A project's fields, as a create or update gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectInput {
+    /// Its name.
+    pub name: ProjectName,
+    /// Its repository.
+    pub repo_url: RepoUrl,
+    /// Its build command.
+    pub build_command: Option<BuildCommand>,
+}
+
+/// Creates, updates and deletes projects, keeping names unique within an organization.
+#[derive(Clone)]
+pub struct ProjectService {
+    store: Arc<dyn EventStore>,
+}
+
+fn name_reservation(org_id: Uuid, name: &ProjectName) -> StreamName {
+    reservation_stream("project-name", org_id, &name.key())
+}
+
+impl ProjectService {
+    /// A service writing to `store`.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Self { store }
+    }
+
+    /// The project's stream.
+    pub fn stream(id: Uuid) -> StreamName {
+        stream_of::<Project>(id)
+    }
+
+    /// Whether the holder of a name reservation no longer uses the name: it was never created
+    /// (a crash between reservation and creation), was deleted, or was renamed.
+    async fn reservation_is_stale(&self, holder: Uuid, key: &str) -> Result<bool, StoreError> {
+        match load::<Project>(self.store.as_ref(), &Self::stream(holder)).await {
+            Ok((Project::Active(p), _)) => Ok(p.name.key() != key),
+            Ok(_) => Ok(true),
+            Err(CommandError::Store(e)) => Err(e),
+            // A holder whose events cannot be read is not taken over.
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn reserve_name(
+        &self,
+        ctx: &CommandContext,
+        owner: Uuid,
+        name: &ProjectName,
+    ) -> Result<StreamName, ProjectCommandError> {
+        let stream = name_reservation(ctx.org_id, name);
+        let key = name.key();
+        let outcome = reserve(self.store.as_ref(), &stream, owner, ctx, |holder| {
+            let key = key.clone();
+            async move { self.reservation_is_stale(holder, &key).await }
+        })
+        .await?;
+        match outcome {
+            Reservation::Held => Ok(stream),
+            Reservation::Taken { .. } => Err(CommandError::Conflict(format!(
+                "a project named {:?} already exists in this organization",
+                name.as_str()
+            ))),
+        }
+    }
+
+    async fn release_quietly(&self, stream: &StreamName, owner: Uuid) {
+        if let Err(e) = release(self.store.as_ref(), stream, owner).await {
+            // A reservation left behind is taken over as stale by the next user of the name.
+            tracing::warn!(%stream, error = %e, "could not release a name reservation");
+        }
+    }
+
+    /// Creates a project with a new id.
+    pub async fn create(
+        &self,
+        ctx: &CommandContext,
+        input: ProjectInput,
+    ) -> Result<Written<Project>, ProjectCommandError> {
+        let id = Uuid::now_v7();
+        let reservation = self.reserve_name(ctx, id, &input.name).await?;
+        let command = ProjectCommand::Create {
+            project_id: id,
+            org_id: ctx.org_id,
+            name: input.name,
+            repo_url: input.repo_url,
+            build_command: input.build_command,
+            at: ctx.occurred_at,
+        };
+        let written =
+            execute::<Project>(self.store.as_ref(), &Self::stream(id), ctx, None, command).await;
+        if written.is_err() {
+            self.release_quietly(&reservation, id).await;
+        }
+        written
+    }
+
+    /// Replaces a project's fields; `if_match` is the revision the caller saw.
+    pub async fn update(
+        &self,
+        ctx: &CommandContext,
+        id: Uuid,
+        if_match: Option<u64>,
+        input: ProjectInput,
+    ) -> Result<Written<Project>, ProjectCommandError> {
+        let stream = Self::stream(id);
+        let (current, _) = load::<Project>(self.store.as_ref(), &stream).await?;
+        let current_key = match current.active() {
+            Some(p) if p.org_id == ctx.org_id => p.name.key(),
+            _ => return Err(CommandError::Rejected(ProjectError::NotFound)),
+        };
+        let renamed = input.name.key() != current_key;
+        let new_reservation = if renamed {
+            Some(self.reserve_name(ctx, id, &input.name).await?)
+        } else {
+            None
+        };
+        let command = ProjectCommand::Update {
+            org_id: ctx.org_id,
+            name: input.name,
+            repo_url: input.repo_url,
+            build_command: input.build_command,
+            at: ctx.occurred_at,
+        };
+        let written =
+            execute::<Project>(self.store.as_ref(), &stream, ctx, if_match, command).await;
+        match &written {
+            Ok(w) => {
+                if let (Some(before), Some(after)) = (w.previous.active(), w.state.active())
+                    && before.name.key() != after.name.key()
+                {
+                    self.release_quietly(&name_reservation(ctx.org_id, &before.name), id)
+                        .await;
+                }
+            }
+            Err(_) => {
+                if let Some(r) = new_reservation {
+                    self.release_quietly(&r, id).await;
+                }
+            }
+        }
+        written
+    }
+
+    /// Deletes a project; its name is free again.
+    pub async fn delete(
+        &self,
+        ctx: &CommandContext,
+        id: Uuid,
+        if_match: Option<u64>,
+    ) -> Result<Written<Project>, ProjectCommandError> {
+        let written = execute::<Project>(
+            self.store.as_ref(),
+            &Self::stream(id),
+            ctx,
+            if_match,
+            ProjectCommand::Delete {
+                org_id: ctx.org_id,
+                at: ctx.occurred_at,
+            },
+        )
+        .await?;
+        if let Some(before) = written.previous.active() {
+            self.release_quietly(&name_reservation(ctx.org_id, &before.name), id)
+                .await;
+        }
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atelier_store::memory::MemoryEventStore;
+
+    fn input(name: &str) -> ProjectInput {
+        ProjectInput {
+            name: ProjectName::parse(name).unwrap(),
+            repo_url: RepoUrl::parse("https://example.com/r.git").unwrap(),
+            build_command: None,
+        }
+    }
+
+    fn service() -> (ProjectService, CommandContext) {
+        let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+        (
+            ProjectService::new(store),
+            CommandContext::new(Uuid::from_u128(1), "user-1"),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_name_is_unique_within_an_organization_whatever_its_case() {
+        let (s, ctx) = service();
+        s.create(&ctx, input("Demo")).await.unwrap();
+        let err = s.create(&ctx, input("  demo ")).await.unwrap_err();
+        assert!(matches!(err, CommandError::Conflict(_)), "{err:?}");
+        let other = CommandContext::new(Uuid::from_u128(2), "user-2");
+        s.create(&other, input("Demo")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_deleted_or_renamed_project_frees_its_name() {
+        let (s, ctx) = service();
+        let a = s.create(&ctx, input("A")).await.unwrap();
+        let id = a.state.active().unwrap().id;
+        s.update(&ctx, id, a.revision, input("B")).await.unwrap();
+        s.create(&ctx, input("A")).await.unwrap();
+        let err = s.create(&ctx, input("B")).await.unwrap_err();
+        assert!(matches!(err, CommandError::Conflict(_)));
+        s.delete(&ctx, id, None).await.unwrap();
+        s.create(&ctx, input("B")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stale_if_match_is_a_failed_precondition_and_changes_nothing() {
+        let (s, ctx) = service();
+        let a = s.create(&ctx, input("A")).await.unwrap();
+        let id = a.state.active().unwrap().id;
+        s.update(&ctx, id, Some(0), input("B")).await.unwrap();
+        let err = s.update(&ctx, id, Some(0), input("C")).await.unwrap_err();
+        assert!(matches!(
+            err,
+            CommandError::PreconditionFailed {
+                expected: 0,
+                actual: Some(1)
+            }
+        ));
+        // The failed rename released the name it had reserved.
+        s.create(&ctx, input("C")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reservation_left_by_a_crash_is_taken_over() {
+        let (s, ctx) = service();
+        // A create that reserved the name and died before writing the project.
+        let ghost = Uuid::now_v7();
+        let stream = name_reservation(ctx.org_id, &ProjectName::parse("Ghost").unwrap());
+        reserve(s.store.as_ref(), &stream, ghost, &ctx, |_| async {
+            Ok(false)
+        })
+        .await
+        .unwrap();
+        s.create(&ctx, input("ghost")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_event_carries_who_for_whom_and_why() {
+        let (s, ctx) = service();
+        let ctx = ctx.with_request_id("req-1");
+        let a = s.create(&ctx, input("A")).await.unwrap();
+        let id = a.state.active().unwrap().id;
+        let events = s
+            .store
+            .read_stream(
+                &ProjectService::stream(id),
+                atelier_store::ReadStream::forward(),
+            )
+            .await
+            .unwrap();
+        let m = &events[0].metadata;
+        assert_eq!(m["org_id"], ctx.org_id.to_string());
+        assert_eq!(m["actor"], "user-1");
+        assert_eq!(m["request_id"], "req-1");
+        assert_eq!(m["correlation_id"], ctx.correlation_id.to_string());
+        assert!(m.get("causation_id").is_some());
+        assert_eq!(m["schema"], 1);
+    }
+}

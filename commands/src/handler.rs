@@ -1,0 +1,206 @@
+//! Load → decide → append, with the expected revision, retried on conflicts.
+
+use std::sync::Arc;
+
+use atelier_domain::{Aggregate, DomainEvent, EventDecodeError};
+use atelier_store::{
+    EventData, EventStore, ExpectedRevision, Position, ReadStream, StoreError, StreamName,
+};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+/// How many times a command is decided again after another writer got there first.
+pub const MAX_ATTEMPTS: usize = 5;
+
+/// Who asks, for whom, and as part of what: recorded in every event's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandContext {
+    /// The organization (tenant) the command acts for.
+    pub org_id: Uuid,
+    /// The user or API key acting.
+    pub actor: String,
+    /// Groups everything one request caused.
+    pub correlation_id: Uuid,
+    /// The event or command that caused this one, if any.
+    pub causation_id: Option<Uuid>,
+    /// The HTTP request, if any.
+    pub request_id: Option<String>,
+    /// When the command was issued.
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl CommandContext {
+    /// A context for `actor` acting in `org_id`, now.
+    pub fn new(org_id: Uuid, actor: impl Into<String>) -> Self {
+        Self {
+            org_id,
+            actor: actor.into(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            request_id: None,
+            occurred_at: Utc::now(),
+        }
+    }
+
+    /// Sets the request id (it also becomes the correlation id when it is a UUID).
+    pub fn with_request_id(mut self, request_id: impl Into<String>) -> Self {
+        let id = request_id.into();
+        if let Ok(uuid) = Uuid::parse_str(&id) {
+            self.correlation_id = uuid;
+        }
+        self.request_id = Some(id);
+        self
+    }
+
+    /// The metadata of one event.
+    pub fn metadata(&self, schema: u32) -> serde_json::Value {
+        json!({
+            "org_id": self.org_id,
+            "actor": self.actor,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "request_id": self.request_id,
+            "schema": schema,
+            "occurred_at": self.occurred_at,
+        })
+    }
+
+    /// Turns domain events into events to append.
+    pub fn encode<E: DomainEvent>(&self, events: &[E]) -> Vec<EventData> {
+        events
+            .iter()
+            .map(|e| {
+                let (ty, data) = e.encode();
+                EventData::new(ty, data).with_metadata(self.metadata(E::SCHEMA_VERSION))
+            })
+            .collect()
+    }
+}
+
+/// Why a command did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error + 'static> {
+    /// The domain refused it.
+    #[error(transparent)]
+    Rejected(E),
+    /// The caller's `If-Match` revision is not the aggregate's.
+    #[error("the resource is at revision {actual:?}, not {expected}")]
+    PreconditionFailed {
+        /// What the caller expected.
+        expected: u64,
+        /// Where it is (`None`: it does not exist).
+        actual: Option<u64>,
+    },
+    /// A uniqueness rule refused it (a name already taken…).
+    #[error("{0}")]
+    Conflict(String),
+    /// Other writers kept changing the aggregate; the command was not applied.
+    #[error("too many concurrent changes to {stream}; try again")]
+    Contention {
+        /// The stream.
+        stream: String,
+    },
+    /// A stored event could not be read.
+    #[error(transparent)]
+    Decode(#[from] EventDecodeError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The outcome of a command that was accepted.
+#[derive(Debug, Clone)]
+pub struct Written<A> {
+    /// The state before.
+    pub previous: A,
+    /// The state after.
+    pub state: A,
+    /// The aggregate's revision after (`None`: it has no events).
+    pub revision: Option<u64>,
+    /// Where the last event landed in `$all` (`None`: nothing was written).
+    pub position: Option<Position>,
+}
+
+/// Loads an aggregate: its state and revision.
+pub async fn load<A: Aggregate>(
+    store: &dyn EventStore,
+    stream: &StreamName,
+) -> Result<(A, Option<u64>), CommandError<A::Error>> {
+    let recorded = store.read_stream(stream, ReadStream::forward()).await?;
+    let revision = recorded.last().map(|e| e.revision);
+    let mut state = A::default();
+    for e in &recorded {
+        state = state.evolve(&A::Event::decode(&e.event_type, &e.data)?);
+    }
+    Ok((state, revision))
+}
+
+/// Runs a command against an aggregate: load, decide, append with the expected revision; on a
+/// conflict, load and decide again (at most [`MAX_ATTEMPTS`] times). With `if_match`, the
+/// aggregate must be at that revision, and a conflict is not retried.
+#[tracing::instrument(name = "command", skip_all, fields(stream = %stream, aggregate = A::CATEGORY))]
+pub async fn execute<A: Aggregate>(
+    store: &dyn EventStore,
+    stream: &StreamName,
+    ctx: &CommandContext,
+    if_match: Option<u64>,
+    command: A::Command,
+) -> Result<Written<A>, CommandError<A::Error>>
+where
+    A::Command: Clone,
+{
+    for _ in 0..MAX_ATTEMPTS {
+        let (state, revision) = load::<A>(store, stream).await?;
+        if let Some(expected) = if_match
+            && revision != Some(expected)
+        {
+            return Err(CommandError::PreconditionFailed {
+                expected,
+                actual: revision,
+            });
+        }
+        let events = state
+            .decide(command.clone())
+            .map_err(CommandError::Rejected)?;
+        if events.is_empty() {
+            return Ok(Written {
+                previous: state.clone(),
+                state,
+                revision,
+                position: None,
+            });
+        }
+        let expected = revision.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
+        match store.append(stream, expected, ctx.encode(&events)).await {
+            Ok(r) => {
+                let after = events.iter().fold(state.clone(), |s, e| s.evolve(e));
+                return Ok(Written {
+                    previous: state,
+                    state: after,
+                    revision: Some(r.next_expected_revision),
+                    position: Some(r.position),
+                });
+            }
+            Err(StoreError::WrongExpectedRevision { actual, .. }) => {
+                if let Some(expected) = if_match {
+                    return Err(CommandError::PreconditionFailed { expected, actual });
+                }
+                tracing::debug!("another writer changed the aggregate; deciding again");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CommandError::Contention {
+        stream: stream.to_string(),
+    })
+}
+
+/// The stream of an aggregate.
+pub fn stream_of<A: Aggregate>(id: Uuid) -> StreamName {
+    StreamName::new(format!("{}-{id}", A::CATEGORY))
+        .expect("a category and a UUID make a valid stream name")
+}
+
+/// A shared event store.
+pub type Store = Arc<dyn EventStore>;

@@ -1,0 +1,120 @@
+//! Uniqueness across aggregates: a reservation stream per unique key, appended with `NoStream`
+//! by whoever takes the key first, soft-deleted when it is released. It works the same on every
+//! store adapter.
+
+use std::future::Future;
+
+use atelier_store::{
+    EventData, EventStore, ExpectedRevision, ReadStream, StoreError, StreamFrom, StreamName,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::handler::CommandContext;
+
+const RESERVED: &str = "Reserved";
+
+/// The reservation stream of `key` of this kind in an organization:
+/// `reservation-{kind}-{UUIDv5(org, key)}`, so any key fits in a stream name.
+pub fn reservation_stream(kind: &str, org_id: Uuid, key: &str) -> StreamName {
+    let id = Uuid::new_v5(&org_id, key.as_bytes());
+    StreamName::new(format!("reservation-{kind}-{id}"))
+        .expect("a kind and a UUID make a valid stream name")
+}
+
+/// The outcome of a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// The key is now held by the owner.
+    Held,
+    /// Another owner holds it.
+    Taken {
+        /// Who.
+        holder: Uuid,
+    },
+}
+
+async fn holder(
+    store: &dyn EventStore,
+    stream: &StreamName,
+) -> Result<Option<(Uuid, u64)>, StoreError> {
+    let last = store
+        .read_stream(stream, ReadStream::backward().from(StreamFrom::End).max(1))
+        .await?;
+    Ok(last.first().and_then(|e| {
+        e.data
+            .get("owner")
+            .and_then(|o| o.as_str())
+            .and_then(|o| Uuid::parse_str(o).ok())
+            .map(|o| (o, e.revision))
+    }))
+}
+
+/// Reserves `stream` for `owner`. A key whose holder no longer uses it (`is_stale(holder)`, for
+/// instance after a crash between the reservation and the write it protected) is taken over.
+pub async fn reserve<F, Fut>(
+    store: &dyn EventStore,
+    stream: &StreamName,
+    owner: Uuid,
+    ctx: &CommandContext,
+    is_stale: F,
+) -> Result<Reservation, StoreError>
+where
+    F: Fn(Uuid) -> Fut,
+    Fut: Future<Output = Result<bool, StoreError>>,
+{
+    let event =
+        || vec![EventData::new(RESERVED, json!({ "owner": owner })).with_metadata(ctx.metadata(1))];
+    for _ in 0..crate::handler::MAX_ATTEMPTS {
+        match store
+            .append(stream, ExpectedRevision::NoStream, event())
+            .await
+        {
+            Ok(_) => return Ok(Reservation::Held),
+            Err(StoreError::WrongExpectedRevision { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let Some((held_by, revision)) = holder(store, stream).await? else {
+            continue;
+        };
+        if held_by == owner {
+            return Ok(Reservation::Held);
+        }
+        if !is_stale(held_by).await? {
+            return Ok(Reservation::Taken { holder: held_by });
+        }
+        tracing::info!(%stream, stale_holder = %held_by, "taking over a stale reservation");
+        match store
+            .append(stream, ExpectedRevision::Exact(revision), event())
+            .await
+        {
+            Ok(_) => return Ok(Reservation::Held),
+            Err(StoreError::WrongExpectedRevision { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Backend(
+        format!("reservation {stream} kept changing").into(),
+    ))
+}
+
+/// Releases `stream` if `owner` still holds it.
+pub async fn release(
+    store: &dyn EventStore,
+    stream: &StreamName,
+    owner: Uuid,
+) -> Result<(), StoreError> {
+    if let Some((held_by, revision)) = holder(store, stream).await?
+        && held_by == owner
+    {
+        match store
+            .delete_stream(stream, ExpectedRevision::Exact(revision))
+            .await
+        {
+            // Taken over meanwhile: not ours to release any more.
+            Ok(()) | Err(StoreError::WrongExpectedRevision { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

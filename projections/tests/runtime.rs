@@ -1,0 +1,271 @@
+//! The projection runtime against a real PostgreSQL: exactly once, visible failures, rebuilds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use atelier_projections::runtime::{
+    Projection, ProjectionError, Registry, RunState, Stop, stored_checkpoints,
+};
+use atelier_store::postgres::{PgConfig, PgEventStore};
+use atelier_store::testing::TestDatabase;
+use atelier_store::{EventData, EventStore, ExpectedRevision, Position, RecordedEvent, StreamName};
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+
+/// Records every event it applies in `applied` (a unique event id per row: applying one twice
+/// fails), and fails on events of type `Poison` while `poisoned` is set.
+struct Recorder {
+    version: i32,
+    poisoned: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Projection for Recorder {
+    fn name(&self) -> &'static str {
+        "test.recorder"
+    }
+    fn version(&self) -> i32 {
+        self.version
+    }
+    async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM applied").execute(tx).await?;
+        Ok(())
+    }
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if event.event_type == "Poison" && self.poisoned.load(Ordering::SeqCst) {
+            return Err(ProjectionError::Invalid("poisoned event".into()));
+        }
+        sqlx::query("INSERT INTO applied (event_id, commit, prepare) VALUES ($1, $2, $3)")
+            .bind(event.event_id)
+            .bind(event.position.commit as i64)
+            .bind(event.position.prepare as i64)
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+}
+
+struct Fixture {
+    store: Arc<dyn EventStore>,
+    pool: PgPool,
+    _db: TestDatabase,
+}
+
+async fn fixture() -> Fixture {
+    let db = TestDatabase::create().await.unwrap();
+    let pool = db.pool(8).await.unwrap();
+    sqlx::query("CREATE TABLE applied (event_id uuid PRIMARY KEY, commit bigint, prepare bigint)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(PgEventStore::with_pool(
+        pool.clone(),
+        PgConfig::new(&db.url),
+    ));
+    Fixture {
+        store,
+        pool,
+        _db: db,
+    }
+}
+
+fn recorder(version: i32) -> (Arc<Recorder>, Arc<AtomicBool>, Arc<AtomicUsize>) {
+    let poisoned = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    (
+        Arc::new(Recorder {
+            version,
+            poisoned: poisoned.clone(),
+            calls: calls.clone(),
+        }),
+        poisoned,
+        calls,
+    )
+}
+
+async fn append(store: &dyn EventStore, types: &[&str]) -> Position {
+    let events = types
+        .iter()
+        .map(|t| EventData::new(*t, json!({})))
+        .collect();
+    store
+        .append(
+            &StreamName::new(format!("thing-{}", uuid::Uuid::now_v7())).unwrap(),
+            ExpectedRevision::NoStream,
+            events,
+        )
+        .await
+        .unwrap()
+        .position
+}
+
+async fn applied(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM applied")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn wait_for_state(registry: &Registry, state: RunState) {
+    for _ in 0..2000 {
+        if registry.statuses().iter().all(|s| s.state == state) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never reached {state:?}: {:?}", registry.statuses());
+}
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[actix_web::test]
+async fn a_failing_event_stops_the_projection_visibly_and_nothing_of_its_batch_is_applied() {
+    let f = fixture().await;
+    let (projection, poisoned, _) = recorder(1);
+    poisoned.store(true, Ordering::SeqCst);
+    append(f.store.as_ref(), &["A", "B", "C", "D", "E"]).await;
+    append(f.store.as_ref(), &["F", "Poison", "G"]).await;
+    let registry = Registry::new();
+    let runner = registry.start(projection.clone(), f.store.clone(), f.pool.clone());
+    wait_for_state(&registry, RunState::Failed).await;
+
+    let status = &registry.statuses()[0];
+    assert!(status.error.as_deref().unwrap().contains("poisoned event"));
+    assert!(status.failed_at.is_some());
+    assert!(!registry.is_ready());
+    // The whole batch was rolled back: the events before the poison are not half-applied.
+    assert_eq!(applied(&f.pool).await, 0);
+    let stored = stored_checkpoints(&f.pool).await.unwrap();
+    assert_eq!(stored[0].status, "failed");
+    assert_eq!(stored[0].failed_at, status.failed_at);
+    assert_eq!(stored[0].position, Position::START);
+
+    // Fixed and restarted, it resumes from its checkpoint and applies everything once.
+    poisoned.store(false, Ordering::SeqCst);
+    runner
+        .send(atelier_projections::runtime::Restart)
+        .await
+        .unwrap();
+    let last = append(f.store.as_ref(), &["H"]).await;
+    registry
+        .wait_for("test.recorder", last, PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(applied(&f.pool).await, 9);
+    assert_eq!(
+        stored_checkpoints(&f.pool).await.unwrap()[0].status,
+        "running"
+    );
+}
+
+#[actix_web::test]
+async fn a_runner_stopped_and_started_again_resumes_without_applying_anything_twice() {
+    let f = fixture().await;
+    let (projection, _, _) = recorder(1);
+    let registry = Registry::new();
+    let first = append(f.store.as_ref(), &["A", "B", "C"]).await;
+    let runner = registry.start(projection.clone(), f.store.clone(), f.pool.clone());
+    registry
+        .wait_for("test.recorder", first, PATIENCE)
+        .await
+        .unwrap();
+    runner.send(Stop).await.unwrap();
+    // Written while it is stopped.
+    for _ in 0..20 {
+        append(f.store.as_ref(), &["D", "E"]).await;
+    }
+    let last = append(f.store.as_ref(), &["F"]).await;
+    let registry = Registry::new();
+    registry.start(projection, f.store.clone(), f.pool.clone());
+    registry
+        .wait_for("test.recorder", last, PATIENCE)
+        .await
+        .unwrap();
+    // The unique event id in `applied` would have refused a second application.
+    assert_eq!(applied(&f.pool).await, 3 + 40 + 1);
+}
+
+#[actix_web::test]
+async fn two_runners_of_one_projection_never_apply_an_event_twice() {
+    let f = fixture().await;
+    let (projection, _, _) = recorder(1);
+    let a = Registry::new();
+    let b = Registry::new();
+    a.start(projection.clone(), f.store.clone(), f.pool.clone());
+    b.start(projection.clone(), f.store.clone(), f.pool.clone());
+    let mut last = Position::START;
+    for _ in 0..50 {
+        last = append(f.store.as_ref(), &["A", "B"]).await;
+    }
+    a.wait_for("test.recorder", last, PATIENCE).await.unwrap();
+    b.wait_for("test.recorder", last, PATIENCE).await.unwrap();
+    assert_eq!(applied(&f.pool).await, 100);
+    assert!(a.statuses()[0].state != RunState::Failed);
+    assert!(b.statuses()[0].state != RunState::Failed);
+}
+
+#[actix_web::test]
+async fn a_new_version_rebuilds_the_read_model_from_the_start() {
+    let f = fixture().await;
+    let (v1, _, _) = recorder(1);
+    let registry = Registry::new();
+    let last = append(f.store.as_ref(), &["A", "B", "C"]).await;
+    let runner = registry.start(v1, f.store.clone(), f.pool.clone());
+    registry
+        .wait_for("test.recorder", last, PATIENCE)
+        .await
+        .unwrap();
+    runner.send(Stop).await.unwrap();
+    // Rows left over from v1 that v2 would not write.
+    let (v2, _, calls) = recorder(2);
+    let registry = Registry::new();
+    registry.start(v2, f.store.clone(), f.pool.clone());
+    registry
+        .wait_for("test.recorder", last, PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(applied(&f.pool).await, 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "v2 replayed the whole log");
+    assert_eq!(stored_checkpoints(&f.pool).await.unwrap()[0].version, 2);
+}
+
+#[actix_web::test]
+async fn a_rebuild_on_demand_yields_the_same_rows() {
+    let f = fixture().await;
+    let (projection, _, calls) = recorder(1);
+    let registry = Registry::new();
+    registry.start(projection, f.store.clone(), f.pool.clone());
+    let mut last = Position::START;
+    for _ in 0..30 {
+        last = append(f.store.as_ref(), &["A", "B", "C"]).await;
+    }
+    registry
+        .wait_for("test.recorder", last, PATIENCE)
+        .await
+        .unwrap();
+    let rows = |pool: PgPool| async move {
+        sqlx::query_as::<_, (uuid::Uuid, i64, i64)>(
+            "SELECT event_id, commit, prepare FROM applied ORDER BY event_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let before = rows(f.pool.clone()).await;
+    registry.rebuild("test.recorder", &f.pool).await.unwrap();
+    registry
+        .wait_for("test.recorder", last, PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(rows(f.pool.clone()).await, before);
+    assert_eq!(calls.load(Ordering::SeqCst), 180);
+    wait_for_state(&registry, RunState::Live).await;
+}
