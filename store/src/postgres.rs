@@ -328,10 +328,12 @@ const HEAD_SQL: &str = "SELECT commit, prepare FROM events \
     WHERE commit < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint) \
     ORDER BY commit DESC, prepare DESC LIMIT 1";
 
-/// Whether committed events after `$1,$2` wait behind an older transaction still open.
+/// Whether committed events after `$1,$2` are still unread: held back by an older transaction
+/// still open, or released since the last read took its watermark. Not bounded by this
+/// statement's watermark on purpose: an event held back at the read and released just before
+/// this probe would otherwise look read, and wait for the slow poll.
 const HELD_BACK_SQL: &str = "SELECT commit FROM events \
     WHERE (commit, prepare) > ($1, $2) \
-    AND commit >= (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint) \
     ORDER BY commit, prepare LIMIT 1";
 
 const READ_STREAM_FORWARD: &str = "SELECT s.tombstoned, e.commit, e.prepare, e.revision, \

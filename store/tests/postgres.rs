@@ -54,10 +54,9 @@ async fn the_poll_and_catch_up_queries_use_the_position_index() {
             "SELECT commit, prepare FROM events WHERE commit < {xmin} \
              ORDER BY commit DESC, prepare DESC LIMIT 1"
         ),
-        format!(
-            "SELECT commit FROM events WHERE (commit, prepare) > (0, 0) AND commit >= {xmin} \
-             ORDER BY commit, prepare LIMIT 1"
-        ),
+        "SELECT commit FROM events WHERE (commit, prepare) > (0, 0) \
+         ORDER BY commit, prepare LIMIT 1"
+            .to_owned(),
     ];
     for q in queries {
         let p = plan(&pool, &q).await;
