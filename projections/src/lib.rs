@@ -8,3 +8,10 @@ pub mod health;
 pub mod runtime;
 
 pub use runtime::{ProjectionStatus, Registry, RunState};
+
+use std::sync::Arc;
+
+/// Every projection Atelier runs.
+pub fn all() -> Vec<Arc<dyn runtime::Projection>> {
+    vec![Arc::new(factory::ProjectsProjection)]
+}

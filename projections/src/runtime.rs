@@ -109,6 +109,10 @@ pub struct ProjectionStatus {
     pub error: Option<String>,
     /// The event it failed on.
     pub failed_at: Option<Position>,
+    /// How many times its read model was reset (rebuilds, version changes). A runner only
+    /// reports progress for the generation it read its checkpoint in, so a batch committed just
+    /// before a rebuild can never make the emptied read model look caught up.
+    pub generation: i64,
 }
 
 /// The live state of one running projection.
@@ -142,6 +146,17 @@ impl Cell {
             failed: s.state == RunState::Failed,
         };
         self.progress.send_replace(progress);
+    }
+
+    /// Applies `f` only if no newer generation has been announced (by a rebuild or a newer
+    /// runner); records `generation` as the current one.
+    fn update_for(&self, generation: i64, f: impl FnOnce(&mut ProjectionStatus)) {
+        self.update(|s| {
+            if s.generation <= generation {
+                s.generation = generation;
+                f(s);
+            }
+        });
     }
 }
 
@@ -232,6 +247,7 @@ impl Registry {
                 position: Position::START,
                 error: None,
                 failed_at: None,
+                generation: 0,
             }),
             progress: watch::channel(Progress {
                 position: Position::START,
@@ -267,8 +283,9 @@ impl Registry {
             .get(name)
             .cloned()
             .ok_or_else(|| RebuildError::Unknown(name.to_owned()))?;
-        reset(pool, projection.as_ref()).await?;
-        // Readers waiting for a position must not be answered from the emptied tables.
+        let generation = reset(pool, projection.as_ref()).await?;
+        // Readers waiting for a position must not be answered from the emptied tables, nor by
+        // the old runner's last batch (its generation is now stale).
         if let Some(cell) = self
             .cells
             .read()
@@ -276,6 +293,7 @@ impl Registry {
             .get(name)
         {
             cell.update(|s| {
+                s.generation = s.generation.max(generation);
                 s.position = Position::START;
                 s.state = RunState::CatchingUp;
             });
@@ -298,7 +316,8 @@ pub enum RebuildError {
 
 /// Empties a projection's tables and sends its checkpoint back to the start of the log, in one
 /// transaction. A runner anywhere notices at its next batch (the fence) and starts over.
-pub async fn reset(pool: &PgPool, projection: &dyn Projection) -> Result<(), sqlx::Error> {
+/// Returns the new generation.
+pub async fn reset(pool: &PgPool, projection: &dyn Projection) -> Result<i64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO projection_checkpoints (name, version) VALUES ($1, $2) \
@@ -313,21 +332,21 @@ pub async fn reset(pool: &PgPool, projection: &dyn Projection) -> Result<(), sql
         .execute(&mut *tx)
         .await?;
     projection.reset(&mut tx).await?;
-    sqlx::query(
+    let generation: i64 = sqlx::query_scalar(
         "UPDATE projection_checkpoints SET version = $2, generation = generation + 1, \
          commit = 0, prepare = 0, status = 'running', error = NULL, failed_commit = NULL, \
-         failed_prepare = NULL, updated_at = now() WHERE name = $1",
+         failed_prepare = NULL, updated_at = now() WHERE name = $1 RETURNING generation",
     )
     .bind(projection.name())
     .bind(projection.version())
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
     info!(
         projection = projection.name(),
         "projection reset to the start of the log"
     );
-    Ok(())
+    Ok(generation)
 }
 
 /// A projection's row in the checkpoint table.
@@ -536,7 +555,7 @@ async fn run_once(
     let (generation, mut position) = load_checkpoint(pool, projection).await?;
     let head = store.head().await?.unwrap_or(Position::START);
     let caught_up = |p: Position| p >= head;
-    cell.update(|s| {
+    cell.update_for(generation, |s| {
         s.position = position;
         s.state = if caught_up(position) {
             RunState::Live
@@ -579,8 +598,18 @@ async fn run_once(
             Applied::Committed => {
                 metrics::counter!("atelier_projection_events_total", "projection" => name)
                     .increment(events.len() as u64);
+                // From the append to the read model's commit: what a reader waits. Only once
+                // live: a catch-up's lag is the backlog's age, not the projection's speed.
+                if caught_up(position) {
+                    let now = chrono::Utc::now();
+                    let lag =
+                        metrics::histogram!("atelier_projection_lag_seconds", "projection" => name);
+                    for e in &events {
+                        lag.record((now - e.created).as_seconds_f64().max(0.0));
+                    }
+                }
                 position = to;
-                cell.update(|s| {
+                cell.update_for(generation, |s| {
                     s.position = to;
                     if caught_up(to) {
                         s.state = RunState::Live;
@@ -597,7 +626,7 @@ async fn run_once(
             Applied::Failed { at, error } => {
                 error!(projection = name, position = %at, error = %error, "projection stopped: an event could not be applied");
                 record_failure(pool, name, at, &error).await;
-                cell.update(|s| {
+                cell.update_for(generation, |s| {
                     s.state = RunState::Failed;
                     s.error = Some(error.clone());
                     s.failed_at = Some(at);
