@@ -1,10 +1,18 @@
 //! Command line and configuration: every setting comes from a flag or its environment variable,
 //! with defaults that work on a developer machine with a local PostgreSQL.
 
+use std::io::Write;
 use std::net::TcpListener;
 
 use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atelier_http::HttpSettings;
+use atelier_http::server::ServerConfig;
+use atelier_projections::{Registry, runtime};
 use atelier_store::postgres::{self, PgConfig, PgEventStore};
+use atelier_store::{EventStore, Position};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::info;
 
@@ -32,6 +40,21 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
+    /// Inspect or rebuild projections (read models).
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectionsCommand {
+    /// Show each projection's version, checkpoint and state.
+    Status,
+    /// Empty a projection's read model and replay the log into it; waits until it has caught
+    /// up. A running server notices at its next batch and continues from the rebuilt state.
+    Rebuild {
+        /// The projection's name (see `atelier projections status`).
+        name: String,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -54,9 +77,36 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the address is logged and printed).
     #[arg(long, env = "ATELIER_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: String,
-    /// `development` or `production`.
+    /// `development` or `production` (refuses weak or missing secrets).
     #[arg(long, env = "ATELIER_ENV", value_enum, default_value_t = Environment::Development)]
     pub env: Environment,
+    /// The bootstrap superadmin's username.
+    #[arg(long, env = "ATELIER_ADMIN_USERNAME", default_value = "admin")]
+    pub admin_username: String,
+    /// The bootstrap superadmin's password (generated and printed once when absent).
+    #[arg(long, env = "ATELIER_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// HS256 secret for access tokens, at least 32 bytes (generated and kept in the database in
+    /// development).
+    #[arg(long, env = "ATELIER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Allowed CORS origins, comma-separated (`*` for any).
+    #[arg(
+        long,
+        env = "ATELIER_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:5173,http://localhost:3000"
+    )]
+    pub cors_origins: Vec<String>,
+    /// Largest JSON body accepted, in bytes.
+    #[arg(long, env = "ATELIER_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+    /// Longest a read waits for its projection to reach a position it was given, in ms.
+    #[arg(long, env = "ATELIER_READ_WAIT_MS", default_value_t = 5000)]
+    pub read_wait_ms: u64,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "ATELIER_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,6 +154,10 @@ impl Cli {
                 Ok(())
             }
             Command::Serve(args) => serve(&self.db, args).await,
+            Command::Projections(ProjectionsCommand::Status) => projections_status(&self.db).await,
+            Command::Projections(ProjectionsCommand::Rebuild { name }) => {
+                projections_rebuild(&self.db, &name).await
+            }
         }
     }
 }
@@ -141,26 +195,126 @@ async fn prepare_database(db: &DbArgs) -> anyhow::Result<sqlx::PgPool> {
     Ok(pool)
 }
 
-async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
+async fn store(db: &DbArgs) -> anyhow::Result<(sqlx::PgPool, PgEventStore)> {
     let pool = prepare_database(db).await?;
     let mut config = PgConfig::new(db.database_url.clone());
     config.max_connections = db.db_pool_size;
-    let store = PgEventStore::with_pool(pool, config);
+    let store = PgEventStore::with_pool(pool.clone(), config);
+    Ok((pool, store))
+}
+
+async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let (pool, store) = store(db).await?;
+    let config = ServerConfig {
+        production: args.env == Environment::Production,
+        jwt_secret: args.jwt_secret.clone(),
+        admin_username: args.admin_username.clone(),
+        admin_password: args.admin_password.clone(),
+        http: HttpSettings {
+            body_limit: args.body_limit,
+            read_wait: Duration::from_millis(args.read_wait_ms),
+            cors_origins: args.cors_origins.clone(),
+        },
+        ..ServerConfig::default()
+    };
+    let (services, bootstrap) = atelier_http::server::start(pool, Arc::new(store), config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     info!(%addr, env = ?args.env, "serving");
-    // Printed on stdout too, so scripts and tests can find a port picked with `:0`.
-    println!("listening on http://{addr}");
-    let store = actix_web::web::Data::new(store);
-    actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(store.clone())
-            .configure(atelier_http::platform::configure)
-    })
-    .listen(listener)?
-    .run()
-    .await?;
+    // Printed on stdout too, so scripts and tests can find a port picked with `:0`. A closed
+    // stdout is no reason to stop serving: write errors are ignored.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening on http://{addr}");
+    if let Some(password) = &bootstrap.generated_password {
+        // Shown once, on the terminal only: never logged.
+        let _ = writeln!(
+            out,
+            "created the superadmin {:?} with the generated password: {password}",
+            bootstrap.admin_username
+        );
+    }
+    let _ = out.flush();
+    drop(out);
+    let mut server = actix_web::HttpServer::new(move || atelier_http::app(services.clone()));
+    if let Some(workers) = args.workers {
+        server = server.workers(workers);
+    }
+    server.listen(listener)?.run().await?;
+    Ok(())
+}
+
+async fn projections_status(db: &DbArgs) -> anyhow::Result<()> {
+    let (pool, store) = store(db).await?;
+    let head = store.head().await?.unwrap_or(Position::START);
+    let stored = runtime::stored_checkpoints(&pool).await?;
+    println!("log head: {head}");
+    println!(
+        "{:<24} {:>7} {:>24} {:>8}  error",
+        "projection", "version", "position", "status"
+    );
+    for p in atelier_projections::all() {
+        match stored.iter().find(|s| s.name == p.name()) {
+            Some(s) => {
+                let version = if s.version == p.version() {
+                    s.version.to_string()
+                } else {
+                    format!("{}->{}", s.version, p.version())
+                };
+                let status = if s.status == "running" && s.position >= head {
+                    "live".to_owned()
+                } else if s.status == "running" {
+                    "behind".to_owned()
+                } else {
+                    s.status.clone()
+                };
+                println!(
+                    "{:<24} {:>7} {:>24} {:>8}  {}",
+                    s.name,
+                    version,
+                    s.position.to_string(),
+                    status,
+                    s.error.as_deref().unwrap_or("")
+                );
+            }
+            None => println!(
+                "{:<24} {:>7} {:>24} {:>8}",
+                p.name(),
+                p.version(),
+                "-",
+                "new"
+            ),
+        }
+    }
+    Ok(())
+}
+
+async fn projections_rebuild(db: &DbArgs, name: &str) -> anyhow::Result<()> {
+    let projection = atelier_projections::all()
+        .into_iter()
+        .find(|p| p.name() == name)
+        .with_context(|| {
+            let names: Vec<_> = atelier_projections::all()
+                .iter()
+                .map(|p| p.name())
+                .collect();
+            format!(
+                "no projection is named {name:?} (known: {})",
+                names.join(", ")
+            )
+        })?;
+    let (pool, store) = store(db).await?;
+    runtime::reset(&pool, projection.as_ref()).await?;
+    let head = store.head().await?.unwrap_or(Position::START);
+    let registry = Registry::new();
+    registry.start(projection, Arc::new(store), pool);
+    registry
+        .wait_for(name, head, Duration::from_secs(24 * 3600))
+        .await
+        .map_err(|e| anyhow::anyhow!("rebuild of {name} stopped: {e}"))?;
+    println!("{name} rebuilt up to {head}");
     Ok(())
 }
 

@@ -86,11 +86,19 @@ async fn serve_on_port_zero_creates_the_database_and_answers_health() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let server = Server(child);
-    let line = tokio::task::spawn_blocking(move || {
+    let (first, rx) = tokio::sync::oneshot::channel();
+    // Reads the first line, then keeps draining so the server never writes to a closed pipe.
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        line
+        reader.read_line(&mut line).unwrap();
+        let _ = first.send(line);
+        let mut rest = String::new();
+        while reader.read_line(&mut rest).unwrap_or(0) > 0 {
+            rest.clear();
+        }
     });
+    let line = rx;
     let line = tokio::time::timeout(Duration::from_secs(60), line)
         .await
         .expect("the server did not say where it listens")

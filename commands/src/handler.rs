@@ -6,7 +6,7 @@ use atelier_domain::{Aggregate, DomainEvent, EventDecodeError};
 use atelier_store::{
     EventData, EventStore, ExpectedRevision, Position, ReadStream, StoreError, StreamName,
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -39,7 +39,8 @@ impl CommandContext {
             correlation_id: Uuid::now_v7(),
             causation_id: None,
             request_id: None,
-            occurred_at: Utc::now(),
+            // Microseconds: what PostgreSQL keeps, so answers and read models agree.
+            occurred_at: Utc::now().trunc_subsecs(6),
         }
     }
 

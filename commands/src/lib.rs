@@ -7,6 +7,7 @@
 pub mod factory;
 pub mod handler;
 pub mod idempotency;
+pub mod identity;
 pub mod reservation;
 
 pub use atelier_domain as domain;

@@ -1,1 +1,199 @@
-//! (in progress)
+//! The OpenAPI 3.1 document, generated from the code with utoipa, at `GET /api/openapi.json`, and
+//! an interactive Swagger UI at `GET /api/docs`, served from assets compiled into the binary
+//! (utoipa-swagger-ui's `vendored` feature), so it works with no internet.
+//!
+//! Documenting an operation:
+//! 1. annotate the handler with `#[utoipa::path(...)]` above its actix attribute (`#[get(...)]`),
+//!    with a `tag` (its context), its `responses` (errors: `body = Problem, content_type =
+//!    "application/problem+json"`), `security(("bearer" = []))` when it needs a token, and
+//!    its full path (`path = "/api/v1/projects"`, or `context_path = "/api/v1"`);
+//! 2. derive `ToSchema` on its request and response types;
+//! 3. add ONE line to the `paths(...)` list of [`ApiDoc`] (for example `crate::auth::login,`).
+//!
+//! A module may instead derive its own `#[derive(OpenApi)]` document and add one line to
+//! [`extra_docs`]; [`openapi`] merges them all.
+
+use std::sync::{Arc, OnceLock};
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, get, web};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use crate::problem::{FieldError, Problem};
+
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/api/openapi.json";
+/// Where the docs page is served (its assets are under `/api/docs/`).
+pub const DOCS_PATH: &str = "/api/docs";
+/// The name of the JWT bearer security scheme: `security(("bearer" = []))`.
+pub const BEARER: &str = "bearer";
+
+/// The API's OpenAPI document. Add an operation with one line in `paths(...)`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Atelier",
+        version = env!("CARGO_PKG_VERSION"),
+        description = "Atelier: one event-sourced control plane for a software factory, \
+            deployments, Python environments and more. Errors are RFC 9457 \
+            `application/problem+json` documents with a stable `code` and the `request_id`; \
+            authenticated operations take a JWT access token as `Authorization: Bearer <token>`."
+    ),
+    paths(
+        crate::platform::health,
+        crate::platform::ready,
+        crate::platform::status,
+        crate::platform::metrics,
+        crate::auth::login,
+        crate::factory::list,
+        crate::factory::create,
+        crate::factory::get,
+        crate::factory::update,
+        crate::factory::delete,
+    ),
+    components(schemas(Problem, FieldError)),
+    modifiers(&SecurityAddon),
+    tags(
+        (name = "platform", description = "Health, readiness, status and metrics"),
+        (name = "auth", description = "Login and access tokens"),
+        (name = "factory", description = "The software factory: projects"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the `bearer` security scheme (a JWT access token in `Authorization: Bearer …`).
+pub struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT access token from `POST /auth/login` (or `/auth/login-key`)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Documents that modules derive on their own, merged into [`ApiDoc`]'s by [`openapi`]: one line
+/// each, such as `crate::auth::AuthDoc::openapi(),`.
+pub fn extra_docs() -> Vec<utoipa::openapi::OpenApi> {
+    vec![]
+}
+
+/// The whole document: [`ApiDoc`] merged with [`extra_docs`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    for extra in extra_docs() {
+        doc.merge(extra);
+    }
+    doc
+}
+
+/// The document, built once per process.
+fn cached_openapi() -> utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(openapi).clone()
+}
+
+/// Swagger UI's settings: our document, no call to the online validator, the token kept across
+/// reloads.
+fn swagger_config() -> Config<'static> {
+    Config::new([OPENAPI_PATH])
+        .validator_url("none")
+        .try_it_out_enabled(true)
+        .persist_authorization(true)
+        .display_request_duration(true)
+}
+
+/// `GET /api/docs`: the Swagger UI page itself (its assets are relative to `/api/docs/`).
+#[get("/api/docs")]
+async fn docs_page() -> HttpResponse {
+    let page = utoipa_swagger_ui::serve("index.html", Arc::new(swagger_config()));
+    match page {
+        Ok(Some(file)) if !file.gzpipped => {
+            let html = String::from_utf8_lossy(&file.bytes)
+                .replacen(
+                    "<head>",
+                    &format!("<head>\n    <base href=\"{DOCS_PATH}/\" />"),
+                    1,
+                )
+                .replacen("<title>Swagger UI</title>", "<title>Atelier API</title>", 1);
+            HttpResponse::Ok()
+                .content_type("text/html; charset=utf-8")
+                .body(html)
+        }
+        _ => HttpResponse::PermanentRedirect()
+            .insert_header((header::LOCATION, format!("{DOCS_PATH}/")))
+            .finish(),
+    }
+}
+
+/// Registers `GET /api/openapi.json`, `GET /api/docs` and the docs page's assets under
+/// `/api/docs/`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(docs_page).service(
+        SwaggerUi::new(format!("{DOCS_PATH}/{{_:.*}}"))
+            .url(OPENAPI_PATH, cached_openapi())
+            .config(swagger_config()),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_the_bearer_scheme_and_problem_schema() {
+        let json = serde_json::to_value(openapi()).unwrap();
+        assert!(json["openapi"].as_str().unwrap().starts_with("3.1."));
+        assert_eq!(json["info"]["title"], "Atelier");
+        assert_eq!(
+            json["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        assert!(json["components"]["schemas"]["Problem"].is_object());
+        assert!(json["paths"]["/health"]["get"].is_object());
+    }
+
+    #[test]
+    fn the_document_lists_login_and_every_project_operation_with_their_schemas() {
+        let json = serde_json::to_value(openapi()).unwrap();
+        let paths = &json["paths"];
+        assert!(paths["/api/v1/auth/login"]["post"].is_object());
+        for method in ["get", "post"] {
+            assert!(
+                paths["/api/v1/projects"][method].is_object(),
+                "{method} /projects"
+            );
+        }
+        for method in ["get", "put", "delete"] {
+            assert!(
+                paths["/api/v1/projects/{id}"][method].is_object(),
+                "{method} /projects/{{id}}"
+            );
+        }
+        assert_eq!(
+            paths["/api/v1/projects"]["post"]["security"][0]["bearer"],
+            serde_json::json!([])
+        );
+        let schemas = &json["components"]["schemas"];
+        for schema in [
+            "ProjectView",
+            "ProjectBody",
+            "LoginRequest",
+            "TokenResponse",
+        ] {
+            assert!(schemas[schema].is_object(), "schema {schema} is missing");
+        }
+    }
+}

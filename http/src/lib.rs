@@ -4,8 +4,61 @@
 //! no business rules.
 
 pub mod auth;
+pub mod conventions;
+pub mod cors;
 pub mod docs;
+pub mod factory;
+pub mod metrics;
+pub mod middleware;
+pub mod pagination;
 pub mod platform;
 pub mod problem;
+pub mod server;
+pub mod state;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::{App, web};
 
 pub use problem::{ApiError, FieldError, Problem};
+pub use state::{AppState, HttpSettings};
+
+/// Everything the application shares between its workers.
+#[derive(Clone)]
+pub struct Services {
+    /// The contexts' state.
+    pub app: web::Data<AppState>,
+    /// Login and tokens.
+    pub auth: web::Data<auth::AuthState>,
+    /// Health, readiness, status and metrics.
+    pub platform: web::Data<platform::PlatformState>,
+}
+
+/// The application: every route, with the shared middleware (request ids and tracing, CORS, one
+/// error shape, body limits).
+pub fn app(
+    services: Services,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let settings = services.app.settings.clone();
+    App::new()
+        .app_data(services.app.clone())
+        .app_data(services.auth.clone())
+        .app_data(services.platform.clone())
+        .app_data(web::PayloadConfig::new(settings.body_limit))
+        .wrap(from_fn(problem::problem_fallback))
+        .wrap(cors::cors(&settings.cors_origins))
+        .wrap(from_fn(middleware::request_context))
+        .configure(platform::configure)
+        .configure(docs::configure)
+        .configure(auth::configure)
+        .service(web::scope("/api/v1").configure(factory::configure))
+}

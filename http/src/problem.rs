@@ -158,6 +158,66 @@ impl ResponseError for ApiError {
     }
 }
 
+/// Middleware: any error answer that is not a problem yet (an unknown route, a method not
+/// allowed, a body too large, a malformed query…) becomes one, so clients see one error shape.
+pub async fn problem_fallback(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<
+    actix_web::dev::ServiceResponse<
+        actix_web::body::EitherBody<impl actix_web::body::MessageBody, actix_web::body::BoxBody>,
+    >,
+    actix_web::Error,
+> {
+    let res = next.call(req).await?;
+    let status = res.status();
+    let is_problem = res
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if status.as_u16() < 400 || is_problem {
+        return Ok(res.map_into_left_body());
+    }
+    let (req, old) = res.into_parts();
+    let detail = old
+        .error()
+        .map(|e| e.to_string())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let code = match status.as_u16() {
+        400 => "BAD_REQUEST",
+        401 => "UNAUTHORIZED",
+        403 => "FORBIDDEN",
+        404 => "NOT_FOUND",
+        405 => "METHOD_NOT_ALLOWED",
+        406 => "NOT_ACCEPTABLE",
+        408 => "REQUEST_TIMEOUT",
+        409 => "CONFLICT",
+        412 => "PRECONDITION_FAILED",
+        413 => "PAYLOAD_TOO_LARGE",
+        415 => "UNSUPPORTED_MEDIA_TYPE",
+        422 => "UNPROCESSABLE_ENTITY",
+        429 => "RATE_LIMITED",
+        s if s >= 500 => "INTERNAL_ERROR",
+        _ => "CLIENT_ERROR",
+    };
+    let detail = if status.as_u16() == 404 && old.error().is_none() {
+        format!("no route for {} {}", req.method(), req.path())
+    } else if status.is_server_error() {
+        "an internal error occurred; the request id identifies it in the logs".to_owned()
+    } else {
+        detail
+    };
+    let mut new = ApiError::new(status, code, detail).error_response();
+    for (name, value) in old.headers() {
+        if name == actix_web::http::header::ALLOW || name == actix_web::http::header::RETRY_AFTER {
+            new.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(actix_web::dev::ServiceResponse::new(req, new).map_into_right_body())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

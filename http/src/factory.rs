@@ -1,0 +1,380 @@
+//! The software factory's endpoints: projects.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use atelier_commands::factory::ProjectInput;
+use atelier_commands::handler::{CommandContext, Written};
+use atelier_domain::factory::project::{
+    BuildCommand, InvalidValue, Project, ProjectError, ProjectName, RepoUrl,
+};
+use atelier_projections::factory::{
+    PROJECTS, ProjectQuery, ProjectRow, ProjectSort, get_project, list_projects,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::conventions::{
+    Reply, await_projection, command_error, etag, idempotent, if_match, if_none_match, json_body,
+};
+use crate::pagination::{Page, PageParams, Pagination};
+use crate::problem::{ApiError, FieldError, Problem};
+use crate::state::AppState;
+
+/// A project, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProjectView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name, unique within the organization.
+    pub name: String,
+    /// Its repository URL.
+    pub repo: String,
+    /// The shell command its builds run.
+    pub build_command: Option<String>,
+    /// Its revision: the `ETag`, and what `If-Match` names.
+    pub revision: u64,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Its last build's status (none yet).
+    pub last_build_status: Option<String>,
+}
+
+impl From<ProjectRow> for ProjectView {
+    fn from(r: ProjectRow) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            repo: r.repo_url,
+            build_command: r.build_command,
+            revision: r.revision as u64,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_build_status: r.last_build_status,
+        }
+    }
+}
+
+fn view(written: &Written<Project>) -> Option<ProjectView> {
+    let p = written.state.active()?;
+    Some(ProjectView {
+        id: p.id,
+        name: p.name.as_str().to_owned(),
+        repo: p.repo_url.as_str().to_owned(),
+        build_command: p.build_command.as_ref().map(|c| c.as_str().to_owned()),
+        revision: written.revision.unwrap_or(0),
+        created_at: p.created_at,
+        updated_at: p.updated_at,
+        last_build_status: None,
+    })
+}
+
+/// A project's fields, to create it or to replace them.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ProjectBody {
+    /// 1 to 100 characters, unique within the organization (case and spacing aside).
+    pub name: String,
+    /// An http(s), ssh, git or file URL. `repo_url` is accepted too.
+    #[serde(alias = "repo_url")]
+    pub repo: String,
+    /// The shell command builds run (optional).
+    #[serde(default)]
+    pub build_command: Option<String>,
+}
+
+impl ProjectBody {
+    fn parse(&self) -> Result<ProjectInput, ApiError> {
+        let mut errors = Vec::new();
+        let name = collect(&mut errors, ProjectName::parse(&self.name));
+        let repo_url = collect(&mut errors, RepoUrl::parse(&self.repo));
+        let build_command = match &self.build_command {
+            Some(c) => collect(&mut errors, BuildCommand::parse(c)).map(Some),
+            None => Some(None),
+        };
+        match (name, repo_url, build_command) {
+            (Some(name), Some(repo_url), Some(build_command)) => Ok(ProjectInput {
+                name,
+                repo_url,
+                build_command,
+            }),
+            _ => Err(ApiError::validation(errors)),
+        }
+    }
+}
+
+/// Keeps a parsed value, or records why it was refused.
+fn collect<T>(errors: &mut Vec<FieldError>, parsed: Result<T, InvalidValue>) -> Option<T> {
+    parsed
+        .map_err(|e| {
+            errors.push(FieldError {
+                field: e.field.to_owned(),
+                message: e.message,
+            })
+        })
+        .ok()
+}
+
+/// List parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+pub struct ListParams {
+    /// Part of the name, case-insensitive.
+    pub search: Option<String>,
+    /// `name`, `-name`, `created_at` (default), `-created_at`, `updated_at`, `-updated_at`.
+    pub sort: Option<String>,
+    /// Wait until the list reflects the write that returned this `Atelier-Position`.
+    pub min_position: Option<String>,
+}
+
+/// Query parameters of a single project.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+pub struct GetParams {
+    /// Wait until the project reflects the write that returned this `Atelier-Position`.
+    pub min_position: Option<String>,
+}
+
+fn context(principal: &Principal) -> CommandContext {
+    let ctx = CommandContext::new(principal.org_id, principal.user_id.to_string());
+    match crate::problem::current_request_id() {
+        Some(id) => ctx.with_request_id(id),
+        None => ctx,
+    }
+}
+
+fn rejected(e: ProjectError) -> ApiError {
+    match e {
+        ProjectError::NotFound => ApiError::not_found("no such project"),
+        ProjectError::AlreadyExists => ApiError::conflict("the project already exists"),
+    }
+}
+
+fn project_id(raw: &str) -> Result<Uuid, ApiError> {
+    // An id that is not a UUID names no project: 404, like an unknown one.
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("no such project"))
+}
+
+/// Lists the organization's projects.
+#[utoipa::path(
+    get, path = "/api/v1/projects", tag = "factory",
+    params(PageParams, ListParams),
+    responses(
+        (status = 200, description = "A page of projects", body = Page<ProjectView>),
+        (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.projects.list", skip_all, fields(org = %principal.org_id))]
+pub async fn list(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    page: web::Query<PageParams>,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errors = Vec::new();
+    let (page, per_page) = page.parse().unwrap_or_else(|e| {
+        errors.extend(e);
+        (1, 1)
+    });
+    let sort = match params.sort.as_deref() {
+        None => ProjectSort::default(),
+        Some(s) => ProjectSort::parse(s).unwrap_or_else(|| {
+            errors.push(FieldError {
+                field: "sort".into(),
+                message: format!("must be one of {}", ProjectSort::ACCEPTED),
+            });
+            ProjectSort::default()
+        }),
+    };
+    let search = params
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    if search.is_some_and(|s| s.chars().count() > 100) {
+        errors.push(FieldError {
+            field: "search".into(),
+            message: "must be at most 100 characters".into(),
+        });
+    }
+    crate::pagination::validate(errors)?;
+    await_projection(&state, &req, PROJECTS).await?;
+    let query = ProjectQuery {
+        page,
+        per_page,
+        search: search.map(str::to_owned),
+        sort,
+    };
+    let (rows, total) = list_projects(&state.pool, principal.org_id, &query)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(HttpResponse::Ok().json(Page {
+        data: rows.into_iter().map(ProjectView::from).collect(),
+        pagination: Pagination::new(page, per_page, total),
+    }))
+}
+
+/// Creates a project. `Idempotency-Key` makes retries safe.
+#[utoipa::path(
+    post, path = "/api/v1/projects", tag = "factory",
+    request_body = ProjectBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retried request")),
+    responses(
+        (status = 201, description = "Created; ETag is its revision, Atelier-Position the write's place in the log", body = ProjectView),
+        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.projects.create", skip_all, fields(org = %principal.org_id))]
+pub async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let input = json_body::<ProjectBody>(&req, &body)?.parse()?;
+    idempotent(&state, &req, principal.org_id, &body, async || {
+        let written = state
+            .projects
+            .create(&context(&principal), input)
+            .await
+            .map_err(|e| command_error(e, rejected))?;
+        let view = view(&written).ok_or_else(|| ApiError::internal(&"created project missing"))?;
+        Ok(Reply::json(StatusCode::CREATED, &view)
+            .header("location", format!("/api/v1/projects/{}", view.id))
+            .etag(written.revision)
+            .position(written.position))
+    })
+    .await
+}
+
+/// Reads a project.
+#[utoipa::path(
+    get, path = "/api/v1/projects/{id}", tag = "factory",
+    params(("id" = Uuid, Path, description = "The project's id"), GetParams),
+    responses(
+        (status = 200, description = "The project; ETag is its revision", body = ProjectView),
+        (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such project in this organization", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.projects.get", skip_all, fields(org = %principal.org_id))]
+pub async fn get(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = project_id(&id)?;
+    await_projection(&state, &req, PROJECTS).await?;
+    let row = get_project(&state.pool, principal.org_id, id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::not_found("no such project"))?;
+    let view = ProjectView::from(row);
+    if if_none_match(req.headers(), view.revision) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header(("etag", etag(view.revision)))
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header(("etag", etag(view.revision)))
+        .json(view))
+}
+
+/// Replaces a project's name, repository and build command. `If-Match` guards against lost
+/// updates.
+#[utoipa::path(
+    put, path = "/api/v1/projects/{id}", tag = "factory",
+    request_body = ProjectBody,
+    params(
+        ("id" = Uuid, Path, description = "The project's id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag the change is based on"),
+    ),
+    responses(
+        (status = 200, description = "Updated", body = ProjectView),
+        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such project in this organization", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new name is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an old revision", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.projects.update", skip_all, fields(org = %principal.org_id))]
+pub async fn update(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = project_id(&id)?;
+    let expected = if_match(req.headers())?;
+    let input = json_body::<ProjectBody>(&req, &body)?.parse()?;
+    let written = state
+        .projects
+        .update(&context(&principal), id, expected, input)
+        .await
+        .map_err(|e| command_error(e, rejected))?;
+    let view = view(&written).ok_or_else(|| ApiError::not_found("no such project"))?;
+    Ok(Reply::json(StatusCode::OK, &view)
+        .etag(written.revision)
+        .position(written.position)
+        .into_response())
+}
+
+/// Deletes a project; its name becomes free.
+#[utoipa::path(
+    delete, path = "/api/v1/projects/{id}", tag = "factory",
+    params(
+        ("id" = Uuid, Path, description = "The project's id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag the deletion is based on"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such project in this organization", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an old revision", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.projects.delete", skip_all, fields(org = %principal.org_id))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = project_id(&id)?;
+    let expected = if_match(req.headers())?;
+    let written = state
+        .projects
+        .delete(&context(&principal), id, expected)
+        .await
+        .map_err(|e| command_error(e, rejected))?;
+    Ok(Reply::empty(StatusCode::NO_CONTENT)
+        .position(written.position)
+        .into_response())
+}
+
+/// Registers the factory's routes (under `/api/v1`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/projects")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/projects/{id}")
+            .route(web::get().to(get))
+            .route(web::put().to(update))
+            .route(web::delete().to(delete)),
+    );
+}

@@ -1,0 +1,129 @@
+//! The one pagination shape: `{ "data": [...], "pagination": { page, per_page, total, pages,
+//! has_next, has_prev } }`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::problem::{ApiError, FieldError};
+
+/// Most rows a page may hold.
+pub const MAX_PER_PAGE: u32 = 100;
+/// Rows per page when none is asked.
+pub const DEFAULT_PER_PAGE: u32 = 20;
+
+/// Page parameters as they arrive (strings, so bad values become clear problems).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+pub struct PageParams {
+    /// Page number, from 1.
+    pub page: Option<String>,
+    /// Rows per page, 1 to 100 (default 20).
+    pub per_page: Option<String>,
+}
+
+impl PageParams {
+    /// Validated `(page, per_page)`.
+    pub fn parse(&self) -> Result<(u32, u32), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut number = |field: &str, raw: &Option<String>, default: u32, max: u32| match raw {
+            None => default,
+            Some(s) => match s.trim().parse::<u32>() {
+                Ok(n) if n >= 1 && n <= max => n,
+                _ => {
+                    errors.push(FieldError {
+                        field: field.to_owned(),
+                        message: format!("must be a whole number from 1 to {max}"),
+                    });
+                    default
+                }
+            },
+        };
+        let page = number("page", &self.page, 1, u32::MAX / 1024);
+        let per_page = number("per_page", &self.per_page, DEFAULT_PER_PAGE, MAX_PER_PAGE);
+        if errors.is_empty() {
+            Ok((page, per_page))
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Where a page sits in the whole list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Pagination {
+    /// This page, from 1.
+    pub page: u32,
+    /// Rows per page.
+    pub per_page: u32,
+    /// Rows in the whole list.
+    pub total: u64,
+    /// Pages in the whole list.
+    pub pages: u64,
+    /// Whether a later page has rows.
+    pub has_next: bool,
+    /// Whether an earlier page exists.
+    pub has_prev: bool,
+}
+
+impl Pagination {
+    /// The pagination of page `page` of `per_page` rows among `total`.
+    pub fn new(page: u32, per_page: u32, total: u64) -> Self {
+        let pages = total.div_ceil(u64::from(per_page));
+        Self {
+            page,
+            per_page,
+            total,
+            pages,
+            has_next: u64::from(page) < pages,
+            has_prev: page > 1,
+        }
+    }
+}
+
+/// A page of rows.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    /// The rows.
+    pub data: Vec<T>,
+    /// Where they sit.
+    pub pagination: Pagination,
+}
+
+/// Merges validation errors of several parameter groups into one problem.
+pub fn validate(errors: Vec<FieldError>) -> Result<(), ApiError> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagination_counts_pages_and_neighbours() {
+        let p = Pagination::new(2, 10, 25);
+        assert_eq!((p.pages, p.has_next, p.has_prev), (3, true, true));
+        let p = Pagination::new(1, 10, 0);
+        assert_eq!((p.pages, p.has_next, p.has_prev), (0, false, false));
+        let p = Pagination::new(3, 10, 30);
+        assert!(!p.has_next);
+    }
+
+    #[test]
+    fn page_parameters_out_of_range_are_validation_errors() {
+        let ok = PageParams {
+            page: Some("2".into()),
+            per_page: Some("100".into()),
+        };
+        assert_eq!(ok.parse(), Ok((2, 100)));
+        let bad = PageParams {
+            page: Some("0".into()),
+            per_page: Some("101".into()),
+        };
+        let errors = bad.parse().unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(PageParams::default().parse(), Ok((1, DEFAULT_PER_PAGE)));
+    }
+}
