@@ -446,7 +446,42 @@ async fn tail(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
         }
     };
     backoff.reset();
+    // With no live subscriber there is nobody to publish to: the tailer sleeps instead of
+    // reading after every append, and jumps to the head when someone subscribes again (a
+    // subscriber that caught up behind that head sees the gap and catches up from the log).
+    let mut stale = false;
     loop {
+        if shared.live.receiver_count() == 0 {
+            stale = true;
+            tokio::select! {
+                _ = shared.wake_tailer.notified() => {}
+                _ = tokio::time::sleep(shared.config.poll_interval) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        if stale {
+            match head(&shared.pool).await {
+                Ok(h) => {
+                    pos = pos.max(h.unwrap_or(Position::START));
+                    stale = false;
+                    // Tells every subscriber where the feed resumes: one that caught up to
+                    // less sees a gap and reads the rest from the log at once.
+                    let _ = shared.live.send(Arc::new(LiveBatch {
+                        after: pos,
+                        events: Vec::new(),
+                    }));
+                }
+                Err(e) => {
+                    warn!(error = %e, "tailer: reading the head failed; retrying");
+                    tokio::select! {
+                        _ = backoff.wait() => {}
+                        _ = stop.changed() => return,
+                    }
+                    continue;
+                }
+            }
+        }
         let mut soon = false;
         loop {
             match read_all(&shared.pool, pos, PAGE_SIZE, &Filter::All).await {
