@@ -1,3 +1,4 @@
-//! The software factory: projects (and, with their issue, builds).
+//! The software factory: projects and their builds.
 
+pub mod build;
 pub mod project;
