@@ -13,5 +13,8 @@ use std::sync::Arc;
 
 /// Every projection Atelier runs.
 pub fn all() -> Vec<Arc<dyn runtime::Projection>> {
-    vec![Arc::new(factory::ProjectsProjection)]
+    vec![
+        Arc::new(factory::ProjectsProjection),
+        Arc::new(factory::BuildsProjection),
+    ]
 }

@@ -15,11 +15,20 @@ use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
 /// Records every event it applies in `applied` (a unique event id per row: applying one twice
-/// fails), and fails on events of type `Poison` while `poisoned` is set.
+/// fails), fails on events of type `Poison` while `poisoned` is set, and stops forever inside
+/// its batch on events of type `Gate` while the gate is armed.
 struct Recorder {
     version: i32,
     poisoned: Arc<AtomicBool>,
     calls: Arc<AtomicUsize>,
+    gate: Arc<Gate>,
+}
+
+/// Holds a batch open in the middle: `reached` is notified when a `Gate` event is applied.
+#[derive(Default)]
+struct Gate {
+    armed: AtomicBool,
+    reached: tokio::sync::Notify,
 }
 
 #[async_trait]
@@ -42,6 +51,10 @@ impl Projection for Recorder {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if event.event_type == "Poison" && self.poisoned.load(Ordering::SeqCst) {
             return Err(ProjectionError::Invalid("poisoned event".into()));
+        }
+        if event.event_type == "Gate" && self.gate.armed.load(Ordering::SeqCst) {
+            self.gate.reached.notify_one();
+            std::future::pending::<()>().await;
         }
         sqlx::query("INSERT INTO applied (event_id, commit, prepare) VALUES ($1, $2, $3)")
             .bind(event.event_id)
@@ -85,6 +98,7 @@ fn recorder(version: i32) -> (Arc<Recorder>, Arc<AtomicBool>, Arc<AtomicUsize>) 
             version,
             poisoned: poisoned.clone(),
             calls: calls.clone(),
+            gate: Arc::default(),
         }),
         poisoned,
         calls,
@@ -191,6 +205,41 @@ async fn a_runner_stopped_and_started_again_resumes_without_applying_anything_tw
         .unwrap();
     // The unique event id in `applied` would have refused a second application.
     assert_eq!(applied(&f.pool).await, 3 + 40 + 1);
+}
+
+#[actix_web::test]
+async fn a_runner_stopped_in_the_middle_of_a_batch_resumes_without_applying_anything_twice() {
+    let f = fixture().await;
+    let gate = Arc::new(Gate::default());
+    gate.armed.store(true, Ordering::SeqCst);
+    let projection = Arc::new(Recorder {
+        version: 1,
+        poisoned: Arc::default(),
+        calls: Arc::default(),
+        gate: gate.clone(),
+    });
+    // One append: the runner reads it as one batch, and stops inside it at `Gate`.
+    let last = append(f.store.as_ref(), &["A", "B", "Gate", "C"]).await;
+    let registry = Registry::new();
+    let runner = registry.start(projection.clone(), f.store.clone(), f.pool.clone());
+    tokio::time::timeout(PATIENCE, gate.reached.notified())
+        .await
+        .expect("the runner never reached the gate");
+    // A and B are applied inside the open transaction, invisible outside it.
+    assert_eq!(applied(&f.pool).await, 0);
+    runner.send(Stop).await.unwrap();
+    gate.armed.store(false, Ordering::SeqCst);
+    let registry = Registry::new();
+    registry.start(projection.clone(), f.store.clone(), f.pool.clone());
+    registry
+        .wait_for("test.recorder", last, PATIENCE)
+        .await
+        .unwrap();
+    // A second application of A or B would have broken the unique event id, and failed.
+    assert_eq!(applied(&f.pool).await, 4);
+    assert_eq!(registry.statuses()[0].state, RunState::Live);
+    let checkpoints = stored_checkpoints(&f.pool).await.unwrap();
+    assert_eq!(checkpoints[0].position, last);
 }
 
 #[actix_web::test]
