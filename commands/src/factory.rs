@@ -1,4 +1,9 @@
-//! The software factory's commands: projects.
+//! The software factory's commands: projects, builds, and the build runner that runs them.
+
+pub mod builds;
+pub mod driver;
+pub mod logs;
+pub mod runner;
 
 use std::sync::Arc;
 
