@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark of the HTTP API (issue 3): project updates (commands) and project-list queries at
-# 32 concurrent connections, projection lag, and the server's memory. Prints one table.
+# Benchmark of the HTTP API: project updates (commands), project-list queries and build triggers
+# (simulated driver) at 32 concurrent connections, projection lag, and the server's memory.
+# Prints one table.
 #
 #   bash bench/api.sh [seconds]      (default 20)
 #
@@ -66,10 +67,14 @@ export IDS_FILE="$WORK/ids.txt" PAGES=$((PROJECTS / 20))
 # wrk takes one script: merge the request script with the reporter.
 cat bench/api/update.lua bench/api/report.lua >"$WORK/update.lua"
 cat bench/api/list.lua bench/api/report.lua >"$WORK/list.lua"
+cat bench/api/trigger.lua bench/api/report.lua >"$WORK/trigger.lua"
 echo "updates: ${SECONDS_PER_RUN}s at $CONNECTIONS connections…" >&2
 UPDATE=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/update.lua" "$BASE" | grep '^RESULT')
 echo "queries: ${SECONDS_PER_RUN}s at $CONNECTIONS connections…" >&2
 LIST=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/list.lua" "$BASE" | grep '^RESULT')
+# Last: the builds it queues keep the runner busy long after.
+echo "build triggers: ${SECONDS_PER_RUN}s at $CONNECTIONS connections…" >&2
+TRIGGER=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/trigger.lua" "$BASE" | grep '^RESULT')
 
 METRICS=$(curl -fs "$BASE/metrics")
 lag() { # quantile
@@ -85,6 +90,8 @@ printf '| project updates (PUT), %d conns, %ss | %s req/s, p50 %s ms, p99 %s ms,
     "$CONNECTIONS" "$SECONDS_PER_RUN" "$(field "$UPDATE" rps)" "$(field "$UPDATE" p50)" "$(field "$UPDATE" p99)" "$(field "$UPDATE" errors)"
 printf '| project lists (GET, 20/page), %d conns, %ss | %s req/s, p50 %s ms, p99 %s ms, %s errors | ≥ 5,000/s, p99 ≤ 50 ms |\n' \
     "$CONNECTIONS" "$SECONDS_PER_RUN" "$(field "$LIST" rps)" "$(field "$LIST" p50)" "$(field "$LIST" p99)" "$(field "$LIST" errors)"
+printf '| build triggers (POST /projects/{id}/build, simulated), %d conns, %ss | %s req/s, p50 %s ms, p99 %s ms, %s errors | ≥ 2,000/s, p99 ≤ 50 ms |\n' \
+    "$CONNECTIONS" "$SECONDS_PER_RUN" "$(field "$TRIGGER" rps)" "$(field "$TRIGGER" p50)" "$(field "$TRIGGER" p99)" "$(field "$TRIGGER" errors)"
 printf '| projection lag (append → read model) | p50 %s ms, p99 %s ms | p99 ≤ 100 ms |\n' "$(lag 0.5)" "$(lag 0.99)"
 printf '| server RSS | %d MB now, %d MB peak | ≤ 150 MB |\n' $((RSS_KB / 1024)) $((HWM_KB / 1024))
 printf '\nmachine: %s cores, %s; %s\n' "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" "$(date -u +%F)"

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atelier_http::HttpSettings;
-use atelier_http::server::ServerConfig;
+use atelier_http::server::{BuildSettings, DriverSettings, ServerConfig, default_runner_id};
 use atelier_projections::{Registry, runtime};
 use atelier_store::postgres::{self, PgConfig, PgEventStore};
 use atelier_store::{EventStore, Position};
@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create the database if missing, migrate it, and serve the HTTP API (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
     /// Inspect or rebuild projections (read models).
@@ -107,6 +107,58 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "ATELIER_WORKERS")]
     pub workers: Option<usize>,
+    /// How builds run: `simulated` (the seed's behaviour), `shell` (git clone, then the
+    /// project's build command) or `none` (this server runs no builds).
+    #[arg(long, env = "ATELIER_BUILD_DRIVER", value_enum, default_value_t = BuildDriverArg::Simulated)]
+    pub build_driver: BuildDriverArg,
+    /// The most builds run at once.
+    #[arg(long, env = "ATELIER_BUILD_CONCURRENCY", default_value_t = 4)]
+    pub build_concurrency: usize,
+    /// The longest a shell build may take, in seconds (clone included).
+    #[arg(long, env = "ATELIER_BUILD_TIMEOUT_SECS", default_value_t = 1800)]
+    pub build_timeout_secs: u64,
+    /// Where shell builds get their directories (default: `atelier-builds` in the temp dir).
+    #[arg(long, env = "ATELIER_BUILD_WORK_DIR")]
+    pub build_work_dir: Option<std::path::PathBuf>,
+    /// Multiplies simulated build durations (2 to 10 s).
+    #[arg(long, env = "ATELIER_BUILD_TIME_SCALE", default_value_t = 1.0)]
+    pub build_time_scale: f64,
+    /// This server's runner id; builds it was running when it stopped are failed as
+    /// interrupted when it starts again (default: the host name).
+    #[arg(long, env = "ATELIER_RUNNER_ID")]
+    pub runner_id: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BuildDriverArg {
+    #[default]
+    Simulated,
+    Shell,
+    None,
+}
+
+impl ServeArgs {
+    fn build_settings(&self) -> Option<BuildSettings> {
+        let driver = match self.build_driver {
+            BuildDriverArg::None => return None,
+            BuildDriverArg::Simulated => DriverSettings::Simulated {
+                time_scale: self.build_time_scale,
+                failure_rate: 0.5,
+            },
+            BuildDriverArg::Shell => DriverSettings::Shell {
+                work_dir: self
+                    .build_work_dir
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join("atelier-builds")),
+                timeout: Duration::from_secs(self.build_timeout_secs),
+            },
+        };
+        Some(BuildSettings {
+            runner_id: self.runner_id.clone().unwrap_or_else(default_runner_id),
+            concurrency: self.build_concurrency,
+            driver,
+        })
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -146,14 +198,14 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self
             .command
-            .unwrap_or_else(|| Command::Serve(ServeArgs::parse_env()))
+            .unwrap_or_else(|| Command::Serve(Box::new(ServeArgs::parse_env())))
         {
             Command::Migrate => {
                 prepare_database(&self.db).await?;
                 info!("migrations applied");
                 Ok(())
             }
-            Command::Serve(args) => serve(&self.db, args).await,
+            Command::Serve(args) => serve(&self.db, *args).await,
             Command::Projections(ProjectionsCommand::Status) => projections_status(&self.db).await,
             Command::Projections(ProjectionsCommand::Rebuild { name }) => {
                 projections_rebuild(&self.db, &name).await
@@ -215,6 +267,7 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
             read_wait: Duration::from_millis(args.read_wait_ms),
             cors_origins: args.cors_origins.clone(),
         },
+        builds: args.build_settings(),
         ..ServerConfig::default()
     };
     let (services, bootstrap) = atelier_http::server::start(pool, Arc::new(store), config)
@@ -238,11 +291,16 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
     }
     let _ = out.flush();
     drop(out);
+    let runner = services.runner.clone();
     let mut server = actix_web::HttpServer::new(move || atelier_http::app(services.clone()));
     if let Some(workers) = args.workers {
         server = server.workers(workers);
     }
     server.listen(listener)?.run().await?;
+    // Builds still running are failed as interrupted when this runner starts again.
+    if let Some(runner) = runner.lock().await.take() {
+        runner.stop().await;
+    }
     Ok(())
 }
 

@@ -5,7 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use atelier_store::EventStore;
 use common::TestApp;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -184,7 +183,7 @@ async fn bad_input_is_a_clear_problem_and_writes_nothing() {
     let token = app.token().await;
     let c = &app.client;
     let projects = app.url("/api/v1/projects");
-    let head = app.store.head().await.unwrap();
+    let head = app.last_written().await;
 
     let res = c
         .post(&projects)
@@ -296,7 +295,7 @@ async fn bad_input_is_a_clear_problem_and_writes_nothing() {
     problem(res, StatusCode::NOT_FOUND, "NOT_FOUND").await;
 
     assert_eq!(
-        app.store.head().await.unwrap(),
+        app.last_written().await,
         head,
         "a refused request wrote events"
     );
@@ -441,7 +440,7 @@ async fn a_rebuilt_projects_read_model_has_identical_rows() {
         .send()
         .await
         .unwrap();
-    let head = app.store.head().await.unwrap().unwrap();
+    let head = app.last_written().await.unwrap();
     let wait = Duration::from_secs(20);
     app.projections
         .wait_for("factory.projects", head, wait)

@@ -52,13 +52,20 @@ pub const BEARER: &str = "bearer";
         crate::factory::get,
         crate::factory::update,
         crate::factory::delete,
+        crate::factory::builds::trigger,
+        crate::factory::builds::list,
+        crate::factory::builds::get,
+        crate::factory::builds::cancel,
+        crate::factory::builds::restart,
+        crate::factory::builds::logs,
+        crate::factory::builds::stats,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&SecurityAddon),
     tags(
         (name = "platform", description = "Health, readiness, status and metrics"),
         (name = "auth", description = "Login and access tokens"),
-        (name = "factory", description = "The software factory: projects"),
+        (name = "factory", description = "The software factory: projects, builds, logs and stats"),
     )
 )]
 pub struct ApiDoc;

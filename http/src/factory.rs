@@ -1,4 +1,6 @@
-//! The software factory's endpoints: projects.
+//! The software factory's endpoints: projects, and (in [`builds`]) their builds and stats.
+
+pub mod builds;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -40,8 +42,12 @@ pub struct ProjectView {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
-    /// Its last build's status (none yet).
+    /// Its last build's status: `queued`, `running`, `succeeded`, `failed` or `cancelled`.
     pub last_build_status: Option<String>,
+    /// Its last build.
+    pub last_build_id: Option<Uuid>,
+    /// When its last build was queued.
+    pub last_build_at: Option<DateTime<Utc>>,
 }
 
 impl From<ProjectRow> for ProjectView {
@@ -55,6 +61,8 @@ impl From<ProjectRow> for ProjectView {
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_build_status: r.last_build_status,
+            last_build_id: r.last_build_id,
+            last_build_at: r.last_build_at,
         }
     }
 }
@@ -69,7 +77,10 @@ fn view(written: &Written<Project>) -> Option<ProjectView> {
         revision: written.revision.unwrap_or(0),
         created_at: p.created_at,
         updated_at: p.updated_at,
+        // Builds are not part of the project's stream: a read shows them.
         last_build_status: None,
+        last_build_id: None,
+        last_build_at: None,
     })
 }
 
@@ -136,7 +147,7 @@ pub struct GetParams {
     pub min_position: Option<String>,
 }
 
-fn context(principal: &Principal) -> CommandContext {
+pub(crate) fn context(principal: &Principal) -> CommandContext {
     let ctx = CommandContext::new(principal.org_id, principal.user_id.to_string());
     match crate::problem::current_request_id() {
         Some(id) => ctx.with_request_id(id),
@@ -151,7 +162,7 @@ fn rejected(e: ProjectError) -> ApiError {
     }
 }
 
-fn project_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn project_id(raw: &str) -> Result<Uuid, ApiError> {
     // An id that is not a UUID names no project: 404, like an unknown one.
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found("no such project"))
 }
@@ -376,5 +387,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get))
             .route(web::put().to(update))
             .route(web::delete().to(delete)),
-    );
+    )
+    .configure(builds::configure);
 }

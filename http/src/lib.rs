@@ -33,6 +33,9 @@ pub struct Services {
     pub auth: web::Data<auth::AuthState>,
     /// Health, readiness, status and metrics.
     pub platform: web::Data<platform::PlatformState>,
+    /// The build runner, when this server runs one.
+    pub runner:
+        std::sync::Arc<tokio::sync::Mutex<Option<atelier_commands::factory::runner::BuildRunner>>>,
 }
 
 /// The application: every route, with the shared middleware (request ids and tracing, CORS, one

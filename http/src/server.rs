@@ -5,9 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
+use async_trait::async_trait;
+use atelier_commands::factory::driver::{BuildDriver, ShellDriver, SimulatedDriver};
+use atelier_commands::factory::runner::{Backlog, BuildRunner, RunnerConfig, Unfinished};
 use atelier_commands::identity::{Bootstrap, Identity};
 use atelier_projections::Registry;
-use atelier_store::EventStore;
+use atelier_projections::factory::{BUILDS, unfinished_builds};
+use atelier_store::{EventStore, Position};
 use chrono::Utc;
 use sqlx::PgPool;
 
@@ -31,6 +35,123 @@ pub struct ServerConfig {
     pub access_ttl: Duration,
     /// HTTP settings.
     pub http: HttpSettings,
+    /// The build runner (`None`: this server runs no builds).
+    pub builds: Option<BuildSettings>,
+}
+
+/// How builds run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverSettings {
+    /// The seed's simulated builds.
+    Simulated {
+        /// Multiplies the simulated durations (2 to 10 s).
+        time_scale: f64,
+        /// The odds of a failure, 0 to 1.
+        failure_rate: f64,
+    },
+    /// git clone, then the project's build command with `sh -c`.
+    Shell {
+        /// Where build directories go.
+        work_dir: std::path::PathBuf,
+        /// The longest a build may take.
+        timeout: Duration,
+    },
+}
+
+/// The build runner's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildSettings {
+    /// This runner's id (builds it was running when it stopped are failed as interrupted when
+    /// it starts again).
+    pub runner_id: String,
+    /// The most builds at once.
+    pub concurrency: usize,
+    /// How builds run.
+    pub driver: DriverSettings,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        Self {
+            runner_id: default_runner_id(),
+            concurrency: 4,
+            driver: DriverSettings::Simulated {
+                time_scale: 1.0,
+                failure_rate: 0.5,
+            },
+        }
+    }
+}
+
+/// The host's name, else `local`.
+pub fn default_runner_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_owned())
+}
+
+/// The builds the runner must look at after a start, from the builds read model.
+struct ReadModelBacklog {
+    pool: PgPool,
+    projections: Registry,
+}
+
+#[async_trait]
+impl Backlog for ReadModelBacklog {
+    async fn unfinished(&self, position: Position) -> Result<Vec<Unfinished>, String> {
+        self.projections
+            .wait_for(BUILDS, position, Duration::from_secs(60))
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows = unfinished_builds(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Unfinished {
+                build_id: r.id,
+                running_on: if r.status == "running" {
+                    Some(r.runner.unwrap_or_default())
+                } else {
+                    None
+                },
+            })
+            .collect())
+    }
+}
+
+/// Starts a build runner for these services (the server does at start; tests start one again
+/// after stopping it).
+pub fn start_runner(services: &Services, settings: &BuildSettings) -> BuildRunner {
+    let driver: Arc<dyn BuildDriver> = match &settings.driver {
+        DriverSettings::Simulated {
+            time_scale,
+            failure_rate,
+        } => Arc::new(SimulatedDriver {
+            time_scale: *time_scale,
+            failure_rate: *failure_rate,
+        }),
+        DriverSettings::Shell { work_dir, timeout } => Arc::new(ShellDriver {
+            work_dir: work_dir.clone(),
+            timeout: *timeout,
+            kill_grace: Duration::from_secs(5),
+        }),
+    };
+    BuildRunner::start(
+        services.app.store.clone(),
+        services.app.logs.clone(),
+        Arc::new(ReadModelBacklog {
+            pool: services.app.pool.clone(),
+            projections: services.app.projections.clone(),
+        }),
+        RunnerConfig {
+            id: settings.runner_id.clone(),
+            concurrency: settings.concurrency,
+            driver,
+        },
+    )
 }
 
 impl Default for ServerConfig {
@@ -42,6 +163,7 @@ impl Default for ServerConfig {
             admin_password: None,
             access_ttl: Duration::from_secs(30 * 60),
             http: HttpSettings::default(),
+            builds: Some(BuildSettings::default()),
         }
     }
 }
@@ -82,6 +204,11 @@ pub async fn start(
             started_utc: Utc::now(),
             metrics: crate::metrics::recorder(),
         }),
+        runner: Arc::default(),
     };
+    if let Some(settings) = &config.builds {
+        let runner = start_runner(&services, settings);
+        *services.runner.lock().await = Some(runner);
+    }
     Ok((services, bootstrap))
 }

@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atelier_commands::factory::ProjectService;
+use atelier_commands::factory::builds::BuildService;
+use atelier_commands::factory::logs::BuildLogs;
 use atelier_commands::idempotency::IdempotencyStore;
 use atelier_projections::Registry;
 use atelier_store::EventStore;
@@ -45,6 +47,10 @@ pub struct AppState {
     pub idempotency: IdempotencyStore,
     /// Factory projects.
     pub projects: ProjectService,
+    /// Factory builds.
+    pub builds: BuildService,
+    /// Build logs.
+    pub logs: BuildLogs,
     /// Settings.
     pub settings: HttpSettings,
 }
@@ -59,6 +65,8 @@ impl AppState {
     ) -> Self {
         Self {
             projects: ProjectService::new(store.clone()),
+            builds: BuildService::new(store.clone()),
+            logs: BuildLogs::new(pool.clone()),
             idempotency: IdempotencyStore::new(pool.clone()),
             store,
             pool,

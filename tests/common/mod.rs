@@ -21,22 +21,34 @@ pub struct TestApp {
     pub pool: sqlx::PgPool,
     pub projections: Registry,
     pub server: actix_web::dev::ServerHandle,
+    pub services: atelier_http::Services,
+    pub config: ServerConfig,
     pub db: TestDatabase,
 }
 
 impl TestApp {
+    /// The configuration of [`TestApp::spawn`]: the test admin, and no build runner.
+    pub fn config() -> ServerConfig {
+        ServerConfig {
+            admin_username: ADMIN.to_owned(),
+            admin_password: Some(PASSWORD.to_owned()),
+            builds: None,
+            ..ServerConfig::default()
+        }
+    }
+
     /// Starts a server. Must run inside an actix system (`#[actix_web::test]`).
     pub async fn spawn() -> Self {
+        Self::spawn_with(Self::config()).await
+    }
+
+    /// Starts a server with this configuration.
+    pub async fn spawn_with(config: ServerConfig) -> Self {
         let db = TestDatabase::create().await.unwrap();
         let pool = db.pool(8).await.unwrap();
         let store = PgEventStore::with_pool(pool.clone(), PgConfig::new(&db.url));
-        let config = ServerConfig {
-            admin_username: ADMIN.to_owned(),
-            admin_password: Some(PASSWORD.to_owned()),
-            ..ServerConfig::default()
-        };
         let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-        let (services, _) = start(pool.clone(), shared, config).await.unwrap();
+        let (services, _) = start(pool.clone(), shared, config.clone()).await.unwrap();
         let projections = services.platform.projections.clone();
         let server = {
             let services = services.clone();
@@ -56,6 +68,8 @@ impl TestApp {
             pool,
             projections,
             server: handle,
+            services,
+            config,
             db,
         }
     }
@@ -77,7 +91,34 @@ impl TestApp {
         body["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// The position of the last event committed so far. Not the store's `head()`: that stops
+    /// below any transaction still open anywhere, so it can lag behind writes already answered.
+    pub async fn last_written(&self) -> Option<atelier_store::Position> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT commit, prepare FROM events ORDER BY commit DESC, prepare DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .unwrap();
+        row.map(|(c, p)| atelier_store::Position::new(c as u64, p as u64))
+    }
+
+    /// Waits until every projection has passed every write so far (no sleeping: positions).
+    pub async fn settle(&self) {
+        if let Some(head) = self.last_written().await {
+            for name in ["factory.projects", "factory.builds"] {
+                self.projections
+                    .wait_for(name, head, std::time::Duration::from_secs(20))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     pub async fn stop(self) {
+        if let Some(runner) = self.services.runner.lock().await.take() {
+            runner.stop().await;
+        }
         self.server.stop(true).await;
     }
 }

@@ -1,0 +1,614 @@
+//! Builds: trigger (the seed's `POST /projects/{id}/build`, and `/builds`), list, read, cancel,
+//! restart, logs (paged, or followed live as server-sent events), and the factory's stats.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+use atelier_commands::factory::logs::{BuildLogs, LogLine};
+use atelier_commands::handler::Written;
+use atelier_domain::factory::build::{Build, BuildError, BuildStatus};
+use atelier_projections::factory::{
+    BUILDS, BuildRow, FactoryStats, PROJECTS, factory_stats, get_build, get_project, list_builds,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{context, project_id};
+use crate::auth::Principal;
+use crate::conventions::{Reply, await_projection, command_error, etag, idempotent, if_match};
+use crate::pagination::{Page, PageParams, Pagination};
+use crate::problem::{ApiError, FieldError, Problem};
+use crate::state::AppState;
+
+/// Most log lines one read returns.
+pub const MAX_LOG_LIMIT: i64 = 5_000;
+/// How often a followed log is re-read when no wake-up arrives (a runner in another process).
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+/// How often a quiet followed log sends a comment, so proxies keep the connection.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// A build, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BuildView {
+    /// Its id.
+    pub id: Uuid,
+    /// The project it builds.
+    pub project_id: Uuid,
+    /// The project's revision it runs against.
+    pub project_revision: u64,
+    /// The repository.
+    pub repo: String,
+    /// The command it runs.
+    pub build_command: Option<String>,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    /// Who triggered it.
+    pub triggered_by: String,
+    /// The build it restarts.
+    pub restart_of: Option<Uuid>,
+    /// The runner that runs (or ran) it.
+    pub runner: Option<String>,
+    /// Its command's exit status.
+    pub exit_code: Option<i32>,
+    /// Why it failed: `exit_status`, `timed_out`, `error` or `interrupted`.
+    pub failure: Option<String>,
+    /// A short explanation of a failure.
+    pub message: Option<String>,
+    /// When it was queued.
+    pub queued_at: DateTime<Utc>,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How long it ran, in seconds.
+    pub duration_s: Option<f64>,
+    /// Its revision: the `ETag`.
+    pub revision: u64,
+}
+
+impl From<BuildRow> for BuildView {
+    fn from(r: BuildRow) -> Self {
+        Self {
+            id: r.id,
+            project_id: r.project_id,
+            project_revision: r.project_revision as u64,
+            repo: r.repo_url,
+            build_command: r.build_command,
+            status: r.status,
+            triggered_by: r.triggered_by,
+            restart_of: r.restart_of,
+            runner: r.runner,
+            exit_code: r.exit_code,
+            failure: r.failure,
+            message: r.message,
+            queued_at: r.queued_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_s: r.duration_ms.map(|ms| ms as f64 / 1000.0),
+            revision: r.revision as u64,
+        }
+    }
+}
+
+fn view(written: &Written<Build>) -> Option<BuildView> {
+    let b = written.state.data()?;
+    let failure = b
+        .failure
+        .and_then(|f| serde_json::to_value(f).ok())
+        .and_then(|v| v.as_str().map(str::to_owned));
+    Some(BuildView {
+        id: b.id,
+        project_id: b.project_id,
+        project_revision: b.project_revision,
+        repo: b.repo_url.as_str().to_owned(),
+        build_command: b.build_command.as_ref().map(|c| c.as_str().to_owned()),
+        status: b.status.as_str().to_owned(),
+        triggered_by: b.triggered_by.clone(),
+        restart_of: b.restart_of,
+        runner: None,
+        exit_code: b.exit_code,
+        failure,
+        message: None,
+        queued_at: b.queued_at,
+        started_at: b.started_at,
+        finished_at: b.finished_at,
+        duration_s: match (b.started_at, b.finished_at) {
+            (Some(s), Some(f)) => Some((f - s).num_milliseconds().max(0) as f64 / 1000.0),
+            _ => None,
+        },
+        revision: written.revision.unwrap_or(0),
+    })
+}
+
+fn rejected(e: BuildError) -> ApiError {
+    match e {
+        BuildError::NotFound => ApiError::not_found("no such build"),
+        BuildError::ProjectNotFound => ApiError::not_found("no such project"),
+        BuildError::AlreadyExists => ApiError::conflict("the build already exists"),
+        BuildError::AlreadyFinished(s) => {
+            ApiError::conflict(format!("the build already finished ({})", s.as_str()))
+        }
+        BuildError::NotFinished => {
+            ApiError::conflict("only a finished build can be restarted; cancel it first")
+        }
+        BuildError::NotQueued(s) | BuildError::NotRunning(s) => {
+            ApiError::conflict(format!("the build is {}", s.as_str()))
+        }
+    }
+}
+
+fn build_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("no such build"))
+}
+
+fn queued_reply(written: &Written<Build>) -> Result<Reply, ApiError> {
+    let view = view(written).ok_or_else(|| ApiError::internal(&"queued build missing"))?;
+    Ok(Reply::json(StatusCode::ACCEPTED, &view)
+        .header("location", format!("/api/v1/builds/{}", view.id))
+        .etag(written.revision)
+        .position(written.position))
+}
+
+/// Triggers a build of the project as it is now. The build is queued: follow it with
+/// `GET /builds/{id}` or its logs. `Idempotency-Key` makes a retried trigger make one build.
+#[utoipa::path(
+    post, path = "/api/v1/projects/{id}/build", tag = "factory",
+    params(
+        ("id" = Uuid, Path, description = "The project's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retried request"),
+    ),
+    responses(
+        (status = 202, description = "Queued; Location is the build", body = BuildView),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such project in this organization (or it was deleted)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.builds.trigger", skip_all, fields(org = %principal.org_id))]
+pub async fn trigger(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = project_id(&id)?;
+    // No body: a retry is recognised by its key (and path) alone.
+    idempotent(&state, &req, principal.org_id, &[], async || {
+        let written = state
+            .builds
+            .trigger(&context(&principal), id)
+            .await
+            .map_err(|e| command_error(e, rejected))?;
+        queued_reply(&written)
+    })
+    .await
+}
+
+/// Build list parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+pub struct BuildListParams {
+    /// Only builds in this status: `queued`, `running`, `succeeded`, `failed`, `cancelled`.
+    pub status: Option<String>,
+    /// Wait until the list reflects the write that returned this `Atelier-Position`.
+    pub min_position: Option<String>,
+}
+
+/// Lists a project's builds, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/projects/{id}/builds", tag = "factory",
+    params(("id" = Uuid, Path, description = "The project's id"), PageParams, BuildListParams),
+    responses(
+        (status = 200, description = "A page of builds", body = Page<BuildView>),
+        (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such project in this organization", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.builds.list", skip_all, fields(org = %principal.org_id))]
+pub async fn list(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+    page: web::Query<PageParams>,
+    params: web::Query<BuildListParams>,
+) -> Result<HttpResponse, ApiError> {
+    let id = project_id(&id)?;
+    let mut errors = Vec::new();
+    let (page, per_page) = page.parse().unwrap_or_else(|e| {
+        errors.extend(e);
+        (1, 1)
+    });
+    let status = match params.status.as_deref() {
+        None => None,
+        Some(s) => match BuildStatus::parse(s) {
+            Some(s) => Some(s),
+            None => {
+                errors.push(FieldError {
+                    field: "status".into(),
+                    message: "must be one of queued, running, succeeded, failed, cancelled".into(),
+                });
+                None
+            }
+        },
+    };
+    crate::pagination::validate(errors)?;
+    await_projection(&state, &req, BUILDS).await?;
+    await_projection(&state, &req, PROJECTS).await?;
+    get_project(&state.pool, principal.org_id, id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::not_found("no such project"))?;
+    let (rows, total) = list_builds(&state.pool, principal.org_id, id, status, page, per_page)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(HttpResponse::Ok().json(Page {
+        data: rows.into_iter().map(BuildView::from).collect(),
+        pagination: Pagination::new(page, per_page, total),
+    }))
+}
+
+/// Query parameters of a single build.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+pub struct BuildGetParams {
+    /// Wait until the build reflects the write that returned this `Atelier-Position`.
+    pub min_position: Option<String>,
+}
+
+async fn find(state: &AppState, org_id: Uuid, id: Uuid) -> Result<BuildRow, ApiError> {
+    get_build(&state.pool, org_id, id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::not_found("no such build"))
+}
+
+/// Reads a build.
+#[utoipa::path(
+    get, path = "/api/v1/builds/{id}", tag = "factory",
+    params(("id" = Uuid, Path, description = "The build's id"), BuildGetParams),
+    responses(
+        (status = 200, description = "The build; ETag is its revision", body = BuildView),
+        (status = 404, description = "No such build in this organization", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.builds.get", skip_all, fields(org = %principal.org_id))]
+pub async fn get(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = build_id(&id)?;
+    await_projection(&state, &req, BUILDS).await?;
+    let view = BuildView::from(find(&state, principal.org_id, id).await?);
+    Ok(HttpResponse::Ok()
+        .insert_header(("etag", etag(view.revision)))
+        .json(view))
+}
+
+/// Cancels a queued or running build; a running build's processes are killed.
+#[utoipa::path(
+    post, path = "/api/v1/builds/{id}/cancel", tag = "factory",
+    params(
+        ("id" = Uuid, Path, description = "The build's id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag the cancel is based on"),
+    ),
+    responses(
+        (status = 200, description = "Cancelled (or already cancelled)", body = BuildView),
+        (status = 404, description = "No such build in this organization", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The build already finished", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.builds.cancel", skip_all, fields(org = %principal.org_id))]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = build_id(&id)?;
+    let expected = if_match(req.headers())?;
+    let written = state
+        .builds
+        .cancel(&context(&principal), id, expected)
+        .await
+        .map_err(|e| command_error(e, rejected))?;
+    let view = view(&written).ok_or_else(|| ApiError::not_found("no such build"))?;
+    Ok(Reply::json(StatusCode::OK, &view)
+        .etag(written.revision)
+        .position(written.position)
+        .into_response())
+}
+
+/// Restarts a finished build: a new build of the same project revision, linked to it.
+#[utoipa::path(
+    post, path = "/api/v1/builds/{id}/restart", tag = "factory",
+    params(
+        ("id" = Uuid, Path, description = "The build's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retried request"),
+    ),
+    responses(
+        (status = 202, description = "The new build, queued", body = BuildView),
+        (status = 404, description = "No such build (or its project was deleted)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The build has not finished", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.builds.restart", skip_all, fields(org = %principal.org_id))]
+pub async fn restart(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = build_id(&id)?;
+    idempotent(&state, &req, principal.org_id, &[], async || {
+        let written = state
+            .builds
+            .restart(&context(&principal), id)
+            .await
+            .map_err(|e| command_error(e, rejected))?;
+        queued_reply(&written)
+    })
+    .await
+}
+
+/// Log parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+pub struct LogParams {
+    /// The first line to read, from 0 (a followed log also takes `Last-Event-ID`).
+    pub offset: Option<i64>,
+    /// Most lines to return, 1 to 5000 (default 1000); not used when following.
+    pub limit: Option<i64>,
+    /// `true`: stream the lines as server-sent events until the build ends.
+    pub follow: Option<bool>,
+    /// Wait until the build is visible at this `Atelier-Position` first.
+    pub min_position: Option<String>,
+}
+
+/// A page of log lines.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LogPage {
+    /// The lines.
+    #[schema(value_type = Vec<Object>)]
+    pub data: Vec<LogLine>,
+    /// Where to read next.
+    pub next_offset: i64,
+    /// Whether the build has ended (with `next_offset` at the end, nothing more will come).
+    pub finished: bool,
+}
+
+/// Reads a build's log from an offset, or follows it live (`follow=true`: `text/event-stream`,
+/// one `log` event per line with `id:` its number, then one `end` event with the build's status).
+#[utoipa::path(
+    get, path = "/api/v1/builds/{id}/logs", tag = "factory",
+    params(("id" = Uuid, Path, description = "The build's id"), LogParams),
+    responses(
+        (status = 200, description = "Lines, or a stream of server-sent events", body = LogPage),
+        (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such build in this organization", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.builds.logs", skip_all, fields(org = %principal.org_id))]
+pub async fn logs(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+    params: web::Query<LogParams>,
+) -> Result<HttpResponse, ApiError> {
+    let id = build_id(&id)?;
+    let mut errors = Vec::new();
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let offset = params
+        .offset
+        .or(last_event_id.map(|seq| seq + 1))
+        .unwrap_or(0);
+    if offset < 0 {
+        errors.push(FieldError {
+            field: "offset".into(),
+            message: "must be 0 or more".into(),
+        });
+    }
+    let limit = params.limit.unwrap_or(1000);
+    if !(1..=MAX_LOG_LIMIT).contains(&limit) {
+        errors.push(FieldError {
+            field: "limit".into(),
+            message: format!("must be from 1 to {MAX_LOG_LIMIT}"),
+        });
+    }
+    crate::pagination::validate(errors)?;
+    await_projection(&state, &req, BUILDS).await?;
+    let build = find(&state, principal.org_id, id).await?;
+    if params.follow.unwrap_or(false) {
+        let follower = Follower {
+            logs: state.logs.clone(),
+            pool: state.pool.clone(),
+            org_id: principal.org_id,
+            build_id: id,
+            next: offset,
+            grown: state.logs.subscribe(),
+            ended: false,
+        };
+        return Ok(HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .insert_header(("cache-control", "no-cache"))
+            .insert_header(("x-accel-buffering", "no"))
+            .streaming(follower.into_stream()));
+    }
+    let finished = BuildStatus::parse(&build.status).is_some_and(BuildStatus::is_finished);
+    let lines = state
+        .logs
+        .read(principal.org_id, id, offset, limit)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let next_offset = lines.last().map_or(offset, |l| l.seq + 1);
+    Ok(HttpResponse::Ok().json(LogPage {
+        data: lines,
+        next_offset,
+        finished,
+    }))
+}
+
+/// Streams a build's log as server-sent events until the build has ended and every line is out.
+struct Follower {
+    logs: BuildLogs,
+    pool: PgPool,
+    org_id: Uuid,
+    build_id: Uuid,
+    next: i64,
+    grown: tokio::sync::broadcast::Receiver<Uuid>,
+    ended: bool,
+}
+
+fn sse_line(line: &LogLine) -> String {
+    let data = serde_json::to_string(line).unwrap_or_default();
+    format!("id: {}\nevent: log\ndata: {data}\n\n", line.seq)
+}
+
+impl Follower {
+    fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> {
+        futures::stream::unfold(self, |mut f| async move {
+            if f.ended {
+                return None;
+            }
+            let chunk = f.next_chunk().await;
+            Some((Ok(Bytes::from(chunk)), f))
+        })
+    }
+
+    /// The next piece of the stream: lines, the end, or a heartbeat.
+    async fn next_chunk(&mut self) -> String {
+        let quiet_until = tokio::time::Instant::now() + HEARTBEAT;
+        loop {
+            match self
+                .logs
+                .read(self.org_id, self.build_id, self.next, 500)
+                .await
+            {
+                Ok(lines) if !lines.is_empty() => {
+                    self.next = lines.last().map_or(self.next, |l| l.seq + 1);
+                    return lines.iter().map(sse_line).collect();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.ended = true;
+                    tracing::warn!(error = %e, "reading a followed log failed");
+                    return "event: error\ndata: {\"message\":\"reading the log failed\"}\n\n"
+                        .to_owned();
+                }
+            }
+            // Every line is written before the build's end is recorded: once the read model
+            // shows the end, one more read has found everything.
+            if let Ok(Some(b)) = get_build(&self.pool, self.org_id, self.build_id).await
+                && BuildStatus::parse(&b.status).is_some_and(BuildStatus::is_finished)
+            {
+                if let Ok(lines) = self
+                    .logs
+                    .read(self.org_id, self.build_id, self.next, 500)
+                    .await
+                    && !lines.is_empty()
+                {
+                    self.next = lines.last().map_or(self.next, |l| l.seq + 1);
+                    return lines.iter().map(sse_line).collect();
+                }
+                self.ended = true;
+                let data = serde_json::json!({
+                    "status": b.status,
+                    "exit_code": b.exit_code,
+                    "next_offset": self.next,
+                });
+                return format!("event: end\ndata: {data}\n\n");
+            }
+            let wait = tokio::time::sleep_until(
+                quiet_until.min(tokio::time::Instant::now() + FOLLOW_POLL),
+            );
+            tokio::select! {
+                _ = wait => {}
+                _ = self.wait_for_growth() => {}
+            }
+            if tokio::time::Instant::now() >= quiet_until {
+                return ": keep-alive\n\n".to_owned();
+            }
+        }
+    }
+
+    async fn wait_for_growth(&mut self) {
+        loop {
+            match self.grown.recv().await {
+                Ok(id) if id == self.build_id => return,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
+
+/// The platform's figures for the caller's organization.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatsView {
+    /// The software factory's.
+    #[schema(value_type = Object)]
+    pub factory: FactoryStats,
+}
+
+/// Query parameters of the stats.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+pub struct StatsParams {
+    /// Wait until the stats reflect the write that returned this `Atelier-Position`.
+    pub min_position: Option<String>,
+}
+
+/// The organization's figures: projects, builds by status, success rate, median duration.
+#[utoipa::path(
+    get, path = "/api/v1/stats", tag = "factory",
+    params(StatsParams),
+    responses(
+        (status = 200, description = "The figures", body = StatsView),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.stats", skip_all, fields(org = %principal.org_id))]
+pub async fn stats(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    await_projection(&state, &req, BUILDS).await?;
+    await_projection(&state, &req, PROJECTS).await?;
+    let factory = factory_stats(&state.pool, principal.org_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(HttpResponse::Ok().json(StatsView { factory }))
+}
+
+/// Registers the build routes (under `/api/v1`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/projects/{id}/build").route(web::post().to(trigger)))
+        .service(
+            web::resource("/projects/{id}/builds")
+                .route(web::get().to(list))
+                .route(web::post().to(trigger)),
+        )
+        .service(web::resource("/builds/{id}").route(web::get().to(get)))
+        .service(web::resource("/builds/{id}/cancel").route(web::post().to(cancel)))
+        .service(web::resource("/builds/{id}/restart").route(web::post().to(restart)))
+        .service(web::resource("/builds/{id}/logs").route(web::get().to(logs)))
+        .service(web::resource("/stats").route(web::get().to(stats)));
+}
