@@ -1099,9 +1099,28 @@ fn per_stream_revisions_strictly_increase_inside_all<H: Harness>() {
                                 tokio::time::sleep(Duration::from_millis(3)).await;
                                 held.commit().await
                             } else {
-                                s.append(&names[st], ExpectedRevision::Any, events(0..n))
+                                // `Exact` at the revision last seen, as commands append (the
+                                // PostgreSQL adapter's fast path), retried on conflicts.
+                                let mut actual = s
+                                    .read_stream(&names[st], ReadStream::backward().max(1))
                                     .await
                                     .unwrap()
+                                    .first()
+                                    .map(|e| e.revision);
+                                loop {
+                                    let expected = actual.map_or(
+                                        ExpectedRevision::NoStream,
+                                        ExpectedRevision::Exact,
+                                    );
+                                    match s.append(&names[st], expected, events(0..n)).await {
+                                        Ok(r) => break r,
+                                        Err(StoreError::WrongExpectedRevision {
+                                            actual: a,
+                                            ..
+                                        }) => actual = a,
+                                        Err(e) => panic!("append failed: {e}"),
+                                    }
+                                }
                             };
                             last = last.max(r.position);
                             tokio::task::yield_now().await;
