@@ -652,6 +652,12 @@ async fn apply_batch(
     events: &[Arc<RecordedEvent>],
 ) -> Result<Applied, Transient> {
     let mut tx = pool.begin().await?;
+    // No wait for the WAL flush: a read model is derived data, and its rows and checkpoint
+    // commit together, so a crash that loses this commit loses both and the batch is simply
+    // applied again. Readers see the commit at once either way.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     // The fence first: it also locks the checkpoint row against a concurrent reset.
     let moved = sqlx::query(
         "UPDATE projection_checkpoints SET commit = $5, prepare = $6, status = 'running', \
