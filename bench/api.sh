@@ -33,7 +33,6 @@ cargo build --release -q --bin atelier
 psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
 export ATELIER_ADMIN_PASSWORD=bench-password ATELIER_LISTEN="127.0.0.1:$PORT" RUST_LOG=warn
-export ATELIER_DB_POOL_SIZE=40
 ./target/release/atelier serve >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do curl -fs "$BASE/health" >/dev/null 2>&1 && break; sleep 0.2; done

@@ -102,6 +102,19 @@ async fn the_seeds_project_flow_works_end_to_end() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["Proj 2", "Proj 3"]);
+    // A page past the end is empty but still counts the list.
+    let past: Value = c
+        .get(format!("{projects}?per_page=2&page=9&search=proj"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(past["data"], json!([]));
+    assert_eq!(past["pagination"]["total"], 5);
+    assert_eq!(past["pagination"]["has_prev"], true);
     let res = c
         .get(format!("{projects}?search=demo"))
         .bearer_auth(&token)

@@ -578,31 +578,45 @@ pub async fn list_projects(
     org_id: Uuid,
     query: &ProjectQuery,
 ) -> Result<(Vec<ProjectRow>, u64), sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Counted {
+        #[sqlx(flatten)]
+        row: ProjectRow,
+        total: i64,
+    }
     let pattern = query.search.as_deref().map(like_pattern);
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM projects WHERE org_id = $1 AND ($2::text IS NULL OR name ILIKE $2)",
-    )
-    .bind(org_id)
-    .bind(pattern.as_deref())
-    .fetch_one(pool)
-    .await?;
     let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
-    // The ORDER BY comes from a closed list (ProjectSort), never from input.
+    // One statement: the page, and (as a window over every matching row, before the LIMIT) the
+    // total. The ORDER BY comes from a closed list (ProjectSort), never from input.
     let sql = format!(
         "SELECT id, org_id, name, repo_url, build_command, revision, created_at, updated_at, \
-         created_by, last_build_status, last_build_id, last_build_at FROM projects \
-         WHERE org_id = $1 AND ($2::text IS NULL OR name ILIKE $2) \
+         created_by, last_build_status, last_build_id, last_build_at, count(*) OVER () AS total \
+         FROM projects WHERE org_id = $1 AND ($2::text IS NULL OR name ILIKE $2) \
          ORDER BY {} LIMIT $3 OFFSET $4",
         query.sort.order_by()
     );
-    let rows = sqlx::query_as::<_, ProjectRow>(sqlx::AssertSqlSafe(sql))
+    let rows = sqlx::query_as::<_, Counted>(sqlx::AssertSqlSafe(sql))
         .bind(org_id)
         .bind(pattern.as_deref())
         .bind(i64::from(query.per_page))
         .bind(offset)
         .fetch_all(pool)
         .await?;
-    Ok((rows, total as u64))
+    let total = match rows.first() {
+        Some(r) => r.total,
+        // A page past the end has no row to carry the total.
+        None => {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM projects WHERE org_id = $1 \
+             AND ($2::text IS NULL OR name ILIKE $2)",
+            )
+            .bind(org_id)
+            .bind(pattern.as_deref())
+            .fetch_one(pool)
+            .await?
+        }
+    };
+    Ok((rows.into_iter().map(|r| r.row).collect(), total as u64))
 }
 
 /// One project of an organization.
