@@ -62,14 +62,21 @@ pub struct DbArgs {
     /// PostgreSQL URL of the event store and read models.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
-    /// Connection pool size.
-    #[arg(
-        long,
-        env = "ATELIER_DB_POOL_SIZE",
-        default_value_t = 16,
-        global = true
-    )]
-    pub db_pool_size: u32,
+    /// Connection pool size (default: 4 per core, from 8 to 64).
+    #[arg(long, env = "ATELIER_DB_POOL_SIZE", global = true)]
+    pub db_pool_size: Option<u32>,
+}
+
+impl DbArgs {
+    /// The pool size: as configured, else 4 connections per core (at least 8, at most 64). A
+    /// pool much larger than the cores lets request handlers starve the projections: on 2 cores
+    /// a pool of 40 put the read models seconds behind under load (see bench/README.md).
+    pub fn pool_size(&self) -> u32 {
+        self.db_pool_size.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            u32::try_from(cores * 4).unwrap_or(64).clamp(8, 64)
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -237,7 +244,7 @@ async fn prepare_database(db: &DbArgs) -> anyhow::Result<sqlx::PgPool> {
             )
         })?;
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(db.db_pool_size)
+        .max_connections(db.pool_size())
         .connect(&db.database_url)
         .await
         .context("cannot connect to the database")?;
@@ -250,7 +257,7 @@ async fn prepare_database(db: &DbArgs) -> anyhow::Result<sqlx::PgPool> {
 async fn store(db: &DbArgs) -> anyhow::Result<(sqlx::PgPool, PgEventStore)> {
     let pool = prepare_database(db).await?;
     let mut config = PgConfig::new(db.database_url.clone());
-    config.max_connections = db.db_pool_size;
+    config.max_connections = db.pool_size();
     let store = PgEventStore::with_pool(pool.clone(), config);
     Ok((pool, store))
 }
