@@ -262,7 +262,7 @@ impl Projection for BuildsProjection {
                 )
                 .bind(build_id)
                 .bind(exit_code)
-                .bind(failure_name(reason))
+                .bind(reason.as_str())
                 .bind(message)
                 .bind(finished_at)
                 .bind(duration_ms)
@@ -295,13 +295,6 @@ impl Projection for BuildsProjection {
             )));
         }
         Ok(())
-    }
-}
-
-fn failure_name(reason: atelier_domain::factory::build::FailureReason) -> String {
-    match serde_json::to_value(reason) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => "error".to_owned(),
     }
 }
 

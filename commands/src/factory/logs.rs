@@ -99,11 +99,14 @@ impl BuildLogs {
     }
 
     /// The number of the next line of a build (0 when it has none).
-    async fn next_seq(&self, build_id: Uuid) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT coalesce(max(seq) + 1, 0) FROM build_logs WHERE build_id = $1")
-            .bind(build_id)
-            .fetch_one(&self.pool)
-            .await
+    async fn next_seq(&self, org_id: Uuid, build_id: Uuid) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT coalesce(max(seq) + 1, 0) FROM build_logs WHERE build_id = $1 AND org_id = $2",
+        )
+        .bind(build_id)
+        .bind(org_id)
+        .fetch_one(&self.pool)
+        .await
     }
 
     async fn insert(
@@ -137,7 +140,7 @@ impl BuildLogs {
     /// A writer for one build's log, continuing after the lines it already has (a restarted
     /// runner appends to what the crashed one wrote).
     pub async fn writer(&self, org_id: Uuid, build_id: Uuid) -> Result<LogSink, sqlx::Error> {
-        let next = self.next_seq(build_id).await?;
+        let next = self.next_seq(org_id, build_id).await?;
         let (tx, mut rx) = mpsc::unbounded_channel::<(LogStream, String, DateTime<Utc>)>();
         let logs = self.clone();
         let task = tokio::spawn(async move {
@@ -176,7 +179,7 @@ impl BuildLogs {
             }
         });
         Ok(LogSink {
-            tx: Some(tx),
+            handle: LogHandle { tx: Some(tx) },
             task: Some(task),
         })
     }
@@ -203,35 +206,32 @@ fn clean(mut line: String) -> String {
 
 /// Where a running build writes its lines; [`LogSink::close`] waits until they are stored.
 pub struct LogSink {
-    tx: Option<mpsc::UnboundedSender<(LogStream, String, DateTime<Utc>)>>,
+    handle: LogHandle,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LogSink {
     /// Adds a line.
     pub fn line(&self, stream: LogStream, text: impl Into<String>) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send((stream, clean(text.into()), now()));
-        }
+        self.handle.line(stream, text);
     }
 
     /// A sender that other tasks can write through.
     pub fn handle(&self) -> LogHandle {
-        LogHandle {
-            tx: self.tx.clone(),
-        }
+        self.handle.clone()
     }
 
     /// Stores every line written so far, then stops.
     pub async fn close(mut self) {
-        self.tx.take();
+        self.handle.tx.take();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
     }
 }
 
-/// A clonable way to write to a [`LogSink`].
+/// A clonable way to write to a [`LogSink`] (it stops when the sink closes and every handle is
+/// dropped).
 #[derive(Clone)]
 pub struct LogHandle {
     tx: Option<mpsc::UnboundedSender<(LogStream, String, DateTime<Utc>)>>,

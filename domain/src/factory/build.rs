@@ -74,6 +74,18 @@ pub enum FailureReason {
     Interrupted,
 }
 
+impl FailureReason {
+    /// Its name in the API and the read models (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::ExitStatus => "exit_status",
+            FailureReason::TimedOut => "timed_out",
+            FailureReason::Error => "error",
+            FailureReason::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// How a run ended, as the runner reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -775,6 +787,14 @@ mod tests {
         for e in [queued(), started(), succeeded()] {
             let (ty, data) = e.encode();
             assert_eq!(BuildEvent::decode(&ty, &data).unwrap(), e);
+        }
+        for r in [
+            FailureReason::ExitStatus,
+            FailureReason::TimedOut,
+            FailureReason::Error,
+            FailureReason::Interrupted,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
         }
     }
 }

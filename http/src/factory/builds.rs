@@ -97,10 +97,6 @@ impl From<BuildRow> for BuildView {
 
 fn view(written: &Written<Build>) -> Option<BuildView> {
     let b = written.state.data()?;
-    let failure = b
-        .failure
-        .and_then(|f| serde_json::to_value(f).ok())
-        .and_then(|v| v.as_str().map(str::to_owned));
     Some(BuildView {
         id: b.id,
         project_id: b.project_id,
@@ -112,7 +108,7 @@ fn view(written: &Written<Build>) -> Option<BuildView> {
         restart_of: b.restart_of,
         runner: None,
         exit_code: b.exit_code,
-        failure,
+        failure: b.failure.map(|f| f.as_str().to_owned()),
         message: None,
         queued_at: b.queued_at,
         started_at: b.started_at,
