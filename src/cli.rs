@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atelier_http::HttpSettings;
+use atelier_http::live::LiveSettings;
 use atelier_http::server::{BuildSettings, DriverSettings, ServerConfig, default_runner_id};
 use atelier_projections::{Registry, runtime};
 use atelier_store::postgres::{self, PgConfig, PgEventStore};
@@ -111,6 +112,15 @@ pub struct ServeArgs {
     /// Longest a read waits for its projection to reach a position it was given, in ms.
     #[arg(long, env = "ATELIER_READ_WAIT_MS", default_value_t = 5000)]
     pub read_wait_ms: u64,
+    /// Seconds between the live feed's heartbeats (WebSocket and SSE).
+    #[arg(long, env = "ATELIER_LIVE_HEARTBEAT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub live_heartbeat_secs: u64,
+    /// Messages a live client may have waiting before it is cut off as lagged.
+    #[arg(long, env = "ATELIER_LIVE_QUEUE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub live_queue: u64,
+    /// Live connections (WebSocket and SSE) held at most.
+    #[arg(long, env = "ATELIER_LIVE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub live_max_connections: usize,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "ATELIER_WORKERS")]
     pub workers: Option<usize>,
@@ -273,6 +283,12 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
             body_limit: args.body_limit,
             read_wait: Duration::from_millis(args.read_wait_ms),
             cors_origins: args.cors_origins.clone(),
+            live: LiveSettings {
+                heartbeat: Duration::from_secs(args.live_heartbeat_secs),
+                queue: usize::try_from(args.live_queue).unwrap_or(usize::MAX),
+                max_connections: args.live_max_connections,
+                ..LiveSettings::default()
+            },
         },
         builds: args.build_settings(),
         ..ServerConfig::default()

@@ -56,7 +56,17 @@ impl CommandContext {
 
     /// The metadata of one event.
     pub fn metadata(&self, schema: u32) -> serde_json::Value {
-        json!({
+        self.metadata_with_parents(schema, &[])
+    }
+
+    /// The metadata of one event of an aggregate that belongs to these resources (see
+    /// [`Aggregate::parents`]): `parents` maps each category to the id.
+    pub fn metadata_with_parents(
+        &self,
+        schema: u32,
+        parents: &[(&'static str, Uuid)],
+    ) -> serde_json::Value {
+        let mut metadata = json!({
             "org_id": self.org_id,
             "actor": self.actor,
             "correlation_id": self.correlation_id,
@@ -64,16 +74,29 @@ impl CommandContext {
             "request_id": self.request_id,
             "schema": schema,
             "occurred_at": self.occurred_at,
-        })
+        });
+        if !parents.is_empty() {
+            let map: serde_json::Map<String, serde_json::Value> = parents
+                .iter()
+                .map(|(category, id)| ((*category).to_owned(), json!(id)))
+                .collect();
+            metadata["parents"] = serde_json::Value::Object(map);
+        }
+        metadata
     }
 
-    /// Turns domain events into events to append.
-    pub fn encode<E: DomainEvent>(&self, events: &[E]) -> Vec<EventData> {
+    /// Turns the events of an aggregate that belongs to `parents` into events to append.
+    pub fn encode<E: DomainEvent>(
+        &self,
+        events: &[E],
+        parents: &[(&'static str, Uuid)],
+    ) -> Vec<EventData> {
         events
             .iter()
             .map(|e| {
                 let (ty, data) = e.encode();
-                EventData::new(ty, data).with_metadata(self.metadata(E::SCHEMA_VERSION))
+                EventData::new(ty, data)
+                    .with_metadata(self.metadata_with_parents(E::SCHEMA_VERSION, parents))
             })
             .collect()
     }
@@ -173,9 +196,10 @@ where
             });
         }
         let expected = revision.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
-        match store.append(stream, expected, ctx.encode(&events)).await {
+        let after = events.iter().fold(state.clone(), |s, e| s.evolve(e));
+        let data = ctx.encode(&events, &after.parents());
+        match store.append(stream, expected, data).await {
             Ok(r) => {
-                let after = events.iter().fold(state.clone(), |s, e| s.evolve(e));
                 return Ok(Written {
                     previous: state,
                     state: after,

@@ -23,6 +23,13 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     /// Applies one event to the state.
     fn evolve(self, event: &Self::Event) -> Self;
 
+    /// The resources this aggregate belongs to, as `(category, id)` pairs: a build belongs to
+    /// its project. Every event it records names them in its metadata (`parents`), so readers
+    /// of the log (the live feed) can follow a resource's children without loading them.
+    fn parents(&self) -> Vec<(&'static str, uuid::Uuid)> {
+        Vec::new()
+    }
+
     /// Folds events into a state, from the default.
     fn fold<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self {
         events

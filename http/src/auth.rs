@@ -126,6 +126,7 @@ impl AuthState {
             username: claims.name,
             org_id: claims.org,
             is_superadmin: claims.sa,
+            expires_at: claims.exp,
         })
     }
 }
@@ -142,6 +143,8 @@ pub struct Principal {
     pub org_id: Uuid,
     /// Whether they administer the whole platform.
     pub is_superadmin: bool,
+    /// When their token expires, in seconds since the epoch (live connections close then).
+    pub expires_at: u64,
 }
 
 impl Principal {

@@ -59,6 +59,8 @@ pub const BEARER: &str = "bearer";
         crate::factory::builds::restart,
         crate::factory::builds::logs,
         crate::factory::builds::stats,
+        crate::live::ws::connect,
+        crate::live::sse::stream,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&SecurityAddon),
@@ -66,6 +68,7 @@ pub const BEARER: &str = "bearer";
         (name = "platform", description = "Health, readiness, status and metrics"),
         (name = "auth", description = "Login and access tokens"),
         (name = "factory", description = "The software factory: projects, builds, logs and stats"),
+        (name = "live", description = "The event log, live: WebSocket `/ws` and server-sent events, per organization and channel, resumable by position"),
     )
 )]
 pub struct ApiDoc;
@@ -170,6 +173,8 @@ mod tests {
         );
         assert!(json["components"]["schemas"]["Problem"].is_object());
         assert!(json["paths"]["/health"]["get"].is_object());
+        assert!(json["paths"]["/ws"]["get"].is_object());
+        assert!(json["paths"]["/api/v1/stream"]["get"].is_object());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod conventions;
 pub mod cors;
 pub mod docs;
 pub mod factory;
+pub mod live;
 pub mod metrics;
 pub mod middleware;
 pub mod pagination;
@@ -33,6 +34,8 @@ pub struct Services {
     pub auth: web::Data<auth::AuthState>,
     /// Health, readiness, status and metrics.
     pub platform: web::Data<platform::PlatformState>,
+    /// The live feed's fan-out.
+    pub live: web::Data<live::hub::Hub>,
     /// The build runner, when this server runs one.
     pub runner:
         std::sync::Arc<tokio::sync::Mutex<Option<atelier_commands::factory::runner::BuildRunner>>>,
@@ -56,6 +59,7 @@ pub fn app(
         .app_data(services.app.clone())
         .app_data(services.auth.clone())
         .app_data(services.platform.clone())
+        .app_data(services.live.clone())
         .app_data(web::PayloadConfig::new(settings.body_limit))
         .wrap(from_fn(problem::problem_fallback))
         .wrap(cors::cors(&settings.cors_origins))
@@ -63,5 +67,10 @@ pub fn app(
         .configure(platform::configure)
         .configure(docs::configure)
         .configure(auth::configure)
-        .service(web::scope("/api/v1").configure(factory::configure))
+        .configure(live::configure_ws)
+        .service(
+            web::scope("/api/v1")
+                .configure(factory::configure)
+                .configure(live::configure_sse),
+        )
 }

@@ -189,7 +189,9 @@ pub async fn start(
     for projection in atelier_projections::all() {
         projections.start(projection, store.clone(), pool.clone());
     }
+    let live = crate::live::hub::Hub::start(store.clone(), config.http.live.clone()).await?;
     let services = Services {
+        live: web::Data::new(live),
         app: web::Data::new(AppState::new(
             store,
             pool.clone(),

@@ -20,6 +20,8 @@ pub struct HttpSettings {
     pub read_wait: Duration,
     /// Allowed CORS origins.
     pub cors_origins: Vec<String>,
+    /// The live feed.
+    pub live: crate::live::LiveSettings,
 }
 
 impl Default for HttpSettings {
@@ -31,6 +33,7 @@ impl Default for HttpSettings {
                 "http://localhost:5173".to_owned(),
                 "http://localhost:3000".to_owned(),
             ],
+            live: crate::live::LiveSettings::default(),
         }
     }
 }

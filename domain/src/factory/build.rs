@@ -375,6 +375,12 @@ impl Aggregate for Build {
     type Error = BuildError;
     const CATEGORY: &'static str = "build";
 
+    fn parents(&self) -> Vec<(&'static str, Uuid)> {
+        self.data()
+            .map(|b| vec![(Project::CATEGORY, b.project_id)])
+            .unwrap_or_default()
+    }
+
     fn decide(&self, command: BuildAction) -> Result<Vec<BuildEvent>, BuildError> {
         let b = match (self, command) {
             (

@@ -1,0 +1,207 @@
+//! The live feed: the event log pushed to clients, over WebSocket (`GET /ws`) and server-sent
+//! events (`GET /api/v1/stream`).
+//!
+//! One subscription to `$all` inside the server ([`hub::Hub`]) fans out to every client; each
+//! client receives only its organization's events on the channels it subscribed to
+//! ([`channels`]), as `{type:"<resource>:<verb>", event_type, event_id, stream, revision,
+//! position, occurred_at, data}`. A client that gives a position (`from_position`, or SSE's
+//! `Last-Event-ID`) first gets every event after it from the log, then live ones, with no gap and
+//! no duplicate ([`session`]).
+//!
+//! WebSocket protocol (JSON text messages):
+//!
+//! | client → server | server → client |
+//! |---|---|
+//! | `{type:"auth", token}` (when the token was not in the `Authorization` header or the `access_token` parameter) | `{type:"connected", user_id, organization_id, position, heartbeat_secs}` |
+//! | `{type:"subscribe", channels:[…] \| channel \| <resource>_id, from_position?}` | `{type:"subscribed", channels, from_position}` |
+//! | `{type:"unsubscribe", channels:[…] \| channel \| <resource>_id}` | `{type:"unsubscribed", channels}` |
+//! | `{type:"ping", timestamp?}` | `{type:"pong", timestamp, server_time}` |
+//! | | events; `{type:"heartbeat", position, server_time}` every 30 s |
+//! | anything else | `{type:"error", code, message}`; the connection stays |
+//!
+//! Closes: 4401 missing, bad or expired credentials; 4008 the client fell behind its queue
+//! (after `{type:"lagged", position}`: reconnect with `from_position` = that position); 1009 a
+//! message over the size limit; 1011 the log could not be read; 1001 the server is stopping or
+//! the client stopped answering pings.
+
+pub mod channels;
+pub mod feed;
+pub mod hub;
+pub mod session;
+pub mod sse;
+pub mod ws;
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, web};
+use atelier_store::Position;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::{AuthState, Principal};
+use crate::problem::{ApiError, FieldError};
+use channels::Channel;
+
+/// Settings of the live feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSettings {
+    /// Messages a client's queue holds before it is cut off as lagged.
+    pub queue: usize,
+    /// How often the server sends a heartbeat (and a WebSocket ping).
+    pub heartbeat: Duration,
+    /// How long a WebSocket client has to authenticate after connecting.
+    pub auth_timeout: Duration,
+    /// How long one message may take to leave before the client is dropped.
+    pub send_timeout: Duration,
+    /// Live connections (WebSocket and SSE) the server holds at most.
+    pub max_connections: usize,
+    /// The largest message a client may send, in bytes.
+    pub max_message_bytes: usize,
+    /// Channels per connection at most.
+    pub max_channels: usize,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            queue: 1000,
+            heartbeat: Duration::from_secs(30),
+            auth_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_message_bytes: 64 * 1024,
+            max_channels: 100,
+        }
+    }
+}
+
+/// The query parameters of `/ws` and `/api/v1/stream`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LiveQuery {
+    /// Channels to subscribe to at once, comma-separated (`project:<id>,category:build`). For
+    /// SSE, none means `*` (every event of the organization).
+    pub channels: Option<String>,
+    /// Send every event after this position first (`<commit>-<prepare>`, as in `Atelier-Position`
+    /// and each message's `position`), then live ones.
+    pub from_position: Option<String>,
+    /// The access token, for clients that cannot set headers (browsers' WebSocket and
+    /// EventSource). Prefer the `Authorization` header.
+    pub access_token: Option<String>,
+}
+
+impl LiveQuery {
+    /// The channels and position it names, or a 400 naming what is wrong.
+    pub fn parse(&self) -> Result<(Vec<Channel>, Option<Position>), ApiError> {
+        let mut errors = Vec::new();
+        let mut channels = Vec::new();
+        for name in self
+            .channels
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+        {
+            match Channel::parse(name) {
+                Ok(c) => channels.push(c),
+                Err(e) => errors.push(FieldError {
+                    field: "channels".into(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        let from = match self.from_position.as_deref() {
+            None | Some("") => None,
+            Some(p) => match p.parse::<Position>() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errors.push(FieldError {
+                        field: "from_position".into(),
+                        message: e.to_string(),
+                    });
+                    None
+                }
+            },
+        };
+        if errors.is_empty() {
+            Ok((channels, from))
+        } else {
+            Err(ApiError::validation(errors))
+        }
+    }
+}
+
+/// The token a request carries: `Authorization: Bearer …`, else the `access_token` parameter.
+/// A malformed `Authorization` header is an error, not an absent token.
+fn token_of<'a>(req: &'a HttpRequest, query: &'a LiveQuery) -> Result<Option<&'a str>, ApiError> {
+    if let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        return value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "the Authorization header must be `Bearer <token>` with an access token",
+                )
+            });
+    }
+    Ok(query.access_token.as_deref().filter(|t| !t.is_empty()))
+}
+
+/// Who the request's token belongs to, if it carries one.
+fn principal_of(
+    req: &HttpRequest,
+    query: &LiveQuery,
+    auth: &AuthState,
+) -> Result<Option<Principal>, ApiError> {
+    token_of(req, query)?.map(|t| auth.verify(t)).transpose()
+}
+
+/// The 503 answered when the server holds as many live connections as it may.
+fn too_many_connections(max: usize) -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        "TOO_MANY_CONNECTIONS",
+        format!("the server holds its maximum of {max} live connections; retry later"),
+    )
+}
+
+/// Registers `GET /ws` (at the application's root).
+pub fn configure_ws(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/ws").route(web::get().to(ws::connect)));
+}
+
+/// Registers `GET /stream` (inside `/api/v1`).
+pub fn configure_sse(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/stream").route(web::get().to(sse::stream)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_channels_and_position_are_read_and_every_bad_one_is_named() {
+        let q = LiveQuery {
+            channels: Some("project:1, category:build,,".into()),
+            from_position: Some("12-3".into()),
+            access_token: None,
+        };
+        let (channels, from) = q.parse().unwrap();
+        assert_eq!(channels.len(), 2);
+        assert_eq!(from, Some(Position::new(12, 3)));
+        let q = LiveQuery {
+            channels: Some("Bad Channel".into()),
+            from_position: Some("x".into()),
+            access_token: None,
+        };
+        let e = q.parse().unwrap_err();
+        let fields: Vec<_> = e.problem().errors.iter().map(|f| f.field.clone()).collect();
+        assert_eq!(fields, ["channels", "from_position"]);
+    }
+}
