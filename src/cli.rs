@@ -315,16 +315,47 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
     let _ = out.flush();
     drop(out);
     let runner = services.runner.clone();
-    let mut server = actix_web::HttpServer::new(move || atelier_http::app(services.clone()));
+    let live = services.live.clone();
+    let mut server = actix_web::HttpServer::new(move || atelier_http::app(services.clone()))
+        // Signals are handled below, so live connections are closed before the graceful stop
+        // waits for connections to end.
+        .disable_signals();
     if let Some(workers) = args.workers {
         server = server.workers(workers);
     }
-    server.listen(listener)?.run().await?;
+    let server = server.listen(listener)?.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        shutdown_signal().await;
+        info!("stopping: closing live connections, finishing requests");
+        live.close_all();
+        handle.stop(true).await;
+    });
+    server.await?;
     // Builds still running are failed as interrupted when this runner starts again.
     if let Some(runner) = runner.lock().await.take() {
         runner.stop().await;
     }
     Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = match tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::terminate(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = interrupt.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
 }
 
 async fn projections_status(db: &DbArgs) -> anyhow::Result<()> {

@@ -119,6 +119,7 @@ impl TestApp {
         if let Some(runner) = self.services.runner.lock().await.take() {
             runner.stop().await;
         }
+        self.services.live.close_all();
         self.server.stop(true).await;
     }
 }

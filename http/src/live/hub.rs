@@ -46,6 +46,8 @@ struct Inner {
     state: Mutex<State>,
     /// The dispatched position, for those who wait for it.
     dispatched: tokio::sync::watch::Sender<Position>,
+    /// Set when the server stops: every live connection closes.
+    closing: tokio::sync::watch::Sender<bool>,
     store: Arc<dyn EventStore>,
     settings: LiveSettings,
     connections: AtomicUsize,
@@ -80,6 +82,7 @@ impl Hub {
                     next_id: 0,
                 }),
                 dispatched: tokio::sync::watch::Sender::new(head),
+                closing: tokio::sync::watch::Sender::new(false),
                 store: store.clone(),
                 settings,
                 connections: AtomicUsize::new(0),
@@ -122,6 +125,20 @@ impl Hub {
     /// How far the hub has dispatched.
     pub fn position(&self) -> Position {
         self.lock().position
+    }
+
+    /// Closes every live connection (with 1001, "going away"), for a prompt graceful stop.
+    pub fn close_all(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Hub::close_all`] was called.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.closing.subscribe();
+        async move {
+            // An error means the hub itself is gone: closing too.
+            let _ = rx.wait_for(|closing| *closing).await;
+        }
     }
 
     /// Waits until the hub has dispatched `position` (false: not within `timeout`).

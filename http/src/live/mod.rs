@@ -49,6 +49,8 @@ pub struct LiveSettings {
     pub queue: usize,
     /// How often the server sends a heartbeat (and a WebSocket ping).
     pub heartbeat: Duration,
+    /// A WebSocket client silent this long (no message, no pong) is closed as gone.
+    pub client_timeout: Duration,
     /// How long a WebSocket client has to authenticate after connecting.
     pub auth_timeout: Duration,
     /// How long one message may take to leave before the client is dropped.
@@ -66,6 +68,7 @@ impl Default for LiveSettings {
         Self {
             queue: 1000,
             heartbeat: Duration::from_secs(30),
+            client_timeout: Duration::from_secs(90),
             auth_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(30),
             max_connections: 10_000,

@@ -83,6 +83,7 @@ pub async fn stream(
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let now = jsonwebtoken::get_current_timestamp();
     let feed = Feed {
+        closing: Box::pin(hub.closing()),
         session,
         heartbeat,
         expires: Instant::now() + Duration::from_secs(principal.expires_at.saturating_sub(now)),
@@ -99,6 +100,7 @@ pub async fn stream(
 
 struct Feed {
     session: Session,
+    closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     heartbeat: Interval,
     expires: Instant,
     started: bool,
@@ -123,6 +125,7 @@ impl Feed {
             return Some(Bytes::from_static(b": connected\nretry: 2000\n\n"));
         }
         tokio::select! {
+            _ = &mut self.closing => None,
             next = self.session.next() => match next {
                 Next::Event(event) => {
                     let mut chunk = format!("id: {}\ndata: ", event.position()).into_bytes();

@@ -347,8 +347,11 @@ impl Connection {
         let expiry = tokio::time::sleep_until(instant_at(principal.expires_at));
         tokio::pin!(expiry);
         let mut last_heard = Instant::now();
+        let closing = self.hub.closing();
+        tokio::pin!(closing);
         loop {
             tokio::select! {
+                _ = &mut closing => return Err(End::Close(1001, "the server is stopping".into())),
                 message = self.stream.recv() => {
                     last_heard = Instant::now();
                     match message {
@@ -406,7 +409,7 @@ impl Connection {
                     Next::Stopped => return Err(End::Close(1001, "the server is stopping".into())),
                 },
                 _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > settings.heartbeat * 2 {
+                    if last_heard.elapsed() > settings.client_timeout {
                         return Err(End::Close(1001, "no answer to pings".into()));
                     }
                     if self.ws.ping(b"").await.is_err() {
