@@ -199,12 +199,37 @@ impl Hub {
     }
 
     /// Registers a client of `org` with these channels: from now on, every event the hub
-    /// dispatches that matches goes to its queue. Returns the registration and the hub's
-    /// position at that moment: every later event is after it.
+    /// dispatches that matches goes to its queue. Its `position` is the hub's at that moment:
+    /// every later event is after it.
     pub fn register(&self, org: Uuid, channels: Channels) -> Registration {
+        self.register_unless_past(org, channels, None)
+            .expect("a registration without a bound always succeeds")
+    }
+
+    /// Registers a client that has read the log up to `read`, if the hub has not dispatched
+    /// anything after it: then every event after `read` reaches the client, from the log or from
+    /// its queue. `None`: the hub is further on; read up to it first.
+    pub fn register_after(
+        &self,
+        org: Uuid,
+        channels: Channels,
+        read: Position,
+    ) -> Option<Registration> {
+        self.register_unless_past(org, channels, Some(read))
+    }
+
+    fn register_unless_past(
+        &self,
+        org: Uuid,
+        channels: Channels,
+        read: Option<Position>,
+    ) -> Option<Registration> {
         let (tx, rx) = mpsc::channel(self.inner.settings.queue.max(1));
         let lagged = Arc::new(AtomicBool::new(false));
         let mut state = self.lock();
+        if read.is_some_and(|read| state.position > read) {
+            return None;
+        }
         state.next_id += 1;
         let id = state.next_id;
         state.clients.entry(org).or_default().push(Slot {
@@ -213,14 +238,14 @@ impl Hub {
             tx,
             lagged: lagged.clone(),
         });
-        Registration {
+        Some(Registration {
             hub: self.clone(),
             org,
             id,
             rx,
             lagged,
             position: state.position,
-        }
+        })
     }
 
     /// Takes a connection slot, if fewer than the maximum are open.

@@ -2,10 +2,11 @@
 //! and the switch from catching up (reading the log) to live (the hub's queue) with no gap and
 //! no duplicate at the seam.
 //!
-//! Catching up reads pages of the log after the client's position until it reaches the hub's
-//! position, then registers with the hub, reads the few events dispatched in between, and
-//! follows the queue, dropping anything at or before the last position it sent. So every event
-//! is sent once, in log order, whatever the hub did meanwhile.
+//! Catching up reads pages of the log after the client's position; after each page it asks the
+//! hub to register it, which the hub does only if it has not dispatched anything after what was
+//! read (under the lock that dispatching takes). From then on the queue brings everything after
+//! the hub's position, and anything at or before the last position sent is dropped. So every
+//! event is sent once, in log order, whatever the hub did meanwhile.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -47,9 +48,6 @@ enum State {
         read: Position,
         /// Read and not sent yet.
         buffer: VecDeque<Arc<FeedEvent>>,
-        /// Set once the log was read up to the hub: the events after its position come from
-        /// the queue.
-        registration: Option<Registration>,
     },
     /// Following the hub.
     Live(Registration),
@@ -126,13 +124,8 @@ impl Session {
     }
 
     fn update_registration(&self) {
-        match &self.state {
-            State::Live(registration)
-            | State::CatchingUp {
-                registration: Some(registration),
-                ..
-            } => registration.set_channels(self.channels.clone()),
-            _ => {}
+        if let State::Live(registration) = &self.state {
+            registration.set_channels(self.channels.clone());
         }
     }
 
@@ -145,7 +138,6 @@ impl Session {
                 self.state = State::CatchingUp {
                     read: from,
                     buffer: VecDeque::new(),
-                    registration: None,
                 };
             }
             None => {
@@ -178,29 +170,18 @@ impl Session {
         loop {
             match &mut self.state {
                 State::Idle => std::future::pending::<()>().await,
-                State::CatchingUp {
-                    read,
-                    buffer,
-                    registration,
-                } => {
+                State::CatchingUp { read, buffer } => {
                     if let Some(event) = buffer.pop_front() {
                         self.last = self.last.max(event.position());
                         return Next::Event(event);
                     }
                     self.last = self.last.max(*read);
-                    let target = match registration {
-                        Some(r) => r.position,
-                        None => self.hub.position(),
-                    };
-                    if *read >= target {
-                        match registration.take() {
-                            // Read up to the hub: join it, then read what it dispatched since.
-                            None => {
-                                *registration =
-                                    Some(self.hub.register(self.org, self.channels.clone()));
-                            }
-                            Some(r) => self.state = State::Live(r),
-                        }
+                    // Read up to the hub: join it, unless it dispatched more meanwhile.
+                    if let Some(registration) =
+                        self.hub
+                            .register_after(self.org, self.channels.clone(), *read)
+                    {
+                        self.state = State::Live(registration);
                         continue;
                     }
                     let slice = match self
@@ -223,10 +204,10 @@ impl Session {
                     if slice.next > *read {
                         *read = slice.next;
                     } else if slice.scanned == 0 {
-                        // The log's readable end is below the hub's position, which the hub only
-                        // reaches through readable events: only a store that lost events does this.
-                        tracing::warn!(read = %read, target = %target, "live: the log ends before the hub's position");
-                        *read = target;
+                        // Nothing readable after `read`, yet the hub is further on: it only gets
+                        // there through readable events, so it is the store's watermark moving.
+                        // Give the writers a moment rather than spin.
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                     }
                 }
                 State::Live(registration) => {
