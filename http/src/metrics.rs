@@ -84,6 +84,26 @@ fn describe() {
         "HTTP request latency, from the first middleware to the response, by method and route pattern"
     );
     metrics::describe_gauge!(
+        crate::live::hub::CONNECTIONS,
+        Unit::Count,
+        "Live feed connections (WebSocket and SSE) open now"
+    );
+    metrics::describe_counter!(
+        crate::live::hub::DELIVERED,
+        Unit::Count,
+        "Events queued for live feed clients"
+    );
+    metrics::describe_counter!(
+        crate::live::hub::LAGGED,
+        Unit::Count,
+        "Live feed clients closed because they fell behind their queue"
+    );
+    metrics::describe_gauge!(
+        crate::live::hub::HUB_POSITION_COMMIT,
+        Unit::Count,
+        "The commit part of the last position the live feed's hub dispatched"
+    );
+    metrics::describe_gauge!(
         UPTIME_SECONDS,
         Unit::Seconds,
         "Seconds since this Atelier process started serving"
