@@ -64,7 +64,19 @@ pub async fn connect(
         auth: auth.into_inner(),
         _guard: guard,
     };
-    actix_web::rt::spawn(connection.run(principal, channels, from));
+    let span = tracing::info_span!(
+        "live.ws.connection",
+        user = principal
+            .as_ref()
+            .map(|p| tracing::field::display(p.user_id)),
+        org = principal
+            .as_ref()
+            .map(|p| tracing::field::display(p.org_id)),
+    );
+    actix_web::rt::spawn(tracing::Instrument::instrument(
+        connection.run(principal, channels, from),
+        span,
+    ));
     Ok(response)
 }
 
