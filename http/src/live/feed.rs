@@ -1,9 +1,10 @@
 //! What the live feed sends: one message per event of the log, built once and shared by every
 //! client that receives it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use atelier_store::{Position, RecordedEvent};
+use bytestring::ByteString;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -20,8 +21,8 @@ pub struct FeedEvent {
     pub org_id: Option<Uuid>,
     /// `<resource>:<verb>`, for example `build:started`.
     pub kind: String,
-    /// The message, serialized once (cheap to clone).
-    pub json: bytestring::ByteString,
+    /// The message, serialized once, by the first client that sends it.
+    json: OnceLock<ByteString>,
 }
 
 /// The message's shape.
@@ -38,47 +39,58 @@ struct Message<'a> {
     data: &'a serde_json::Value,
 }
 
+/// The organization an event belongs to: its metadata's `org_id`.
+pub fn org_of(record: &RecordedEvent) -> Option<Uuid> {
+    record
+        .metadata
+        .get("org_id")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+}
+
 impl FeedEvent {
-    /// The feed's message for this event, or `None` for the log's internal streams.
+    /// The feed's view of this event, or `None` for the log's internal streams.
     pub fn new(record: Arc<RecordedEvent>) -> Option<Arc<Self>> {
         let category = record.stream.category();
         if category.starts_with('$') || INTERNAL_CATEGORIES.contains(&category) {
             return None;
         }
-        let org_id = record
-            .metadata
-            .get("org_id")
-            .and_then(serde_json::Value::as_str)
-            .and_then(|s| Uuid::parse_str(s).ok());
-        let kind = kind_of(category, &record.event_type);
-        // When the command was issued; the commit time for events appended without one.
-        let created = serde_json::Value::String(
-            record
-                .created
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        );
-        let occurred_at = record
-            .metadata
-            .get("occurred_at")
-            .filter(|v| v.is_string())
-            .unwrap_or(&created);
-        let json = serde_json::to_string(&Message {
-            kind: &kind,
-            event_type: &record.event_type,
-            event_id: record.event_id,
-            stream: record.stream.as_str(),
-            revision: record.revision,
-            position: record.position,
-            occurred_at,
-            data: &record.data,
-        })
-        .ok()?;
         Some(Arc::new(Self {
+            org_id: org_of(&record),
+            kind: kind_of(category, &record.event_type),
             record,
-            org_id,
-            kind,
-            json: json.into(),
+            json: OnceLock::new(),
         }))
+    }
+
+    /// The message, as JSON text (cheap to clone).
+    pub fn json(&self) -> &ByteString {
+        self.json.get_or_init(|| {
+            let record = &self.record;
+            // When the command was issued; the commit time for events appended without one.
+            let created = serde_json::Value::String(
+                record
+                    .created
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            );
+            let occurred_at = record
+                .metadata
+                .get("occurred_at")
+                .filter(|v| v.is_string())
+                .unwrap_or(&created);
+            let message = Message {
+                kind: &self.kind,
+                event_type: &record.event_type,
+                event_id: record.event_id,
+                stream: record.stream.as_str(),
+                revision: record.revision,
+                position: record.position,
+                occurred_at,
+                data: &record.data,
+            };
+            // A JSON value always serializes.
+            serde_json::to_string(&message).unwrap_or_default().into()
+        })
     }
 
     /// Its place in the log.
@@ -195,7 +207,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(e.org_id, Some(org));
-        let v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
+        let v: serde_json::Value = serde_json::from_str(e.json()).unwrap();
         assert_eq!(
             v,
             json!({

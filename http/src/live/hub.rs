@@ -160,14 +160,15 @@ impl Hub {
     #[tracing::instrument(name = "live.dispatch", level = "debug", skip_all, fields(position = %record.position))]
     fn dispatch(&self, record: Arc<atelier_store::RecordedEvent>) -> Position {
         let position = record.position;
-        let event = FeedEvent::new(record);
+        let org = super::feed::org_of(&record);
         let mut state = self.lock();
         state.position = position;
-        let Some(event) = event else { return position };
-        let Some(org) = event.org_id else {
+        // Nobody of its organization listens: nothing to build.
+        let Some(org) = org else { return position };
+        let Some(slots) = state.clients.get_mut(&org) else {
             return position;
         };
-        let Some(slots) = state.clients.get_mut(&org) else {
+        let Some(event) = FeedEvent::new(record) else {
             return position;
         };
         let mut delivered = 0u64;

@@ -129,7 +129,7 @@ impl Feed {
             next = self.session.next() => match next {
                 Next::Event(event) => {
                     let mut chunk = format!("id: {}\ndata: ", event.position()).into_bytes();
-                    chunk.extend_from_slice(event.json.as_bytes());
+                    chunk.extend_from_slice(event.json().as_bytes());
                     chunk.extend_from_slice(b"\n\n");
                     Some(Bytes::from(chunk))
                 }

@@ -407,7 +407,7 @@ impl Connection {
                 }
                 next = session.next() => match next {
                     Next::Event(event) => {
-                        self.send(event.json.clone()).await?;
+                        self.send(event.json().clone()).await?;
                     }
                     Next::Lagged(position) => {
                         self.send(json!({"type": "lagged", "position": position}).to_string()).await?;
