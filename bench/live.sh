@@ -7,14 +7,16 @@
 #
 # Needs PostgreSQL at 127.0.0.1:5432 (started if installed but stopped); builds the release
 # binaries (`atelier` and `live-bench`). Uses a scratch database `atelier_bench_live`, dropped
-# and recreated; the server runs without builds (ATELIER_BUILD_DRIVER=none). BENCH_PORT
-# (default 18081) is the server's port; the server's log is left in $BENCH_LOG if set.
+# and recreated; the server runs without builds (ATELIER_BUILD_DRIVER=none). Environment:
+# BENCH_PORT the server's port (18081), BENCH_PROJECTS how many projects the writes spread over
+# (1000; with few, concurrent updates of one project conflict), BENCH_LOG a file to keep the
+# server's log in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN="${1:-20}"
 SUBSCRIBERS="${2:-1000}"
 RATE="${3:-200}"
-PROJECTS=50
+PROJECTS="${BENCH_PROJECTS:-1000}"
 DB=atelier_bench_live
 PORT="${BENCH_PORT:-18081}"
 BASE="http://127.0.0.1:$PORT"
@@ -36,7 +38,7 @@ echo "building the release binaries…" >&2
 cargo build --release -q --bin atelier
 cargo build --release -q -p atelier-bench --bin live-bench
 
-psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+PGOPTIONS=--client-min-messages=warning psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
 export ATELIER_ADMIN_PASSWORD=bench-password ATELIER_LISTEN="127.0.0.1:$PORT" RUST_LOG=warn
 export ATELIER_BUILD_DRIVER=none

@@ -59,8 +59,9 @@ struct Args {
     /// The server's pid, for its CPU time and memory (`/proc/<pid>`); none: not measured.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Projects created first; the writes update them at random.
-    #[arg(long, default_value_t = 50)]
+    /// Projects created first; the writes update them at random. Few projects make concurrent
+    /// updates of one project (conflicts, retries) part of what is measured.
+    #[arg(long, default_value_t = 1000)]
     projects: usize,
     /// Connections opened at once.
     #[arg(long, default_value_t = 50)]
@@ -71,6 +72,10 @@ struct Args {
     /// Longest wait for the last deliveries after the writes, in seconds.
     #[arg(long, default_value_t = 5)]
     drain_seconds: u64,
+    /// Write the first subscriber's events to this file, one line each: milliseconds from the
+    /// start of the writes to the PUT, position, latency in ms (for a closer look at a run).
+    #[arg(long)]
+    dump: Option<std::path::PathBuf>,
     /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`).
     #[arg(long, default_value_t = 100)]
     clk_tck: u64,
@@ -128,8 +133,17 @@ struct Received {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("live-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
     ensure!(args.subscribers > 0, "--subscribers must be at least 1");
     ensure!(
         (1..=100_000).contains(&args.rate),
@@ -161,7 +175,10 @@ async fn main() -> Result<()> {
         .unwrap_or(usize::MAX)
         .saturating_add(64);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let delivered = Arc::new(AtomicU64::new(0));
+    // Once the writes are over: the last position they were answered with. Every subscriber
+    // that has received it has received everything before it (the feed is in log order).
+    let (target_tx, target_rx) = watch::channel(None::<Position>);
+    let caught_up = Arc::new(AtomicU64::new(0));
     let connect_start = Instant::now();
     let mut opened: Vec<Ws> = Vec::with_capacity(args.subscribers);
     let mut failures: Vec<String> = Vec::new();
@@ -202,7 +219,8 @@ async fn main() -> Result<()> {
         readers.spawn(read_subscriber(
             ws,
             stop_rx.clone(),
-            Arc::clone(&delivered),
+            target_rx.clone(),
+            Arc::clone(&caught_up),
             per_subscriber,
         ));
     }
@@ -213,7 +231,7 @@ async fn main() -> Result<()> {
         Arc::new(Mutex::new(HashMap::with_capacity(per_subscriber)));
     let write_errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let put_latency = Arc::new(Mutex::new(histogram()?));
-    let server_before = args.server_pid.map(|pid| cpu_ticks(pid)).transpose()?;
+    let server_before = args.server_pid.map(cpu_ticks).transpose()?;
     let client_before = cpu_ticks_self()?;
     let write_start = Instant::now();
     let write_end = write_start + Duration::from_secs(args.seconds);
@@ -256,7 +274,7 @@ async fn main() -> Result<()> {
         });
     }
     let write_window = write_start.elapsed();
-    let server_after = args.server_pid.map(|pid| cpu_ticks(pid)).transpose()?;
+    let server_after = args.server_pid.map(cpu_ticks).transpose()?;
     let client_after = cpu_ticks_self()?;
     while let Some(joined) = writes.join_next().await {
         joined.context("a write task panicked")?;
@@ -267,18 +285,24 @@ async fn main() -> Result<()> {
         write_window.as_secs_f64()
     );
 
-    // 4. Drain: wait until every subscriber has every event, or the drain time is up.
+    // 4. Drain: wait until every subscriber has the last event written, or the drain time is up.
     let expected = written * args.subscribers as u64;
+    let last_written = sends.lock().expect("sends").keys().max().copied();
+    let _ = target_tx.send(last_written);
     let drain_start = Instant::now();
     let drain_deadline = drain_start + Duration::from_secs(args.drain_seconds);
-    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let everyone = args.subscribers as u64;
+    while last_written.is_some()
+        && caught_up.load(Ordering::Acquire) < everyone
+        && Instant::now() < drain_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     eprintln!(
-        "drained in {:.2} s ({} deliveries received of {} expected)",
+        "drained in {:.2} s ({} of {} subscribers received the last event written)",
         drain_start.elapsed().as_secs_f64(),
-        delivered.load(Ordering::Relaxed),
-        expected
+        caught_up.load(Ordering::Acquire),
+        everyone
     );
     let memory = args.server_pid.map(memory).transpose()?;
     let _ = stop_tx.send(true);
@@ -290,6 +314,8 @@ async fn main() -> Result<()> {
     // 5. Join receipts with sends.
     let sends = std::mem::take(&mut *sends.lock().expect("sends"));
     let mut latency = histogram()?;
+    // Per event: when the first and the last subscriber received it.
+    let mut spread: HashMap<Position, (Instant, Instant)> = HashMap::with_capacity(sends.len());
     let mut matched: u64 = 0;
     let mut unmatched: u64 = 0;
     let mut duplicates: u64 = 0;
@@ -316,6 +342,9 @@ async fn main() -> Result<()> {
                 Some(sent) => {
                     matched += 1;
                     let _ = latency.record(micros(at.saturating_duration_since(*sent)));
+                    let (first, last) = spread.entry(*position).or_insert((*at, *at));
+                    *first = (*first).min(*at);
+                    *last = (*last).max(*at);
                 }
                 None => unmatched += 1,
             }
@@ -332,6 +361,44 @@ async fn main() -> Result<()> {
         }
     }
     let missing = expected.saturating_sub(matched);
+    if missing > 0 {
+        // Which writes some subscriber never got, and by how many subscribers.
+        let mut absent: HashMap<Position, usize> = HashMap::new();
+        for r in &received {
+            let got: std::collections::HashSet<Position> =
+                r.events.iter().map(|(p, _)| *p).collect();
+            for position in sends.keys().filter(|p| !got.contains(p)) {
+                *absent.entry(*position).or_default() += 1;
+            }
+        }
+        let mut absent: Vec<_> = absent.into_iter().collect();
+        absent.sort();
+        for ((commit, prepare), n) in absent.iter().take(20) {
+            let at = sends[&(*commit, *prepare)].saturating_duration_since(write_start);
+            eprintln!(
+                "missing: {commit}-{prepare} (PUT sent at {:.3} s) not received by {n} of {} \
+                 subscribers",
+                at.as_secs_f64(),
+                received.len()
+            );
+        }
+    }
+    if let (Some(path), Some(first)) = (&args.dump, received.first()) {
+        let mut lines = String::from("sent_ms position latency_ms\n");
+        for (position, at) in &first.events {
+            if let Some(sent) = sends.get(position) {
+                let _ = writeln!(
+                    lines,
+                    "{:.3} {}-{} {:.3}",
+                    sent.saturating_duration_since(write_start).as_secs_f64() * 1000.0,
+                    position.0,
+                    position.1,
+                    at.saturating_duration_since(*sent).as_secs_f64() * 1000.0
+                );
+            }
+        }
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
     let write_errors = std::mem::take(&mut *write_errors.lock().expect("errors"));
     let put_latency = put_latency.lock().expect("put latency").clone();
 
@@ -357,7 +424,19 @@ async fn main() -> Result<()> {
         group(matched),
         group(expected),
         TARGET_P99_MS,
-        pass(latency.len() > 0 && p99 <= TARGET_P99_MS && missing == 0),
+        pass(!latency.is_empty() && p99 <= TARGET_P99_MS && missing == 0),
+    );
+    let mut fan_out = histogram()?;
+    for (first, last) in spread.values() {
+        let _ = fan_out.record(micros(last.saturating_duration_since(*first)));
+    }
+    let _ = writeln!(
+        out,
+        "| fan-out: first → last subscriber to receive an event | p50 {:.1} ms, p99 {:.1} ms, \
+         max {:.1} ms | |",
+        ms(&fan_out, 0.5),
+        ms(&fan_out, 0.99),
+        fan_out.max() as f64 / 1000.0,
     );
     let _ = writeln!(
         out,
@@ -475,32 +554,39 @@ async fn create_projects(
     count: usize,
 ) -> Result<Vec<Project>> {
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let repo = "https://example.com/r.git".to_owned();
+    let repo = "https://example.com/r.git";
     let mut projects = Vec::with_capacity(count);
-    for i in 0..count {
-        let name = format!("live-{}-{i}", &run[..8]);
-        let response = http
-            .post(format!("{base}/api/v1/projects"))
-            .bearer_auth(token)
-            .json(&json!({ "name": name, "repo": repo }))
-            .send()
-            .await
-            .with_context(|| format!("POST {base}/api/v1/projects"))?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        ensure!(
-            status.is_success(),
-            "creating project {name}: {status}: {body}"
-        );
-        let id = body["id"]
-            .as_str()
-            .ok_or_else(|| anyhow!("creating project {name}: no id in {body}"))?
-            .to_owned();
-        projects.push(Project {
-            id,
-            name,
-            repo: repo.clone(),
-        });
+    let mut created = futures::stream::iter(0..count)
+        .map(|i| {
+            let name = format!("live-{}-{i}", &run[..8]);
+            async move {
+                let response = http
+                    .post(format!("{base}/api/v1/projects"))
+                    .bearer_auth(token)
+                    .json(&json!({ "name": name, "repo": repo }))
+                    .send()
+                    .await
+                    .with_context(|| format!("POST {base}/api/v1/projects"))?;
+                let status = response.status();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                ensure!(
+                    status.is_success(),
+                    "creating project {name}: {status}: {body}"
+                );
+                let id = body["id"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("creating project {name}: no id in {body}"))?
+                    .to_owned();
+                Ok(Project {
+                    id,
+                    name,
+                    repo: repo.to_owned(),
+                })
+            }
+        })
+        .buffer_unordered(8);
+    while let Some(project) = created.next().await {
+        projects.push(project?);
     }
     Ok(projects)
 }
@@ -589,18 +675,36 @@ fn message_type(text: &str) -> Result<String> {
 async fn read_subscriber(
     mut ws: Ws,
     mut stop: watch::Receiver<bool>,
-    delivered: Arc<AtomicU64>,
+    mut target: watch::Receiver<Option<Position>>,
+    caught_up: Arc<AtomicU64>,
     capacity: usize,
 ) -> Received {
     let mut r = Received {
         events: Vec::with_capacity(capacity),
         ..Received::default()
     };
+    // The target, until this subscriber has reached it.
+    let mut waiting_for: Option<Position> = None;
+    let mut reached = false;
+    let mut check = |r: &Received, waiting_for: Option<Position>| {
+        if !reached
+            && let (Some(t), Some((last, _))) = (waiting_for, r.events.last())
+            && *last >= t
+        {
+            reached = true;
+            caught_up.fetch_add(1, Ordering::AcqRel);
+        }
+    };
     loop {
         let message = tokio::select! {
             biased;
             message = ws.next() => message,
             _ = stop.changed() => break,
+            Ok(()) = target.changed() => {
+                waiting_for = *target.borrow_and_update();
+                check(&r, waiting_for);
+                continue;
+            }
         };
         let at = Instant::now();
         match message {
@@ -613,7 +717,7 @@ async fn read_subscriber(
                 }) => match parse_position(&p) {
                     Some(position) => {
                         r.events.push((position, at));
-                        delivered.fetch_add(1, Ordering::Relaxed);
+                        check(&r, waiting_for);
                     }
                     None => note_unknown(&mut r, text.as_str()),
                 },
@@ -712,7 +816,7 @@ fn group(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
