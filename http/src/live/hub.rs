@@ -304,6 +304,11 @@ impl Registration {
         self.rx.recv().await
     }
 
+    /// The next event of its queue, if one is there.
+    pub fn try_recv(&mut self) -> Result<Arc<FeedEvent>, mpsc::error::TryRecvError> {
+        self.rx.try_recv()
+    }
+
     /// Whether the hub cut it off for falling behind.
     pub fn lagged(&self) -> bool {
         self.lagged.load(Ordering::Acquire)

@@ -165,6 +165,35 @@ impl Session {
         }
     }
 
+    /// What is next if it is there already (following the hub: its queue), without waiting.
+    pub fn try_next(&mut self) -> Option<Next> {
+        let State::Live(registration) = &mut self.state else {
+            return None;
+        };
+        loop {
+            if registration.lagged() {
+                return Some(Next::Lagged(self.last));
+            }
+            match registration.try_recv() {
+                Ok(event) => {
+                    if event.position() <= self.last || !self.channels.matches(&event) {
+                        continue;
+                    }
+                    self.last = event.position();
+                    return Some(Next::Event(event));
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return None,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    return Some(if registration.lagged() {
+                        Next::Lagged(self.last)
+                    } else {
+                        Next::Stopped
+                    });
+                }
+            }
+        }
+    }
+
     /// The next thing to tell the client. Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self) -> Next {
         loop {

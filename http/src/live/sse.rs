@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::channels::Channel;
+use super::feed::FeedEvent;
 use super::hub::{ConnectionGuard, Hub};
 use super::session::{Next, Session};
 use super::{LiveQuery, principal_of, too_many_connections};
@@ -89,6 +90,7 @@ pub async fn stream(
         expires: Instant::now() + Duration::from_secs(principal.expires_at.saturating_sub(now)),
         started: false,
         done: false,
+        pending: None,
         _guard: guard,
     };
     Ok(HttpResponse::Ok()
@@ -105,6 +107,8 @@ struct Feed {
     expires: Instant,
     started: bool,
     done: bool,
+    /// What the last chunk stopped before.
+    pending: Option<Next>,
     _guard: ConnectionGuard,
 }
 
@@ -124,37 +128,66 @@ impl Feed {
             self.started = true;
             return Some(Bytes::from_static(b": connected\nretry: 2000\n\n"));
         }
-        tokio::select! {
-            _ = &mut self.closing => None,
-            next = self.session.next() => match next {
-                Next::Event(event) => {
-                    let mut chunk = format!("id: {}\ndata: ", event.position()).into_bytes();
-                    chunk.extend_from_slice(event.json().as_bytes());
-                    chunk.extend_from_slice(b"\n\n");
-                    Some(Bytes::from(chunk))
-                }
-                Next::Lagged(position) => {
+        let next = match self.pending.take() {
+            Some(next) => next,
+            None => tokio::select! {
+                _ = &mut self.closing => return None,
+                next = self.session.next() => next,
+                _ = self.heartbeat.tick() => return Some(Bytes::from(match self.session.position() {
+                    Some(p) => format!(": heartbeat\nid: {p}\n\n"),
+                    None => ": heartbeat\n\n".to_owned(),
+                })),
+                _ = tokio::time::sleep_until(self.expires) => {
                     self.done = true;
-                    let data = json!({"type": "lagged", "position": position});
-                    Some(Bytes::from(format!("id: {position}\nevent: lagged\ndata: {data}\n\n")))
+                    let data = json!({"type": "error", "code": "TOKEN_EXPIRED", "message": "the access token has expired; reconnect with a new one"});
+                    return Some(Bytes::from(format!("event: error\ndata: {data}\n\n")));
                 }
-                Next::Failed(e) => {
-                    tracing::warn!(error = %e, "live: reading the log failed");
-                    self.done = true;
-                    let data = json!({"type": "error", "code": "UNAVAILABLE", "message": "the event log cannot be read now; reconnect"});
-                    Some(Bytes::from(format!("event: error\ndata: {data}\n\n")))
-                }
-                Next::Stopped => None,
             },
-            _ = self.heartbeat.tick() => Some(Bytes::from(match self.session.position() {
-                Some(p) => format!(": heartbeat\nid: {p}\n\n"),
-                None => ": heartbeat\n\n".to_owned(),
-            })),
-            _ = tokio::time::sleep_until(self.expires) => {
+        };
+        match next {
+            Next::Event(event) => {
+                let mut chunk = Vec::new();
+                push_event(&mut chunk, &event);
+                // What else is waiting now goes in the same chunk.
+                for _ in 0..BURST {
+                    match self.session.try_next() {
+                        Some(Next::Event(event)) => push_event(&mut chunk, &event),
+                        // The end goes in the next chunk.
+                        Some(other) => {
+                            self.pending = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                Some(Bytes::from(chunk))
+            }
+            Next::Lagged(position) => {
                 self.done = true;
-                let data = json!({"type": "error", "code": "TOKEN_EXPIRED", "message": "the access token has expired; reconnect with a new one"});
+                let data = json!({"type": "lagged", "position": position});
+                Some(Bytes::from(format!(
+                    "id: {position}\nevent: lagged\ndata: {data}\n\n"
+                )))
+            }
+            Next::Failed(e) => {
+                tracing::warn!(error = %e, "live: reading the log failed");
+                self.done = true;
+                let data = json!({"type": "error", "code": "UNAVAILABLE", "message": "the event log cannot be read now; reconnect"});
                 Some(Bytes::from(format!("event: error\ndata: {data}\n\n")))
             }
+            Next::Stopped => None,
         }
     }
+}
+
+/// Events sent in one chunk at most.
+const BURST: usize = 64;
+
+/// Appends an event as `id: <position>` and `data: <message>`.
+fn push_event(chunk: &mut Vec<u8>, event: &FeedEvent) {
+    chunk.extend_from_slice(b"id: ");
+    chunk.extend_from_slice(event.position().to_string().as_bytes());
+    chunk.extend_from_slice(b"\ndata: ");
+    chunk.extend_from_slice(event.json().as_bytes());
+    chunk.extend_from_slice(b"\n\n");
 }

@@ -405,21 +405,16 @@ impl Connection {
                         }
                     }
                 }
-                next = session.next() => match next {
-                    Next::Event(event) => {
-                        self.send(event.json().clone()).await?;
+                next = session.next() => {
+                    self.deliver(next).await?;
+                    // Send what else is waiting now, in one go: the frames leave together.
+                    for _ in 0..BURST {
+                        match session.try_next() {
+                            Some(next) => self.deliver(next).await?,
+                            None => break,
+                        }
                     }
-                    Next::Lagged(position) => {
-                        self.send(json!({"type": "lagged", "position": position}).to_string()).await?;
-                        return Err(End::Close(CLOSE_LAGGED, format!("too slow: resume from {position}")));
-                    }
-                    Next::Failed(e) => {
-                        tracing::warn!(error = %e, "live: reading the log failed");
-                        self.send(error_message("UNAVAILABLE", "the event log cannot be read now; reconnect with from_position")).await?;
-                        return Err(End::Close(1011, "the event log cannot be read now".into()));
-                    }
-                    Next::Stopped => return Err(End::Close(1001, "the server is stopping".into())),
-                },
+                }
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() > settings.client_timeout {
                         return Err(End::Close(1001, "no answer to pings".into()));
@@ -435,6 +430,36 @@ impl Connection {
                     return Err(End::Close(CLOSE_UNAUTHORIZED, "the access token has expired".into()));
                 }
             }
+        }
+    }
+}
+
+/// Events sent in a row from a client's queue before it listens to the client again.
+const BURST: usize = 64;
+
+impl Connection {
+    /// Sends what the session says next; the end of the connection for anything but an event.
+    async fn deliver(&mut self, next: Next) -> Result<(), End> {
+        match next {
+            Next::Event(event) => self.send(event.json().clone()).await,
+            Next::Lagged(position) => {
+                self.send(json!({"type": "lagged", "position": position}).to_string())
+                    .await?;
+                Err(End::Close(
+                    CLOSE_LAGGED,
+                    format!("too slow: resume from {position}"),
+                ))
+            }
+            Next::Failed(e) => {
+                tracing::warn!(error = %e, "live: reading the log failed");
+                self.send(error_message(
+                    "UNAVAILABLE",
+                    "the event log cannot be read now; reconnect with from_position",
+                ))
+                .await?;
+                Err(End::Close(1011, "the event log cannot be read now".into()))
+            }
+            Next::Stopped => Err(End::Close(1001, "the server is stopping".into())),
         }
     }
 }
