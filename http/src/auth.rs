@@ -147,6 +147,28 @@ pub struct Principal {
     pub expires_at: u64,
 }
 
+/// The token of the request's `Authorization: Bearer <token>` header, if it has the header;
+/// a header in another form is a 401, not an absent token.
+pub fn bearer_token(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "the Authorization header must be `Bearer <token>` with an access token",
+            )
+        })
+}
+
 impl Principal {
     fn from_request_head(req: &HttpRequest) -> Result<Self, ApiError> {
         let Some(auth) = req.app_data::<web::Data<AuthState>>() else {
@@ -154,24 +176,11 @@ impl Principal {
                 &"the authentication state is not registered in the application",
             ));
         };
-        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        let Some(token) = bearer_token(req)? else {
             return Err(ApiError::unauthorized(
                 "an access token is required (Authorization: Bearer <token>)",
             ));
         };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "the Authorization header must be `Bearer <token>` with an access token",
-                )
-            })?;
         auth.verify(token)
     }
 }

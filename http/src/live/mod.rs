@@ -137,23 +137,10 @@ impl LiveQuery {
 /// The token a request carries: `Authorization: Bearer …`, else the `access_token` parameter.
 /// A malformed `Authorization` header is an error, not an absent token.
 fn token_of<'a>(req: &'a HttpRequest, query: &'a LiveQuery) -> Result<Option<&'a str>, ApiError> {
-    if let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
-        return value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "the Authorization header must be `Bearer <token>` with an access token",
-                )
-            });
+    match crate::auth::bearer_token(req)? {
+        Some(token) => Ok(Some(token)),
+        None => Ok(query.access_token.as_deref().filter(|t| !t.is_empty())),
     }
-    Ok(query.access_token.as_deref().filter(|t| !t.is_empty()))
 }
 
 /// Who the request's token belongs to, if it carries one.
