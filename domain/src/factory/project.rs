@@ -16,22 +16,8 @@ pub const MAX_BUILD_COMMAND_LEN: usize = 4096;
 /// The URL schemes a repository may use.
 pub const REPO_SCHEMES: [&str; 5] = ["https", "http", "ssh", "git", "file"];
 
-/// Why a value was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct InvalidValue {
-    /// The field, as the API names it.
-    pub field: &'static str,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn invalid(field: &'static str, message: impl Into<String>) -> InvalidValue {
-    InvalidValue {
-        field,
-        message: message.into(),
-    }
-}
+pub use crate::value::InvalidValue;
+use crate::value::invalid;
 
 /// A project's name: trimmed, 1 to 100 characters, no control characters.
 ///
