@@ -91,6 +91,13 @@ pub struct ServeArgs {
     /// The bootstrap superadmin's username.
     #[arg(long, env = "ATELIER_ADMIN_USERNAME", default_value = "admin")]
     pub admin_username: String,
+    /// The bootstrap superadmin's email address.
+    #[arg(
+        long,
+        env = "ATELIER_ADMIN_EMAIL",
+        default_value = "admin@atelier.local"
+    )]
+    pub admin_email: String,
     /// The bootstrap superadmin's password (generated and printed once when absent).
     #[arg(long, env = "ATELIER_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
@@ -278,6 +285,7 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
         production: args.env == Environment::Production,
         jwt_secret: args.jwt_secret.clone(),
         admin_username: args.admin_username.clone(),
+        admin_email: args.admin_email.clone(),
         admin_password: args.admin_password.clone(),
         http: HttpSettings {
             body_limit: args.body_limit,

@@ -1,11 +1,21 @@
 //! The small, replaceable login of issue 3: a bootstrap superadmin in a `default` organization,
-//! password checks, and the JWT secret. The full identity model (users, organizations and roles
-//! as aggregates) replaces it later.
+//! password checks, and the JWT secret. The bootstrap is also recorded in the log
+//! ([`record_bootstrap`]), where the full identity model (users, organizations and roles as
+//! aggregates, `atelier_domain::identity`) takes over.
 //!
 //! Secret material stays in the `credentials` and `settings` tables: password hashes and the
 //! JWT secret never reach logs or event data (this module's `Debug` output redacts them).
 
 use argon2::password_hash::Error as HashError;
+use atelier_domain::identity::Role;
+use atelier_domain::identity::organization::{
+    JsonObject, OrgEvent, OrgName, OrgProfile, Organization,
+};
+use atelier_domain::identity::user::{Email, User, UserEvent, UserProfile, Username};
+use atelier_store::{EventStore, ExpectedRevision, Position, StoreError};
+use chrono::{DateTime, Utc};
+
+use crate::handler::{CommandContext, stream_of};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use rand::RngExt;
 use sqlx::PgPool;
@@ -45,6 +55,9 @@ pub enum IdentityError {
     /// Hashing or verifying a password failed (never a wrong password: that is `Ok(None)`).
     #[error("password hashing failed: {0}")]
     Hash(String),
+    /// The event store failed.
+    #[error("event store error: {0}")]
+    Store(#[from] atelier_store::StoreError),
     /// The bootstrap was asked for something it cannot do.
     #[error("invalid bootstrap: {0}")]
     Invalid(String),
@@ -55,6 +68,8 @@ pub enum IdentityError {
 pub struct Bootstrap {
     /// The `default` organization.
     pub org_id: Uuid,
+    /// The superadmin's id (the existing one's when it was already there).
+    pub admin_user_id: Uuid,
     /// The superadmin's username (the existing one's when it was already there).
     pub admin_username: String,
     /// The password generated for a new superadmin when none was configured: print it once.
@@ -67,6 +82,7 @@ impl std::fmt::Debug for Bootstrap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bootstrap")
             .field("org_id", &self.org_id)
+            .field("admin_user_id", &self.admin_user_id)
             .field("admin_username", &self.admin_username)
             .field(
                 "generated_password",
@@ -123,6 +139,11 @@ impl Identity {
                 "the admin username must not be empty".to_owned(),
             ));
         }
+        Username::parse(username).map_err(|e| {
+            IdentityError::Invalid(format!(
+                "the admin username {e} (3 to 50 letters, digits, `_`, `.` or `-`)"
+            ))
+        })?;
         if password.is_some_and(str::is_empty) {
             return Err(IdentityError::Invalid(
                 "the admin password must not be empty (leave it unset to generate one)".to_owned(),
@@ -150,16 +171,17 @@ impl Identity {
             IdentityError::Invalid("settings.default_org_id is not a UUID".to_owned())
         })?;
 
-        let existing: Option<String> = sqlx::query_scalar(
-            "SELECT username FROM credentials WHERE is_superadmin \
+        let existing: Option<(Uuid, String)> = sqlx::query_as(
+            "SELECT user_id, username FROM credentials WHERE is_superadmin \
              ORDER BY created_at, user_id LIMIT 1",
         )
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(admin_username) = existing {
+        if let Some((admin_user_id, admin_username)) = existing {
             tx.commit().await?;
             return Ok(Bootstrap {
                 org_id,
+                admin_user_id,
                 admin_username,
                 generated_password: None,
                 created: false,
@@ -175,11 +197,12 @@ impl Identity {
             .unwrap_or_default()
             .to_owned();
         let hash = hash_password(chosen).await?;
+        let admin_user_id = Uuid::now_v7();
         let inserted = sqlx::query(
             "INSERT INTO credentials (user_id, username, password_hash, org_id, is_superadmin) \
              VALUES ($1, $2, $3, $4, true) ON CONFLICT ((lower(username))) DO NOTHING",
         )
-        .bind(Uuid::now_v7())
+        .bind(admin_user_id)
         .bind(username)
         .bind(hash)
         .bind(org_id)
@@ -194,6 +217,7 @@ impl Identity {
         tracing::info!(%org_id, "bootstrap superadmin created");
         Ok(Bootstrap {
             org_id,
+            admin_user_id,
             admin_username: username.to_owned(),
             generated_password,
             created: true,
@@ -279,6 +303,94 @@ impl Identity {
     }
 }
 
+/// The name of the organization the bootstrap creates.
+pub const DEFAULT_ORG_NAME: &str = "default";
+
+/// Records what [`Identity::bootstrap`] set up as events: the `default` organization
+/// (`OrganizationCreated`, and `MemberAdded` with the superadmin as owner) and the superadmin
+/// (`UserRegistered`), so the identity log starts where the credentials table does. Event ids
+/// are derived from the organization's and the user's ids, so every start (and every server of
+/// several starting at once) appends the same events, once. Returns where the last one is.
+#[tracing::instrument(name = "identity.record_bootstrap", skip_all)]
+pub async fn record_bootstrap(
+    store: &dyn EventStore,
+    bootstrap: &Bootstrap,
+    admin_email: &str,
+    at: DateTime<Utc>,
+) -> Result<Position, IdentityError> {
+    let username = Username::parse(&bootstrap.admin_username).map_err(|e| {
+        IdentityError::Invalid(format!(
+            "the superadmin's username {:?} {e} (3 to 50 letters, digits, `_`, `.` or `-`)",
+            bootstrap.admin_username
+        ))
+    })?;
+    let email = Email::parse(admin_email)
+        .map_err(|e| IdentityError::Invalid(format!("the superadmin's email {e}")))?;
+    let (org_id, user_id) = (bootstrap.org_id, bootstrap.admin_user_id);
+    let ctx = CommandContext::new(org_id, "system:bootstrap");
+    let id = |base: Uuid, what: &str| Uuid::new_v5(&base, what.as_bytes());
+    let org_events = ctx
+        .encode(
+            &[
+                OrgEvent::OrganizationCreated {
+                    org_id,
+                    profile: OrgProfile {
+                        name: OrgName::parse(DEFAULT_ORG_NAME)
+                            .map_err(|e| IdentityError::Invalid(e.to_string()))?,
+                        description: Some("Created by the first start".to_owned()),
+                        settings: JsonObject::default(),
+                        quotas: JsonObject::default(),
+                    },
+                    created_at: at,
+                },
+                OrgEvent::MemberAdded {
+                    org_id,
+                    user_id,
+                    role: Role::Owner,
+                    at,
+                },
+            ],
+            &[],
+        )
+        .into_iter()
+        .zip(["bootstrap:organization", "bootstrap:owner"])
+        .map(|(e, what)| e.with_id(id(org_id, what)))
+        .collect();
+    let user_events = ctx
+        .encode(
+            &[UserEvent::UserRegistered {
+                user_id,
+                username,
+                profile: UserProfile {
+                    email,
+                    full_name: None,
+                },
+                is_superadmin: true,
+                created_at: at,
+            }],
+            &[],
+        )
+        .into_iter()
+        .map(|e| e.with_id(id(user_id, "bootstrap:user")))
+        .collect();
+    let mut last = Position::START;
+    for (stream, events) in [
+        (stream_of::<Organization>(org_id), org_events),
+        (stream_of::<User>(user_id), user_events),
+    ] {
+        match store
+            .append(&stream, ExpectedRevision::NoStream, events)
+            .await
+        {
+            Ok(r) => last = last.max(r.position),
+            // Recorded by an earlier start, and changed since: nothing to do.
+            Err(StoreError::WrongExpectedRevision { .. }) => {}
+            Err(e) => return Err(IdentityError::Store(e)),
+        }
+    }
+    Ok(last)
+}
+
 /// An argon2id hash (PHC string) of `password`, computed on a blocking thread.
 async fn hash_password(password: String) -> Result<String, IdentityError> {
     tokio::task::spawn_blocking(move || {
@@ -350,10 +462,85 @@ mod tests {
         assert_ne!(s, generate_secret());
     }
 
+    #[tokio::test]
+    async fn the_bootstrap_is_recorded_in_the_log_once_however_often_servers_start()
+    -> anyhow::Result<()> {
+        use atelier_domain::DomainEvent;
+        use atelier_store::postgres::{PgConfig, PgEventStore};
+        use atelier_store::{ReadStream, StreamName};
+
+        let db = TestDatabase::create().await?;
+        let pool = db.pool(8).await?;
+        let store = PgEventStore::with_pool(pool.clone(), PgConfig::new(&db.url));
+        let identity = Identity::new(pool);
+        let b = identity.bootstrap("admin", Some("correct horse")).await?;
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        record_bootstrap(&store, &b, "admin@example.com", at).await?;
+        // A second start, and two servers starting at once.
+        let again = identity.bootstrap("admin", None).await?;
+        let (x, y) = tokio::join!(
+            record_bootstrap(&store, &again, "admin@example.com", at),
+            record_bootstrap(&store, &again, "admin@example.com", at),
+        );
+        x?;
+        y?;
+        let org = store
+            .read_stream(
+                &StreamName::new(format!("org-{}", b.org_id))?,
+                ReadStream::forward(),
+            )
+            .await?;
+        let types: Vec<_> = org.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(types, ["OrganizationCreated", "MemberAdded"]);
+        assert_eq!(
+            OrgEvent::decode(&org[1].event_type, &org[1].data)?,
+            OrgEvent::MemberAdded {
+                org_id: b.org_id,
+                user_id: b.admin_user_id,
+                role: Role::Owner,
+                at
+            }
+        );
+        assert_eq!(org[0].metadata["org_id"], serde_json::json!(b.org_id));
+        let user = store
+            .read_stream(
+                &StreamName::new(format!("user-{}", b.admin_user_id))?,
+                ReadStream::forward(),
+            )
+            .await?;
+        assert_eq!(user.len(), 1);
+        assert_eq!(user[0].data["username"], "admin");
+        assert_eq!(user[0].data["is_superadmin"], true);
+        // No secret: not the password, not its hash.
+        let text = serde_json::to_string(&user[0].data)?;
+        assert!(
+            !text.contains("correct horse") && !text.contains("argon2"),
+            "{text}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_superadmin_name_outside_the_username_rules_is_refused_before_anything_is_written()
+    -> anyhow::Result<()> {
+        let (_db, identity) = identity().await?;
+        for bad in ["x", "two words", &"a".repeat(51)] {
+            let e = identity
+                .bootstrap(bad, Some("correct horse"))
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("username"), "{e}");
+        }
+        let b = identity.bootstrap("admin", Some("correct horse")).await?;
+        assert!(b.created, "nothing was created by the refused attempts");
+        Ok(())
+    }
+
     #[test]
     fn a_bootstrap_never_shows_its_generated_password_in_debug_output() {
         let b = Bootstrap {
             org_id: Uuid::nil(),
+            admin_user_id: Uuid::nil(),
             admin_username: "admin".to_owned(),
             generated_password: Some("s3cr3t-passw0rd".to_owned()),
             created: true,

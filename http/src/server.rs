@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub jwt_secret: Option<String>,
     /// The bootstrap superadmin's name.
     pub admin_username: String,
+    /// The bootstrap superadmin's email address (recorded in the identity log).
+    pub admin_email: String,
     /// Its password; generated (and printed once) when absent.
     pub admin_password: Option<String>,
     /// Access tokens live this long.
@@ -160,6 +162,7 @@ impl Default for ServerConfig {
             production: false,
             jwt_secret: None,
             admin_username: "admin".to_owned(),
+            admin_email: "admin@atelier.local".to_owned(),
             admin_password: None,
             access_ttl: Duration::from_secs(30 * 60),
             http: HttpSettings::default(),
@@ -185,6 +188,13 @@ pub async fn start(
     let bootstrap = identity
         .bootstrap(&config.admin_username, config.admin_password.as_deref())
         .await?;
+    atelier_commands::identity::record_bootstrap(
+        store.as_ref(),
+        &bootstrap,
+        &config.admin_email,
+        Utc::now(),
+    )
+    .await?;
     let projections = Registry::new();
     for projection in atelier_projections::all() {
         projections.start(projection, store.clone(), pool.clone());
