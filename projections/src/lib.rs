@@ -5,6 +5,7 @@
 
 pub mod factory;
 pub mod health;
+pub mod identity;
 pub mod runtime;
 
 pub use runtime::{ProjectionStatus, Registry, RunState};
@@ -16,5 +17,6 @@ pub fn all() -> Vec<Arc<dyn runtime::Projection>> {
     vec![
         Arc::new(factory::ProjectsProjection),
         Arc::new(factory::BuildsProjection),
+        Arc::new(identity::IdentityProjection),
     ]
 }

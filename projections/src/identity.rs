@@ -1,0 +1,366 @@
+//! Identity's read models: organizations (with their member count), memberships and users, and
+//! the queries over them. No secret is here.
+
+use async_trait::async_trait;
+use atelier_domain::DomainEvent;
+use atelier_domain::identity::organization::OrgEvent;
+use atelier_domain::identity::user::UserEvent;
+use atelier_store::RecordedEvent;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::runtime::{Projection, ProjectionError};
+
+/// The identity read models.
+pub struct IdentityProjection;
+
+/// Its name.
+pub const IDENTITY: &str = "identity";
+
+#[async_trait]
+impl Projection for IdentityProjection {
+    fn name(&self) -> &'static str {
+        IDENTITY
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("TRUNCATE organizations, memberships, users")
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let revision = event.revision as i64;
+        match event.stream.category() {
+            "org" => {
+                apply_org(
+                    tx,
+                    OrgEvent::decode(&event.event_type, &event.data)?,
+                    revision,
+                )
+                .await
+            }
+            "user" => {
+                apply_user(
+                    tx,
+                    UserEvent::decode(&event.event_type, &event.data)?,
+                    revision,
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn expect_one(done: sqlx::postgres::PgQueryResult, what: &str) -> Result<(), ProjectionError> {
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(ProjectionError::Invalid(format!(
+            "{what} is not in the read model"
+        )))
+    }
+}
+
+async fn touch_org(
+    tx: &mut PgConnection,
+    org_id: Uuid,
+    revision: i64,
+    at: DateTime<Utc>,
+    member_delta: i32,
+) -> Result<(), ProjectionError> {
+    let done = sqlx::query(
+        "UPDATE organizations SET revision = $2, updated_at = greatest(updated_at, $3), \
+         member_count = member_count + $4 WHERE id = $1",
+    )
+    .bind(org_id)
+    .bind(revision)
+    .bind(at)
+    .bind(member_delta)
+    .execute(&mut *tx)
+    .await?;
+    expect_one(done, &format!("organization {org_id}"))
+}
+
+async fn apply_org(
+    tx: &mut PgConnection,
+    event: OrgEvent,
+    revision: i64,
+) -> Result<(), ProjectionError> {
+    match event {
+        OrgEvent::OrganizationCreated {
+            org_id,
+            profile,
+            created_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO organizations (id, name, name_key, description, settings, quotas, \
+                 is_active, revision, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, true, $7, $8, $8)",
+            )
+            .bind(org_id)
+            .bind(profile.name.as_str())
+            .bind(profile.name.key())
+            .bind(profile.description)
+            .bind(sqlx::types::Json(profile.settings.as_map()))
+            .bind(sqlx::types::Json(profile.quotas.as_map()))
+            .bind(revision)
+            .bind(created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        OrgEvent::OrganizationUpdated {
+            org_id,
+            profile,
+            updated_at,
+        } => {
+            let done = sqlx::query(
+                "UPDATE organizations SET name = $2, name_key = $3, description = $4, \
+                 settings = $5, quotas = $6, revision = $7, updated_at = $8 WHERE id = $1",
+            )
+            .bind(org_id)
+            .bind(profile.name.as_str())
+            .bind(profile.name.key())
+            .bind(profile.description)
+            .bind(sqlx::types::Json(profile.settings.as_map()))
+            .bind(sqlx::types::Json(profile.quotas.as_map()))
+            .bind(revision)
+            .bind(updated_at)
+            .execute(&mut *tx)
+            .await?;
+            expect_one(done, &format!("organization {org_id}"))?;
+        }
+        OrgEvent::OrganizationDeactivated { org_id, at }
+        | OrgEvent::OrganizationReactivated { org_id, at } => {
+            let active = matches!(event, OrgEvent::OrganizationReactivated { .. });
+            let done = sqlx::query(
+                "UPDATE organizations SET is_active = $2, revision = $3, updated_at = $4 \
+                 WHERE id = $1",
+            )
+            .bind(org_id)
+            .bind(active)
+            .bind(revision)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            expect_one(done, &format!("organization {org_id}"))?;
+        }
+        OrgEvent::OrganizationDeleted { org_id, .. } => {
+            sqlx::query("DELETE FROM memberships WHERE org_id = $1")
+                .bind(org_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM organizations WHERE id = $1")
+                .bind(org_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        OrgEvent::MemberAdded {
+            org_id,
+            user_id,
+            role,
+            at,
+        } => {
+            sqlx::query(
+                "INSERT INTO memberships (org_id, user_id, role, since) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(org_id)
+            .bind(user_id)
+            .bind(role.as_str())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            touch_org(tx, org_id, revision, at, 1).await?;
+        }
+        OrgEvent::MemberRoleChanged {
+            org_id,
+            user_id,
+            role,
+            at,
+        } => {
+            let done =
+                sqlx::query("UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2")
+                    .bind(org_id)
+                    .bind(user_id)
+                    .bind(role.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            expect_one(done, &format!("membership of {user_id} in {org_id}"))?;
+            touch_org(tx, org_id, revision, at, 0).await?;
+        }
+        OrgEvent::MemberRemoved {
+            org_id,
+            user_id,
+            at,
+        } => {
+            let done = sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+                .bind(org_id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            expect_one(done, &format!("membership of {user_id} in {org_id}"))?;
+            touch_org(tx, org_id, revision, at, -1).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_user(
+    tx: &mut PgConnection,
+    event: UserEvent,
+    revision: i64,
+) -> Result<(), ProjectionError> {
+    let (user_id, set, at): (Uuid, UserChange, DateTime<Utc>) = match event {
+        UserEvent::UserRegistered {
+            user_id,
+            username,
+            profile,
+            is_superadmin,
+            created_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO users (id, username, email, full_name, is_superadmin, is_active, \
+                 revision, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, true, $6, $7, $7)",
+            )
+            .bind(user_id)
+            .bind(username.as_str())
+            .bind(profile.email.as_str())
+            .bind(profile.full_name)
+            .bind(is_superadmin)
+            .bind(revision)
+            .bind(created_at)
+            .execute(&mut *tx)
+            .await?;
+            return Ok(());
+        }
+        UserEvent::UserUpdated {
+            user_id,
+            profile,
+            updated_at,
+        } => (
+            user_id,
+            UserChange::Profile(profile.email.as_str().to_owned(), profile.full_name),
+            updated_at,
+        ),
+        UserEvent::UserDeactivated { user_id, at } => (user_id, UserChange::Active(false), at),
+        UserEvent::UserReactivated { user_id, at } => (user_id, UserChange::Active(true), at),
+        UserEvent::SuperadminChanged {
+            user_id,
+            is_superadmin,
+            at,
+        } => (user_id, UserChange::Superadmin(is_superadmin), at),
+        UserEvent::PasswordChanged { user_id, at } => (user_id, UserChange::Nothing, at),
+    };
+    let query = match &set {
+        UserChange::Profile(..) => {
+            "UPDATE users SET email = $4, full_name = $5, revision = $2, updated_at = $3 \
+             WHERE id = $1"
+        }
+        UserChange::Active(_) => {
+            "UPDATE users SET is_active = $4, revision = $2, updated_at = $3 WHERE id = $1"
+        }
+        UserChange::Superadmin(_) => {
+            "UPDATE users SET is_superadmin = $4, revision = $2, updated_at = $3 WHERE id = $1"
+        }
+        UserChange::Nothing => "UPDATE users SET revision = $2, updated_at = $3 WHERE id = $1",
+    };
+    let q = sqlx::query(query).bind(user_id).bind(revision).bind(at);
+    let q = match set {
+        UserChange::Profile(email, full_name) => q.bind(email).bind(full_name),
+        UserChange::Active(b) | UserChange::Superadmin(b) => q.bind(b),
+        UserChange::Nothing => q,
+    };
+    let done = q.execute(&mut *tx).await?;
+    expect_one(done, &format!("user {user_id}"))
+}
+
+/// What a user event changes besides its revision and time.
+enum UserChange {
+    Profile(String, Option<String>),
+    Active(bool),
+    Superadmin(bool),
+    Nothing,
+}
+
+/// An organization, as lists and details show it.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct OrganizationRow {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// What it is.
+    pub description: Option<String>,
+    /// Its settings.
+    pub settings: serde_json::Value,
+    /// Its quotas.
+    pub quotas: serde_json::Value,
+    /// Whether it may be used.
+    pub is_active: bool,
+    /// How many members it has.
+    pub member_count: i32,
+    /// Its revision (the ETag).
+    pub revision: i64,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A member of an organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct MemberRow {
+    /// The user.
+    pub user_id: Uuid,
+    /// Their username.
+    pub username: String,
+    /// Their role.
+    pub role: String,
+    /// Since when.
+    pub since: DateTime<Utc>,
+}
+
+/// The organization with this id, if `viewer` may see it: a superadmin sees every one, anyone
+/// else those they are a member of (another's is "not found").
+pub async fn get_organization(
+    pool: &PgPool,
+    viewer: Uuid,
+    viewer_is_superadmin: bool,
+    org_id: Uuid,
+) -> Result<Option<OrganizationRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT o.id, o.name, o.description, o.settings, o.quotas, o.is_active, o.member_count, \
+         o.revision, o.created_at, o.updated_at FROM organizations o \
+         WHERE o.id = $1 AND ($3 OR EXISTS \
+           (SELECT 1 FROM memberships m WHERE m.org_id = o.id AND m.user_id = $2))",
+    )
+    .bind(org_id)
+    .bind(viewer)
+    .bind(viewer_is_superadmin)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The members of an organization, by username.
+pub async fn list_members(pool: &PgPool, org_id: Uuid) -> Result<Vec<MemberRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.user_id, coalesce(u.username, '') AS username, m.role, m.since \
+         FROM memberships m LEFT JOIN users u ON u.id = m.user_id \
+         WHERE m.org_id = $1 ORDER BY lower(u.username), m.user_id",
+    )
+    .bind(org_id)
+    .fetch_all(pool)
+    .await
+}
