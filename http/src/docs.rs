@@ -59,6 +59,9 @@ pub const BEARER: &str = "bearer";
         crate::factory::builds::restart,
         crate::factory::builds::logs,
         crate::factory::builds::stats,
+        crate::identity::list,
+        crate::identity::get,
+        crate::identity::members,
         crate::live::ws::connect,
         crate::live::sse::stream,
     ),
@@ -68,6 +71,7 @@ pub const BEARER: &str = "bearer";
         (name = "platform", description = "Health, readiness, status and metrics"),
         (name = "auth", description = "Login and access tokens"),
         (name = "factory", description = "The software factory: projects, builds, logs and stats"),
+        (name = "identity", description = "Organizations and their members"),
         (name = "live", description = "The event log, live: WebSocket `/ws` and server-sent events, per organization and channel, resumable by position"),
     )
 )]

@@ -8,6 +8,7 @@ pub mod conventions;
 pub mod cors;
 pub mod docs;
 pub mod factory;
+pub mod identity;
 pub mod live;
 pub mod metrics;
 pub mod middleware;
@@ -71,6 +72,7 @@ pub fn app(
         .service(
             web::scope("/api/v1")
                 .configure(factory::configure)
+                .configure(identity::configure)
                 .configure(live::configure_sse),
         )
 }

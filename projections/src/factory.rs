@@ -557,7 +557,8 @@ pub struct ProjectQuery {
     pub sort: ProjectSort,
 }
 
-fn like_pattern(search: &str) -> String {
+/// A `LIKE`/`ILIKE` pattern matching `search` anywhere, with its wildcards escaped.
+pub(crate) fn like_pattern(search: &str) -> String {
     let escaped = search
         .replace('\\', "\\\\")
         .replace('%', "\\%")

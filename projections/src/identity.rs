@@ -364,3 +364,69 @@ pub async fn list_members(pool: &PgPool, org_id: Uuid) -> Result<Vec<MemberRow>,
     .fetch_all(pool)
     .await
 }
+
+/// What an organization list asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrganizationQuery {
+    /// Page number, from 1.
+    pub page: u32,
+    /// Rows per page.
+    pub per_page: u32,
+    /// Part of the name, case-insensitive.
+    pub search: Option<String>,
+    /// Only active (or only inactive) ones.
+    pub is_active: Option<bool>,
+}
+
+/// The organizations `viewer` may see (a superadmin: all; anyone else: those they are a member
+/// of), by name, one page, with the total.
+pub async fn list_organizations(
+    pool: &PgPool,
+    viewer: Uuid,
+    viewer_is_superadmin: bool,
+    query: &OrganizationQuery,
+) -> Result<(Vec<OrganizationRow>, u64), sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Counted {
+        #[sqlx(flatten)]
+        row: OrganizationRow,
+        total: i64,
+    }
+    const VISIBLE: &str = "($2 OR EXISTS (SELECT 1 FROM memberships m \
+         WHERE m.org_id = o.id AND m.user_id = $1)) \
+         AND ($3::text IS NULL OR o.name ILIKE $3) AND ($4::boolean IS NULL OR o.is_active = $4)";
+    let pattern = query.search.as_deref().map(crate::factory::like_pattern);
+    let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
+    let rows = sqlx::query_as::<_, Counted>(sqlx::AssertSqlSafe(format!(
+        "SELECT o.id, o.name, o.description, o.settings, o.quotas, o.is_active, o.member_count, \
+         o.revision, o.created_at, o.updated_at, count(*) OVER () AS total \
+         FROM organizations o WHERE {VISIBLE} ORDER BY o.name_key, o.id LIMIT $5 OFFSET $6"
+    )))
+    .bind(viewer)
+    .bind(viewer_is_superadmin)
+    .bind(pattern.as_deref())
+    .bind(query.is_active)
+    .bind(i64::from(query.per_page))
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    let total = match rows.first() {
+        Some(r) => r.total,
+        // A page past the end has no row to carry the total.
+        None => {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM organizations o WHERE {VISIBLE}"
+            )))
+            .bind(viewer)
+            .bind(viewer_is_superadmin)
+            .bind(pattern.as_deref())
+            .bind(query.is_active)
+            .fetch_one(pool)
+            .await?
+        }
+    };
+    Ok((
+        rows.into_iter().map(|r| r.row).collect(),
+        u64::try_from(total).unwrap_or(0),
+    ))
+}

@@ -257,7 +257,11 @@ async fn a_rebuilt_identity_read_model_has_the_same_rows() {
         .unwrap();
     let before = snapshot().await;
     assert_eq!(before.len(), 3, "{before:?}");
-    assert!(before.iter().any(|r| r.0.contains("\"is_superadmin\":true")));
+    assert!(
+        before
+            .iter()
+            .any(|r| r.0.contains("\"is_superadmin\":true"))
+    );
     registry.rebuild(IDENTITY, &pool).await.unwrap();
     registry
         .wait_for(IDENTITY, head, Duration::from_secs(20))

@@ -1,0 +1,179 @@
+//! Organizations through real HTTP: the bootstrap's `default` organization and its owner,
+//! WindFlow's list parameters, and 404s.
+
+mod common;
+
+use std::time::Duration;
+
+use atelier_domain::DomainEvent;
+use atelier_domain::identity::Role;
+use atelier_domain::identity::organization::{JsonObject, OrgEvent, OrgName, OrgProfile};
+use atelier_store::{EventData, EventStore, ExpectedRevision, StreamName};
+use common::TestApp;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+async fn settle(app: &TestApp) {
+    let head = app.last_written().await.unwrap();
+    app.projections
+        .wait_for("identity", head, Duration::from_secs(20))
+        .await
+        .unwrap();
+}
+
+async fn get(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
+    let res = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+/// Another organization, with one member who is not the admin, appended through the store
+/// (organizations cannot be created through the API yet).
+async fn other_organization(app: &TestApp, name: &str, active: bool) -> Uuid {
+    let org = Uuid::now_v7();
+    let mut events = vec![
+        OrgEvent::OrganizationCreated {
+            org_id: org,
+            profile: OrgProfile {
+                name: OrgName::parse(name).unwrap(),
+                description: None,
+                settings: JsonObject::default(),
+                quotas: JsonObject::default(),
+            },
+            created_at: chrono::Utc::now(),
+        },
+        OrgEvent::MemberAdded {
+            org_id: org,
+            user_id: Uuid::now_v7(),
+            role: Role::Owner,
+            at: chrono::Utc::now(),
+        },
+    ];
+    if !active {
+        events.push(OrgEvent::OrganizationDeactivated {
+            org_id: org,
+            at: chrono::Utc::now(),
+        });
+    }
+    let data = events
+        .iter()
+        .map(|e| {
+            let (ty, data) = e.encode();
+            EventData::new(ty, data).with_metadata(json!({ "org_id": org }))
+        })
+        .collect();
+    app.store
+        .append(
+            &StreamName::new(format!("org-{org}")).unwrap(),
+            ExpectedRevision::NoStream,
+            data,
+        )
+        .await
+        .unwrap();
+    org
+}
+
+#[actix_web::test]
+async fn the_superadmin_sees_the_default_organization_it_owns() {
+    let app = TestApp::spawn().await;
+    let token = app.token().await;
+    settle(&app).await;
+    let (status, page) = get(&app, &token, "/api/v1/organizations").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["pagination"]["total"], 1);
+    let default = &page["data"][0];
+    assert_eq!(default["name"], "default");
+    assert_eq!(default["is_active"], true);
+    assert_eq!(default["user_count"], 1);
+    let id = default["id"].as_str().unwrap();
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/organizations/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let (status, members) = get(&app, &token, &format!("/api/v1/organizations/{id}/members")).await;
+    assert_eq!(status, 200);
+    assert_eq!(members.as_array().unwrap().len(), 1);
+    assert_eq!(members[0]["username"], common::ADMIN);
+    assert_eq!(members[0]["role"], "owner");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_list_filters_by_name_and_activity_as_windflow_does() {
+    let app = TestApp::spawn().await;
+    let token = app.token().await;
+    other_organization(&app, "Acme Corp", true).await;
+    other_organization(&app, "Dormant Inc", false).await;
+    settle(&app).await;
+    let names = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, all) = get(&app, &token, "/api/v1/organizations").await;
+    assert_eq!(names(&all), ["Acme Corp", "default", "Dormant Inc"]);
+    let (_, found) = get(&app, &token, "/api/v1/organizations?search=acme").await;
+    assert_eq!(names(&found), ["Acme Corp"]);
+    let (_, inactive) = get(&app, &token, "/api/v1/organizations?is_active=false").await;
+    assert_eq!(names(&inactive), ["Dormant Inc"]);
+    let (_, paged) = get(&app, &token, "/api/v1/organizations?per_page=2&page=2").await;
+    assert_eq!(names(&paged), ["Dormant Inc"]);
+    assert_eq!(paged["pagination"]["total"], 3);
+    assert_eq!(paged["pagination"]["has_prev"], true);
+    let (status, bad) = get(
+        &app,
+        &token,
+        "/api/v1/organizations?is_active=maybe&per_page=500",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(bad["code"], "VALIDATION_ERROR");
+    let fields: Vec<_> = bad["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"is_active") && fields.contains(&"per_page"),
+        "{bad}"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_unknown_organization_is_a_404_and_the_list_needs_a_token() {
+    let app = TestApp::spawn().await;
+    let token = app.token().await;
+    for path in [
+        format!("/api/v1/organizations/{}", Uuid::now_v7()),
+        format!("/api/v1/organizations/{}/members", Uuid::now_v7()),
+        "/api/v1/organizations/not-a-uuid".to_owned(),
+    ] {
+        let (status, problem) = get(&app, &token, &path).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(problem["code"], "NOT_FOUND");
+    }
+    let res = app
+        .client
+        .get(app.url("/api/v1/organizations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    app.stop().await;
+}
