@@ -177,3 +177,99 @@ async fn an_unknown_organization_is_a_404_and_the_list_needs_a_token() {
     assert_eq!(res.status(), 401);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_superadmin_creates_renames_and_deletes_an_organization_with_unique_names() {
+    let app = TestApp::spawn().await;
+    let token = app.token().await;
+    let post = |body: Value| {
+        app.client
+            .post(app.url("/api/v1/organizations"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let res =
+        post(json!({"name": "Acme", "description": "makers", "quotas": {"max_projects": 10}}))
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        res.headers()["etag"],
+        "\"1\"",
+        "created, and its owner added"
+    );
+    let position = res.headers()["atelier-position"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let created: Value = res.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["user_count"], 1);
+    assert_eq!(created["quotas"], json!({"max_projects": 10}));
+    let (status, listed) = get(
+        &app,
+        &token,
+        &format!("/api/v1/organizations?search=acme&min_position={position}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["data"][0]["id"], json!(id));
+    let (_, members) = get(&app, &token, &format!("/api/v1/organizations/{id}/members")).await;
+    assert_eq!(members[0]["role"], "owner");
+
+    // The name is unique, whatever its case and spacing; bad fields are all named.
+    let res = post(json!({"name": "  ACME "})).await.unwrap();
+    assert_eq!(res.status(), 409);
+    let res = post(json!({"name": "A", "settings": [1], "description": "d".repeat(501)}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let problem: Value = res.json().await.unwrap();
+    let mut fields: Vec<_> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["description", "name", "settings"]);
+
+    // Rename with If-Match; a stale one is refused.
+    let put = |etag: &str, name: &str| {
+        app.client
+            .put(app.url(&format!("/api/v1/organizations/{id}")))
+            .bearer_auth(&token)
+            .header("if-match", etag)
+            .json(&json!({"name": name}))
+            .send()
+    };
+    let res = put("\"1\"", "Acme Corp").await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "\"2\"");
+    let res = put("\"1\"", "Acme Again").await.unwrap();
+    assert_eq!(res.status(), 412);
+    // The old name is free again.
+    assert_eq!(post(json!({"name": "Acme"})).await.unwrap().status(), 201);
+
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/v1/organizations/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let position = res.headers()["atelier-position"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = get(
+        &app,
+        &token,
+        &format!("/api/v1/organizations/{id}?min_position={position}"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}

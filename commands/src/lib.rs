@@ -8,6 +8,7 @@ pub mod factory;
 pub mod handler;
 pub mod idempotency;
 pub mod identity;
+pub mod organizations;
 pub mod reservation;
 
 pub use atelier_domain as domain;

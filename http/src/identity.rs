@@ -1,8 +1,15 @@
-//! Organizations, read side: `GET /api/v1/organizations` (WindFlow's list: page, per_page,
-//! search, is_active), `GET /api/v1/organizations/{id}` and its members. A superadmin sees every
-//! organization; anyone else those they are a member of, and another one is a 404.
+//! Organizations: `GET /api/v1/organizations` (WindFlow's list: page, per_page, search,
+//! is_active), `POST` (superadmins; the creator becomes owner), `GET`/`PUT`/`DELETE
+//! /api/v1/organizations/{id}` (admins update, owners delete) and its members. A superadmin sees
+//! every organization; anyone else those they are a member of, and another one is a 404.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use atelier_commands::handler::Written;
+use atelier_domain::identity::Actor;
+use atelier_domain::identity::organization::{
+    JsonObject, OrgError, OrgName, OrgProfile, Organization,
+};
 use atelier_projections::identity::{
     IDENTITY, MemberRow, OrganizationQuery, OrganizationRow, get_organization, list_members,
     list_organizations,
@@ -13,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Principal;
-use crate::conventions::await_projection;
+use crate::conventions::{Reply, await_projection, command_error, idempotent, if_match, json_body};
 use crate::pagination::{Page, PageParams, Pagination};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
@@ -232,9 +239,220 @@ pub async fn members(
     ))
 }
 
+/// An organization's fields, to create it or to replace them (WindFlow's `OrganizationCreate`).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct OrganizationBody {
+    /// 2 to 100 characters, unique on the platform (case and spacing aside).
+    pub name: String,
+    /// At most 500 characters.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A JSON object of settings.
+    #[serde(default)]
+    pub settings: serde_json::Value,
+    /// A JSON object of quotas.
+    #[serde(default)]
+    pub quotas: serde_json::Value,
+}
+
+impl OrganizationBody {
+    fn parse(&self) -> Result<OrgProfile, ApiError> {
+        let mut errors = Vec::new();
+        let mut keep = |e: atelier_domain::value::InvalidValue| {
+            errors.push(FieldError {
+                field: e.field.to_owned(),
+                message: e.message,
+            });
+        };
+        let name = OrgName::parse(&self.name).map_err(&mut keep).ok();
+        let description = OrgProfile::description(self.description.as_deref())
+            .map_err(&mut keep)
+            .ok();
+        let settings = JsonObject::parse("settings", &self.settings)
+            .map_err(&mut keep)
+            .ok();
+        let quotas = JsonObject::parse("quotas", &self.quotas)
+            .map_err(&mut keep)
+            .ok();
+        match (name, description, settings, quotas) {
+            (Some(name), Some(description), Some(settings), Some(quotas)) => Ok(OrgProfile {
+                name,
+                description,
+                settings,
+                quotas,
+            }),
+            _ => Err(ApiError::validation(errors)),
+        }
+    }
+}
+
+fn actor(principal: &Principal) -> Actor {
+    Actor {
+        user_id: principal.user_id,
+        is_superadmin: principal.is_superadmin,
+    }
+}
+
+fn rejected(e: OrgError) -> ApiError {
+    match e {
+        OrgError::NotFound => ApiError::not_found("no such organization"),
+        OrgError::Forbidden(_) => ApiError::forbidden(e.to_string()),
+        OrgError::AlreadyExists | OrgError::NotAMember | OrgError::LastOwner => {
+            ApiError::conflict(e.to_string())
+        }
+    }
+}
+
+/// The view of an organization a command just wrote (the read model may not have it yet).
+fn written_view(written: &Written<Organization>) -> Option<OrganizationView> {
+    let o = written.state.data()?;
+    Some(OrganizationView {
+        id: o.id,
+        name: o.profile.name.as_str().to_owned(),
+        description: o.profile.description.clone(),
+        settings: serde_json::Value::Object(o.profile.settings.as_map().clone()),
+        quotas: serde_json::Value::Object(o.profile.quotas.as_map().clone()),
+        is_active: o.is_active,
+        user_count: i32::try_from(o.members.len()).unwrap_or(i32::MAX),
+        revision: written.revision.map_or(0, |r| r as i64),
+        created_at: o.created_at,
+        updated_at: o.updated_at,
+    })
+}
+
+/// Creates an organization; only a superadmin may, and becomes its owner.
+#[utoipa::path(
+    post, path = "/api/v1/organizations", tag = "identity",
+    request_body = OrganizationBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retried request")),
+    responses(
+        (status = 201, description = "Created; ETag is its revision, Atelier-Position the write's place in the log", body = OrganizationView),
+        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a superadmin", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.organizations.create", skip_all, fields(user = %principal.user_id))]
+pub async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let profile = json_body::<OrganizationBody>(&req, &body)?.parse()?;
+    idempotent(&state, &req, principal.org_id, &body, async || {
+        let id = Uuid::now_v7();
+        // The new organization's events belong to it.
+        let mut ctx = crate::factory::context(&principal);
+        ctx.org_id = id;
+        let written = state
+            .organizations
+            .create(&ctx, &actor(&principal), profile)
+            .await
+            .map_err(|e| command_error(e, rejected))?;
+        let view = written_view(&written)
+            .ok_or_else(|| ApiError::internal(&"created organization missing"))?;
+        Ok(Reply::json(StatusCode::CREATED, &view)
+            .header("location", format!("/api/v1/organizations/{}", view.id))
+            .etag(written.revision)
+            .position(written.position))
+    })
+    .await
+}
+
+/// Replaces an organization's name, description, settings and quotas; admins and owners may.
+#[utoipa::path(
+    put, path = "/api/v1/organizations/{id}", tag = "identity",
+    request_body = OrganizationBody,
+    params(
+        ("id" = Uuid, Path, description = "The organization"),
+        ("If-Match" = Option<String>, Header, description = "The ETag the change is based on"),
+    ),
+    responses(
+        (status = 200, description = "Updated", body = OrganizationView),
+        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A member whose role does not allow it", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not one of the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new name is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an old revision", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.organizations.update", skip_all, fields(user = %principal.user_id))]
+pub async fn update(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = org_id(&id)?;
+    let profile = json_body::<OrganizationBody>(&req, &body)?.parse()?;
+    let expected = if_match(req.headers())?;
+    let mut ctx = crate::factory::context(&principal);
+    ctx.org_id = id;
+    let written = state
+        .organizations
+        .update(&ctx, &actor(&principal), id, expected, profile)
+        .await
+        .map_err(|e| command_error(e, rejected))?;
+    let view = written_view(&written).ok_or_else(|| ApiError::not_found("no such organization"))?;
+    Ok(Reply::json(StatusCode::OK, &view)
+        .etag(written.revision)
+        .position(written.position)
+        .into_response())
+}
+
+/// Deletes an organization; only its owners (or a superadmin) may.
+#[utoipa::path(
+    delete, path = "/api/v1/organizations/{id}", tag = "identity",
+    params(
+        ("id" = Uuid, Path, description = "The organization"),
+        ("If-Match" = Option<String>, Header, description = "The ETag the deletion is based on"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "A member who is not an owner", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not one of the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an old revision", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.organizations.delete", skip_all, fields(user = %principal.user_id))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = org_id(&id)?;
+    let expected = if_match(req.headers())?;
+    let mut ctx = crate::factory::context(&principal);
+    ctx.org_id = id;
+    let written = state
+        .organizations
+        .delete(&ctx, &actor(&principal), id, expected)
+        .await
+        .map_err(|e| command_error(e, rejected))?;
+    Ok(Reply::empty(StatusCode::NO_CONTENT)
+        .position(written.position)
+        .into_response())
+}
+
 /// Registers the organization routes (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/organizations").route(web::get().to(list)))
-        .service(web::resource("/organizations/{id}").route(web::get().to(get)))
-        .service(web::resource("/organizations/{id}/members").route(web::get().to(members)));
+    cfg.service(
+        web::resource("/organizations")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/organizations/{id}")
+            .route(web::get().to(get))
+            .route(web::put().to(update))
+            .route(web::delete().to(delete)),
+    )
+    .service(web::resource("/organizations/{id}/members").route(web::get().to(members)));
 }

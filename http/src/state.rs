@@ -52,6 +52,8 @@ pub struct AppState {
     pub projects: ProjectService,
     /// Factory builds.
     pub builds: BuildService,
+    /// Organizations.
+    pub organizations: atelier_commands::organizations::OrganizationService,
     /// Build logs.
     pub logs: BuildLogs,
     /// Settings.
@@ -69,6 +71,7 @@ impl AppState {
         Self {
             projects: ProjectService::new(store.clone()),
             builds: BuildService::new(store.clone()),
+            organizations: atelier_commands::organizations::OrganizationService::new(store.clone()),
             logs: BuildLogs::new(pool.clone()),
             idempotency: IdempotencyStore::new(pool.clone()),
             store,

@@ -39,6 +39,15 @@ pub enum Permission {
     Own,
 }
 
+/// Who acts: a user, and whether they administer the whole platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    /// The user.
+    pub user_id: uuid::Uuid,
+    /// A superadmin may do anything in any organization.
+    pub is_superadmin: bool,
+}
+
 impl Role {
     /// Every role, least powerful first.
     pub const ALL: [Role; 4] = [Role::Viewer, Role::Member, Role::Admin, Role::Owner];

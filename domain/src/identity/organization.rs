@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::Role;
+use super::{Actor, Permission, Role};
 use crate::value::{InvalidValue, invalid, text};
 use crate::{Aggregate, DomainEvent};
 
@@ -150,6 +150,23 @@ impl Organization {
     /// A member's role, if they are one.
     pub fn role_of(&self, user_id: Uuid) -> Option<Role> {
         self.data().and_then(|o| o.members.get(&user_id).copied())
+    }
+
+    /// Whether `actor` may do this here: a superadmin may do anything; a member what their role
+    /// allows ([`OrgError::Forbidden`] otherwise); to anyone else the organization does not
+    /// exist ([`OrgError::NotFound`]).
+    pub fn authorize(&self, actor: &Actor, permission: Permission) -> Result<(), OrgError> {
+        if self.data().is_none() {
+            return Err(OrgError::NotFound);
+        }
+        if actor.is_superadmin {
+            return Ok(());
+        }
+        match self.role_of(actor.user_id) {
+            None => Err(OrgError::NotFound),
+            Some(role) if role.allows(permission) => Ok(()),
+            Some(_) => Err(OrgError::Forbidden(permission)),
+        }
     }
 }
 
@@ -299,6 +316,9 @@ pub enum OrgError {
     /// The change would leave the organization without an owner.
     #[error("an organization keeps at least one owner: make another member owner first")]
     LastOwner,
+    /// The actor's role does not allow it.
+    #[error("your role in the organization does not allow this ({0:?} is needed)")]
+    Forbidden(Permission),
 }
 
 impl Aggregate for Organization {
@@ -690,6 +710,45 @@ mod tests {
         assert_eq!(state.role_of(alice()), Some(Role::Owner));
         assert_eq!(state.role_of(bob()), Some(Role::Member));
         assert!(!state.data().unwrap().is_active);
+    }
+
+    #[test]
+    fn members_may_do_what_their_role_allows_and_others_see_nothing() {
+        let mut history = created().to_vec();
+        history.push(OrgEvent::MemberAdded {
+            org_id: org(),
+            user_id: bob(),
+            role: Role::Viewer,
+            at: t(1),
+        });
+        let g = given::<Organization>(history);
+        let state = g.state();
+        let bob_acts = Actor {
+            user_id: bob(),
+            is_superadmin: false,
+        };
+        assert_eq!(state.authorize(&bob_acts, Permission::Read), Ok(()));
+        assert_eq!(
+            state.authorize(&bob_acts, Permission::Manage),
+            Err(OrgError::Forbidden(Permission::Manage))
+        );
+        let stranger = Actor {
+            user_id: Uuid::from_u128(99),
+            is_superadmin: false,
+        };
+        assert_eq!(
+            state.authorize(&stranger, Permission::Read),
+            Err(OrgError::NotFound)
+        );
+        let root = Actor {
+            is_superadmin: true,
+            ..stranger
+        };
+        assert_eq!(state.authorize(&root, Permission::Own), Ok(()));
+        assert_eq!(
+            Organization::Deleted.authorize(&root, Permission::Read),
+            Err(OrgError::NotFound)
+        );
     }
 
     #[test]

@@ -1,0 +1,284 @@
+//! Organizations: create (superadmins; the creator becomes owner), update (admins), delete
+//! (owners), with names unique on the platform. Who may do what is the aggregate's rule
+//! ([`Organization::authorize`]), checked on the state the command is decided on.
+
+use std::sync::Arc;
+
+use atelier_domain::identity::organization::{OrgCommand, OrgError, OrgProfile, Organization};
+use atelier_domain::identity::{Actor, Permission};
+use atelier_store::{EventStore, StoreError, StreamName};
+use uuid::Uuid;
+
+use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
+use crate::reservation::{Reservation, release, reservation_stream, reserve};
+
+/// An organization command's error.
+pub type OrgCommandError = CommandError<OrgError>;
+
+/// Organization names are unique across the platform: their reservations live under this
+/// namespace rather than an organization's.
+const PLATFORM: Uuid = Uuid::nil();
+
+fn name_reservation(key: &str) -> StreamName {
+    reservation_stream("org-name", PLATFORM, key)
+}
+
+/// Creates, updates and deletes organizations.
+#[derive(Clone)]
+pub struct OrganizationService {
+    store: Arc<dyn EventStore>,
+}
+
+impl OrganizationService {
+    /// A service writing to `store`.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Self { store }
+    }
+
+    /// The organization's stream.
+    pub fn stream(id: Uuid) -> StreamName {
+        stream_of::<Organization>(id)
+    }
+
+    /// Whether the holder of a name reservation no longer uses the name.
+    async fn reservation_is_stale(&self, holder: Uuid, key: &str) -> Result<bool, StoreError> {
+        match load::<Organization>(self.store.as_ref(), &Self::stream(holder)).await {
+            Ok((Organization::Present(o), _)) => Ok(o.profile.name.key() != key),
+            Ok(_) => Ok(true),
+            Err(CommandError::Store(e)) => Err(e),
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn reserve_name(
+        &self,
+        ctx: &CommandContext,
+        owner: Uuid,
+        profile: &OrgProfile,
+    ) -> Result<StreamName, OrgCommandError> {
+        let key = profile.name.key();
+        let stream = name_reservation(&key);
+        let outcome = reserve(self.store.as_ref(), &stream, owner, ctx, |holder| {
+            let key = key.clone();
+            async move { self.reservation_is_stale(holder, &key).await }
+        })
+        .await?;
+        match outcome {
+            Reservation::Held => Ok(stream),
+            Reservation::Taken { .. } => Err(CommandError::Conflict(format!(
+                "an organization named {:?} already exists",
+                profile.name.as_str()
+            ))),
+        }
+    }
+
+    async fn release_quietly(&self, stream: &StreamName, owner: Uuid) {
+        if let Err(e) = release(self.store.as_ref(), stream, owner).await {
+            tracing::warn!(%stream, error = %e, "could not release a name reservation");
+        }
+    }
+
+    /// Loads the organization and checks that `actor` may do this there.
+    async fn authorized(
+        &self,
+        id: Uuid,
+        actor: &Actor,
+        permission: Permission,
+    ) -> Result<Organization, OrgCommandError> {
+        let (state, _) = load::<Organization>(self.store.as_ref(), &Self::stream(id)).await?;
+        state
+            .authorize(actor, permission)
+            .map_err(CommandError::Rejected)?;
+        Ok(state)
+    }
+
+    /// Creates an organization with a new id; only a superadmin may, and becomes its owner.
+    /// The context's organization must be the new one's id (its events belong to it).
+    pub async fn create(
+        &self,
+        ctx: &CommandContext,
+        actor: &Actor,
+        profile: OrgProfile,
+    ) -> Result<Written<Organization>, OrgCommandError> {
+        if !actor.is_superadmin {
+            return Err(CommandError::Rejected(OrgError::Forbidden(Permission::Own)));
+        }
+        let id = ctx.org_id;
+        let reservation = self.reserve_name(ctx, id, &profile).await?;
+        let command = OrgCommand::Create {
+            org_id: id,
+            profile,
+            owner: actor.user_id,
+            at: ctx.occurred_at,
+        };
+        let written =
+            execute::<Organization>(self.store.as_ref(), &Self::stream(id), ctx, None, command)
+                .await;
+        if written.is_err() {
+            self.release_quietly(&reservation, id).await;
+        }
+        written
+    }
+
+    /// Replaces what an organization says of itself; admins and owners may.
+    pub async fn update(
+        &self,
+        ctx: &CommandContext,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<u64>,
+        profile: OrgProfile,
+    ) -> Result<Written<Organization>, OrgCommandError> {
+        let current = self.authorized(id, actor, Permission::Manage).await?;
+        let current_key = current
+            .data()
+            .map(|o| o.profile.name.key())
+            .unwrap_or_default();
+        let renamed = profile.name.key() != current_key;
+        let new_reservation = if renamed {
+            Some(self.reserve_name(ctx, id, &profile).await?)
+        } else {
+            None
+        };
+        let command = OrgCommand::Update {
+            profile,
+            at: ctx.occurred_at,
+        };
+        let written = execute::<Organization>(
+            self.store.as_ref(),
+            &Self::stream(id),
+            ctx,
+            if_match,
+            command,
+        )
+        .await;
+        match &written {
+            Ok(w) => {
+                if let (Some(before), Some(after)) = (w.previous.data(), w.state.data())
+                    && before.profile.name.key() != after.profile.name.key()
+                {
+                    self.release_quietly(&name_reservation(&before.profile.name.key()), id)
+                        .await;
+                }
+            }
+            Err(_) => {
+                if let Some(r) = new_reservation {
+                    self.release_quietly(&r, id).await;
+                }
+            }
+        }
+        written
+    }
+
+    /// Deletes an organization; only its owners (or a superadmin) may. Its name is free again.
+    pub async fn delete(
+        &self,
+        ctx: &CommandContext,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<u64>,
+    ) -> Result<Written<Organization>, OrgCommandError> {
+        self.authorized(id, actor, Permission::Own).await?;
+        let written = execute::<Organization>(
+            self.store.as_ref(),
+            &Self::stream(id),
+            ctx,
+            if_match,
+            OrgCommand::Delete {
+                at: ctx.occurred_at,
+            },
+        )
+        .await?;
+        if let Some(before) = written.previous.data() {
+            self.release_quietly(&name_reservation(&before.profile.name.key()), id)
+                .await;
+        }
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atelier_domain::identity::organization::{JsonObject, OrgName};
+    use atelier_store::memory::MemoryEventStore;
+
+    fn profile(name: &str) -> OrgProfile {
+        OrgProfile {
+            name: OrgName::parse(name).unwrap(),
+            description: None,
+            settings: JsonObject::default(),
+            quotas: JsonObject::default(),
+        }
+    }
+
+    fn root() -> Actor {
+        Actor {
+            user_id: Uuid::from_u128(1),
+            is_superadmin: true,
+        }
+    }
+
+    fn ctx(org: Uuid) -> CommandContext {
+        CommandContext::new(org, "user-1")
+    }
+
+    #[tokio::test]
+    async fn only_a_superadmin_creates_organizations_and_names_are_unique_whatever_their_case() {
+        let s = OrganizationService::new(Arc::new(MemoryEventStore::new()));
+        let nobody = Actor {
+            user_id: Uuid::from_u128(2),
+            is_superadmin: false,
+        };
+        let err = s
+            .create(&ctx(Uuid::now_v7()), &nobody, profile("Acme"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CommandError::Rejected(OrgError::Forbidden(_))),
+            "{err:?}"
+        );
+        let made = s
+            .create(&ctx(Uuid::now_v7()), &root(), profile("Acme"))
+            .await
+            .unwrap();
+        assert_eq!(
+            made.state.role_of(root().user_id),
+            Some(atelier_domain::identity::Role::Owner)
+        );
+        let err = s
+            .create(&ctx(Uuid::now_v7()), &root(), profile(" ACME "))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CommandError::Conflict(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_or_renamed_organization_frees_its_name_and_strangers_get_not_found() {
+        let s = OrganizationService::new(Arc::new(MemoryEventStore::new()));
+        let id = Uuid::now_v7();
+        s.create(&ctx(id), &root(), profile("Acme")).await.unwrap();
+        let stranger = Actor {
+            user_id: Uuid::from_u128(3),
+            is_superadmin: false,
+        };
+        let err = s
+            .update(&ctx(id), &stranger, id, None, profile("Mine"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CommandError::Rejected(OrgError::NotFound)),
+            "{err:?}"
+        );
+        s.update(&ctx(id), &root(), id, None, profile("Acme Corp"))
+            .await
+            .unwrap();
+        s.create(&ctx(Uuid::now_v7()), &root(), profile("Acme"))
+            .await
+            .unwrap();
+        s.delete(&ctx(id), &root(), id, None).await.unwrap();
+        s.create(&ctx(Uuid::now_v7()), &root(), profile("Acme Corp"))
+            .await
+            .unwrap();
+    }
+}
