@@ -273,3 +273,171 @@ async fn a_superadmin_creates_renames_and_deletes_an_organization_with_unique_na
     assert_eq!(status, 404);
     app.stop().await;
 }
+
+async fn login(app: &TestApp, username: &str, password: &str) -> String {
+    let res = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "login of {username}");
+    res.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (u16, Value) {
+    let res = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[actix_web::test]
+async fn two_organizations_created_through_the_api_cannot_see_each_others_projects() {
+    let app = TestApp::spawn().await;
+    let root = app.token().await;
+    let (status, beta) = post(
+        &app,
+        &root,
+        "/api/v1/organizations",
+        json!({"name": "Beta"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{beta}");
+    let beta_id = beta["id"].as_str().unwrap().to_owned();
+    let (status, bob) = post(
+        &app,
+        &root,
+        "/api/v1/users",
+        json!({"username": "bob", "email": "bob@example.com", "password": "bob's password",
+               "organization_id": beta_id, "role": "member"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{bob}");
+    assert!(!bob.to_string().contains("bob's password"));
+    let (status, carol) = post(
+        &app,
+        &root,
+        "/api/v1/users",
+        json!({"username": "carol", "email": "carol@example.com", "password": "carol's password"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{carol}");
+
+    let bob = login(&app, "bob", "bob's password").await;
+    let carol = login(&app, "carol", "carol's password").await;
+    let (status, theirs) = post(
+        &app,
+        &bob,
+        "/api/v1/projects",
+        json!({"name": "beta-app", "repo": "https://example.com/b.git"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{theirs}");
+    let (status, ours) = post(
+        &app,
+        &carol,
+        "/api/v1/projects",
+        json!({"name": "default-app", "repo": "https://example.com/d.git"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{ours}");
+    app.settle().await;
+    for (token, own, other) in [(&bob, &theirs, &ours), (&carol, &ours, &theirs)] {
+        let (_, list) = get(&app, token, "/api/v1/projects").await;
+        let names: Vec<_> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].clone())
+            .collect();
+        assert_eq!(names, [own["name"].clone()]);
+        let (status, _) = get(
+            &app,
+            token,
+            &format!("/api/v1/projects/{}", other["id"].as_str().unwrap()),
+        )
+        .await;
+        assert_eq!(status, 404, "another organization's project is not found");
+    }
+    // Bob sees Beta only; Carol, the default organization only.
+    settle(&app).await;
+    let (_, orgs) = get(&app, &bob, "/api/v1/organizations").await;
+    assert_eq!(orgs["pagination"]["total"], 1);
+    assert_eq!(orgs["data"][0]["name"], "Beta");
+    let (status, _) = get(&app, &carol, &format!("/api/v1/organizations/{beta_id}")).await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn users_are_unique_valid_and_created_only_by_those_who_manage_the_organization() {
+    let app = TestApp::spawn().await;
+    let root = app.token().await;
+    let user = |name: &str| json!({"username": name, "email": format!("{name}@example.com"), "password": "long enough"});
+    assert_eq!(
+        post(&app, &root, "/api/v1/users", user("dave")).await.0,
+        201
+    );
+    // Usernames and emails are unique whatever their case.
+    assert_eq!(
+        post(&app, &root, "/api/v1/users", user("DAVE")).await.0,
+        409
+    );
+    let (status, _) = post(
+        &app,
+        &root,
+        "/api/v1/users",
+        json!({"username": "david", "email": "Dave@Example.com", "password": "long enough"}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    // WindFlow's field rules, every bad field named.
+    let (status, problem) = post(
+        &app,
+        &root,
+        "/api/v1/users",
+        json!({"username": "x", "email": "nope", "password": "short", "role": "root"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let mut fields: Vec<_> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["email", "password", "role", "username"]);
+    // A member may not add users; nobody but a superadmin creates superadmins; another
+    // organization is not found.
+    let dave = login(&app, "dave", "long enough").await;
+    assert_eq!(
+        post(&app, &dave, "/api/v1/users", user("erin")).await.0,
+        403
+    );
+    let (_, beta) = post(
+        &app,
+        &root,
+        "/api/v1/organizations",
+        json!({"name": "Beta"}),
+    )
+    .await;
+    let mut in_beta = user("frank");
+    in_beta["organization_id"] = beta["id"].clone();
+    assert_eq!(post(&app, &dave, "/api/v1/users", in_beta).await.0, 404);
+    let mut superadmin = user("grace");
+    superadmin["is_superadmin"] = json!(true);
+    assert_eq!(post(&app, &root, "/api/v1/users", superadmin).await.0, 201);
+    app.stop().await;
+}

@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod organizations;
 pub mod reservation;
+pub mod users;
 
 pub use atelier_domain as domain;
 pub use atelier_store as store;

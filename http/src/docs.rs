@@ -65,6 +65,7 @@ pub const BEARER: &str = "bearer";
         crate::identity::update,
         crate::identity::delete,
         crate::identity::members,
+        crate::identity::create_user,
         crate::live::ws::connect,
         crate::live::sse::stream,
     ),

@@ -456,3 +456,154 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/organizations/{id}/members").route(web::get().to(members)));
 }
+
+/// A new user (Sentinel's and WindFlow's user creation).
+#[derive(Clone, Deserialize, ToSchema)]
+pub struct UserBody {
+    /// 3 to 50 letters, digits, `_`, `.` or `-`; unique on the platform, whatever the case.
+    pub username: String,
+    /// Unique on the platform, whatever the case.
+    pub email: String,
+    /// At least 8 characters.
+    #[schema(format = Password)]
+    pub password: String,
+    /// Their name.
+    #[serde(default)]
+    pub full_name: Option<String>,
+    /// Platform administrator (only a superadmin may grant it).
+    #[serde(default)]
+    pub is_superadmin: bool,
+    /// The organization they join (default: the caller's).
+    #[serde(default)]
+    pub organization_id: Option<Uuid>,
+    /// Their role there: `owner`, `admin`, `member` (default) or `viewer`.
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+impl std::fmt::Debug for UserBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserBody")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    /// Their id.
+    pub id: Uuid,
+    /// Their username.
+    pub username: String,
+    /// Their email address.
+    pub email: String,
+    /// Their name.
+    pub full_name: Option<String>,
+    /// Whether they administer the platform.
+    pub is_superadmin: bool,
+    /// Whether they may log in.
+    pub is_active: bool,
+    /// When they were registered.
+    pub created_at: DateTime<Utc>,
+}
+
+impl UserBody {
+    fn parse(&self, default_org: Uuid) -> Result<atelier_commands::users::NewUser, ApiError> {
+        use atelier_domain::identity::Role;
+        use atelier_domain::identity::user::{Email, UserProfile, Username, check_password};
+        let mut errors = Vec::new();
+        let mut keep = |e: atelier_domain::value::InvalidValue| {
+            errors.push(FieldError {
+                field: e.field.to_owned(),
+                message: e.message,
+            });
+        };
+        let username = Username::parse(&self.username).map_err(&mut keep).ok();
+        let email = Email::parse(&self.email).map_err(&mut keep).ok();
+        let full_name = UserProfile::full_name(self.full_name.as_deref())
+            .map_err(&mut keep)
+            .ok();
+        let password = check_password("password", &self.password)
+            .map_err(&mut keep)
+            .ok();
+        let role = match self.role.as_deref() {
+            None => Some(Role::Member),
+            Some(r) => Role::parse(r).map_err(&mut keep).ok(),
+        };
+        match (username, email, full_name, password, role) {
+            (Some(username), Some(email), Some(full_name), Some(()), Some(role)) => {
+                Ok(atelier_commands::users::NewUser {
+                    username,
+                    profile: UserProfile { email, full_name },
+                    password: self.password.clone(),
+                    is_superadmin: self.is_superadmin,
+                    org_id: self.organization_id.unwrap_or(default_org),
+                    role,
+                })
+            }
+            _ => Err(ApiError::validation(errors)),
+        }
+    }
+}
+
+/// Creates a user in an organization; a superadmin may, and so may the organization's admins
+/// and owners (who cannot create superadmins).
+#[utoipa::path(
+    post, path = "/api/v1/users", tag = "identity",
+    request_body = UserBody,
+    responses(
+        (status = 201, description = "Created; they can log in", body = UserView),
+        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may not add members to that organization, or create a superadmin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not one of the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The username or email is taken", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.users.create", skip_all, fields(user = %principal.user_id))]
+pub async fn create_user(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    use atelier_commands::users::UserCreateError;
+    let new = json_body::<UserBody>(&req, &body)?.parse(principal.org_id)?;
+    let mut ctx = crate::factory::context(&principal);
+    ctx.org_id = new.org_id;
+    let written = state
+        .users
+        .create(&ctx, &actor(&principal), new)
+        .await
+        .map_err(|e| match e {
+            UserCreateError::Organization(e) => command_error(e, rejected),
+            UserCreateError::User(e) => command_error(e, |e| ApiError::conflict(e.to_string())),
+            UserCreateError::SuperadminOnly => ApiError::forbidden(e.to_string()),
+            UserCreateError::Credentials(e) => ApiError::internal(&e),
+        })?;
+    let user = written
+        .state
+        .data()
+        .ok_or_else(|| ApiError::internal(&"created user missing"))?;
+    let view = UserView {
+        id: user.id,
+        username: user.username.as_str().to_owned(),
+        email: user.profile.email.as_str().to_owned(),
+        full_name: user.profile.full_name.clone(),
+        is_superadmin: user.is_superadmin,
+        is_active: user.is_active,
+        created_at: user.created_at,
+    };
+    Ok(Reply::json(StatusCode::CREATED, &view)
+        .etag(written.revision)
+        .position(written.position)
+        .into_response())
+}
+
+/// Registers `POST /users` (inside `/api/v1`).
+pub fn configure_users(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/users").route(web::post().to(create_user)));
+}

@@ -73,6 +73,7 @@ pub fn app(
             web::scope("/api/v1")
                 .configure(factory::configure)
                 .configure(identity::configure)
+                .configure(identity::configure_users)
                 .configure(live::configure_sse),
         )
 }

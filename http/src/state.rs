@@ -54,6 +54,8 @@ pub struct AppState {
     pub builds: BuildService,
     /// Organizations.
     pub organizations: atelier_commands::organizations::OrganizationService,
+    /// Users.
+    pub users: atelier_commands::users::UserService,
     /// Build logs.
     pub logs: BuildLogs,
     /// Settings.
@@ -72,6 +74,10 @@ impl AppState {
             projects: ProjectService::new(store.clone()),
             builds: BuildService::new(store.clone()),
             organizations: atelier_commands::organizations::OrganizationService::new(store.clone()),
+            users: atelier_commands::users::UserService::new(
+                store.clone(),
+                atelier_commands::identity::Identity::new(pool.clone()),
+            ),
             logs: BuildLogs::new(pool.clone()),
             idempotency: IdempotencyStore::new(pool.clone()),
             store,

@@ -1,0 +1,216 @@
+//! Users: registered by a superadmin, or by an admin of the organization they join. A user is a
+//! `UserRegistered` event (no secret), a `MemberAdded` in their organization, and a login in the
+//! credentials table (the password's argon2id hash). Usernames and email addresses are unique on
+//! the platform, whatever their case, through reservations.
+
+use std::sync::Arc;
+
+use atelier_domain::identity::organization::{OrgCommand, OrgError, Organization};
+use atelier_domain::identity::user::{User, UserCommand, UserError, UserProfile, Username};
+use atelier_domain::identity::{Actor, Permission, Role};
+use atelier_store::{EventStore, StreamName};
+use uuid::Uuid;
+
+use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
+use crate::identity::{Identity, IdentityError};
+use crate::reservation::{Reservation, release, reservation_stream, reserve};
+
+/// Usernames and emails are unique across the platform.
+const PLATFORM: Uuid = Uuid::nil();
+
+/// A new user.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewUser {
+    /// Their username.
+    pub username: Username,
+    /// Their email and name.
+    pub profile: UserProfile,
+    /// Their password (checked against the rules by the caller; hashed, never kept).
+    pub password: String,
+    /// Whether they administer the platform (only a superadmin may grant it).
+    pub is_superadmin: bool,
+    /// The organization they join, and as what.
+    pub org_id: Uuid,
+    /// Their role there.
+    pub role: Role,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("is_superadmin", &self.is_superadmin)
+            .field("org_id", &self.org_id)
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// Why a user could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum UserCreateError {
+    /// The organization refused (not found, or the actor's role does not allow it).
+    #[error(transparent)]
+    Organization(#[from] CommandError<OrgError>),
+    /// The user's own rules refused.
+    #[error(transparent)]
+    User(#[from] CommandError<UserError>),
+    /// Only a superadmin may create a superadmin.
+    #[error("only a superadmin may create a superadmin")]
+    SuperadminOnly,
+    /// Storing the login failed.
+    #[error(transparent)]
+    Credentials(#[from] IdentityError),
+}
+
+/// Registers users.
+#[derive(Clone)]
+pub struct UserService {
+    store: Arc<dyn EventStore>,
+    identity: Identity,
+}
+
+impl UserService {
+    /// A service writing events to `store` and logins through `identity`.
+    pub fn new(store: Arc<dyn EventStore>, identity: Identity) -> Self {
+        Self { store, identity }
+    }
+
+    /// The user's stream.
+    pub fn stream(id: Uuid) -> StreamName {
+        stream_of::<User>(id)
+    }
+
+    async fn reserve_key(
+        &self,
+        ctx: &CommandContext,
+        kind: &str,
+        key: &str,
+        owner: Uuid,
+        what: &str,
+    ) -> Result<StreamName, UserCreateError> {
+        let stream = reservation_stream(kind, PLATFORM, key);
+        let store = self.store.clone();
+        let outcome = reserve(self.store.as_ref(), &stream, owner, ctx, move |holder| {
+            let store = store.clone();
+            // A holder that never registered (a crash between reservation and registration)
+            // gives the key up.
+            async move {
+                match load::<User>(store.as_ref(), &Self::stream(holder)).await {
+                    Ok((User::Absent, _)) => Ok(true),
+                    Ok(_) => Ok(false),
+                    Err(CommandError::Store(e)) => Err(e),
+                    Err(_) => Ok(false),
+                }
+            }
+        })
+        .await
+        .map_err(|e| UserCreateError::User(CommandError::Store(e)))?;
+        match outcome {
+            Reservation::Held => Ok(stream),
+            Reservation::Taken { .. } => Err(UserCreateError::User(CommandError::Conflict(
+                format!("{what} is taken"),
+            ))),
+        }
+    }
+
+    /// Registers a user in an organization. `actor` must be a superadmin or may manage the
+    /// organization's members; only a superadmin may create a superadmin.
+    #[tracing::instrument(name = "users.create", skip_all)]
+    pub async fn create(
+        &self,
+        ctx: &CommandContext,
+        actor: &Actor,
+        new: NewUser,
+    ) -> Result<Written<User>, UserCreateError> {
+        if new.is_superadmin && !actor.is_superadmin {
+            return Err(UserCreateError::SuperadminOnly);
+        }
+        let org_stream = stream_of::<Organization>(new.org_id);
+        let (org, _) = load::<Organization>(self.store.as_ref(), &org_stream).await?;
+        org.authorize(actor, Permission::Manage)
+            .map_err(|e| UserCreateError::Organization(CommandError::Rejected(e)))?;
+
+        let id = Uuid::now_v7();
+        let name = self
+            .reserve_key(
+                ctx,
+                "username",
+                &new.username.key(),
+                id,
+                &format!("the username {:?}", new.username.as_str()),
+            )
+            .await?;
+        let email = match self
+            .reserve_key(
+                ctx,
+                "email",
+                &new.profile.email.key(),
+                id,
+                &format!("the email address {:?}", new.profile.email.as_str()),
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                self.release_quietly(&name, id).await;
+                return Err(e);
+            }
+        };
+        let registered = execute::<User>(
+            self.store.as_ref(),
+            &Self::stream(id),
+            ctx,
+            None,
+            UserCommand::Register {
+                user_id: id,
+                username: new.username.clone(),
+                profile: new.profile,
+                is_superadmin: new.is_superadmin,
+                at: ctx.occurred_at,
+            },
+        )
+        .await;
+        let registered = match registered {
+            Ok(w) => w,
+            Err(e) => {
+                self.release_quietly(&name, id).await;
+                self.release_quietly(&email, id).await;
+                return Err(e.into());
+            }
+        };
+        let mut org_ctx = ctx.clone();
+        org_ctx.org_id = new.org_id;
+        execute::<Organization>(
+            self.store.as_ref(),
+            &org_stream,
+            &org_ctx,
+            None,
+            OrgCommand::SetMember {
+                user_id: id,
+                role: new.role,
+                at: ctx.occurred_at,
+            },
+        )
+        .await?;
+        // Last: the login. A failure here leaves a user who cannot log in yet (an operator
+        // sets a password), never a login without a user.
+        self.identity
+            .add_credentials(
+                id,
+                new.username.as_str(),
+                &new.password,
+                new.org_id,
+                new.is_superadmin,
+            )
+            .await?;
+        Ok(registered)
+    }
+
+    async fn release_quietly(&self, stream: &StreamName, owner: Uuid) {
+        if let Err(e) = release(self.store.as_ref(), stream, owner).await {
+            tracing::warn!(%stream, error = %e, "could not release a reservation");
+        }
+    }
+}
