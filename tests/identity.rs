@@ -441,3 +441,49 @@ async fn users_are_unique_valid_and_created_only_by_those_who_manage_the_organiz
     assert_eq!(post(&app, &root, "/api/v1/users", superadmin).await.0, 201);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn viewers_read_members_create_and_change() {
+    let app = TestApp::spawn().await;
+    let root = app.token().await;
+    for (name, role) in [("vera", "viewer"), ("mark", "member")] {
+        let (status, body) = post(
+            &app,
+            &root,
+            "/api/v1/users",
+            json!({"username": name, "email": format!("{name}@example.com"),
+                   "password": "long enough", "role": role}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let vera = login(&app, "vera", "long enough").await;
+    let mark = login(&app, "mark", "long enough").await;
+    let project = json!({"name": "app", "repo": "https://example.com/a.git"});
+    let (status, problem) = post(&app, &vera, "/api/v1/projects", project.clone()).await;
+    assert_eq!(status, 403);
+    assert_eq!(problem["code"], "FORBIDDEN");
+    let (status, made) = post(&app, &mark, "/api/v1/projects", project).await;
+    assert_eq!(status, 201, "{made}");
+    let id = made["id"].as_str().unwrap();
+    app.settle().await;
+    let (status, list) = get(&app, &vera, "/api/v1/projects").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["pagination"]["total"], 1);
+    assert_eq!(
+        get(&app, &vera, &format!("/api/v1/projects/{id}")).await.0,
+        200
+    );
+    let build = format!("/api/v1/projects/{id}/build");
+    assert_eq!(post(&app, &vera, &build, json!({})).await.0, 403);
+    assert_eq!(post(&app, &mark, &build, json!({})).await.0, 202);
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/v1/projects/{id}")))
+        .bearer_auth(&vera)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    app.stop().await;
+}

@@ -10,7 +10,13 @@ use std::time::Duration;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use std::sync::Arc;
+
+use atelier_commands::handler::{load, stream_of};
 use atelier_commands::identity::{Identity, UserRecord};
+use atelier_domain::identity::organization::Organization;
+use atelier_domain::identity::{Permission, Role};
+use atelier_store::EventStore;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -42,6 +48,9 @@ struct Claims {
     name: String,
     /// Whether they are a superadmin.
     sa: bool,
+    /// Their role in the organization, when they are a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<Role>,
     /// Always `access`.
     typ: String,
     iat: u64,
@@ -53,6 +62,8 @@ struct Claims {
 pub struct AuthState {
     /// Credentials.
     pub identity: Identity,
+    /// The event store (a login reads the user's role from their organization).
+    store: Arc<dyn EventStore>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -71,7 +82,12 @@ impl std::fmt::Debug for AuthState {
 impl AuthState {
     /// Signs and checks tokens with this HS256 secret (see
     /// [`Identity::jwt_secret`](atelier_commands::identity::Identity::jwt_secret)).
-    pub fn new(identity: Identity, secret: &[u8], access_ttl: Duration) -> Self {
+    pub fn new(
+        identity: Identity,
+        store: Arc<dyn EventStore>,
+        secret: &[u8],
+        access_ttl: Duration,
+    ) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
         validation.leeway = LEEWAY_SECS;
@@ -81,6 +97,7 @@ impl AuthState {
         validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
         Self {
             identity,
+            store,
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
@@ -88,14 +105,25 @@ impl AuthState {
         }
     }
 
-    /// An access token for this user, valid for [`AuthState::access_ttl`].
-    pub fn issue(&self, user: &UserRecord) -> Result<String, ApiError> {
+    /// The user's role in their organization, read from the organization's stream (so a
+    /// membership written a moment ago counts).
+    pub async fn role_of(&self, user: &UserRecord) -> Result<Option<Role>, ApiError> {
+        let (org, _) =
+            load::<Organization>(self.store.as_ref(), &stream_of::<Organization>(user.org_id))
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+        Ok(org.role_of(user.user_id))
+    }
+
+    /// An access token for this user, with their role, valid for [`AuthState::access_ttl`].
+    pub fn issue(&self, user: &UserRecord, role: Option<Role>) -> Result<String, ApiError> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user.user_id,
             org: user.org_id,
             name: user.username.clone(),
             sa: user.is_superadmin,
+            role,
             typ: ACCESS_TYPE.to_owned(),
             iat: now,
             nbf: now,
@@ -126,6 +154,7 @@ impl AuthState {
             username: claims.name,
             org_id: claims.org,
             is_superadmin: claims.sa,
+            role: claims.role,
             expires_at: claims.exp,
         })
     }
@@ -143,8 +172,28 @@ pub struct Principal {
     pub org_id: Uuid,
     /// Whether they administer the whole platform.
     pub is_superadmin: bool,
+    /// Their role in the organization when the token was issued (`None`: not a member).
+    pub role: Option<Role>,
     /// When their token expires, in seconds since the epoch (live connections close then).
     pub expires_at: u64,
+}
+
+impl Principal {
+    /// Whether they may do this in their organization: a superadmin anything, a member what
+    /// their role allows (viewers read, members create and change, admins manage, owners own).
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.is_superadmin || self.role.is_some_and(|r| r.allows(permission)) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(match self.role {
+            Some(role) => format!(
+                "a {} of this organization may not do this ({} or more is needed)",
+                role.as_str(),
+                Role::needed_for(permission).as_str()
+            ),
+            None => "you are not a member of this organization".to_owned(),
+        }))
+    }
 }
 
 /// The token of the request's `Authorization: Bearer <token>` header, if it has the header;
@@ -304,7 +353,8 @@ pub async fn login(auth: web::Data<AuthState>, body: web::Bytes) -> Result<HttpR
         ));
     };
     tracing::Span::current().record("user_id", tracing::field::display(user.user_id));
-    let access_token = auth.issue(&user)?;
+    let role = auth.role_of(&user).await?;
+    let access_token = auth.issue(&user, role)?;
     tracing::info!("login succeeded");
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -9,6 +9,7 @@ use atelier_commands::handler::{CommandContext, Written};
 use atelier_domain::factory::project::{
     BuildCommand, InvalidValue, Project, ProjectError, ProjectName, RepoUrl,
 };
+use atelier_domain::identity::Permission;
 use atelier_projections::factory::{
     PROJECTS, ProjectQuery, ProjectRow, ProjectSort, get_project, list_projects,
 };
@@ -186,6 +187,7 @@ pub async fn list(
     page: web::Query<PageParams>,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Read)?;
     let mut errors = Vec::new();
     let (page, per_page) = page.parse().unwrap_or_else(|e| {
         errors.extend(e);
@@ -249,6 +251,7 @@ pub async fn create(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Write)?;
     let input = json_body::<ProjectBody>(&req, &body)?.parse()?;
     idempotent(&state, &req, principal.org_id, &body, async || {
         let written = state
@@ -284,6 +287,7 @@ pub async fn get(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Read)?;
     let id = project_id(&id)?;
     await_projection(&state, &req, PROJECTS).await?;
     let row = get_project(&state.pool, principal.org_id, id)
@@ -327,6 +331,7 @@ pub async fn update(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Write)?;
     let id = project_id(&id)?;
     let expected = if_match(req.headers())?;
     let input = json_body::<ProjectBody>(&req, &body)?.parse()?;
@@ -363,6 +368,7 @@ pub async fn delete(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Write)?;
     let id = project_id(&id)?;
     let expected = if_match(req.headers())?;
     let written = state

@@ -200,6 +200,7 @@ pub async fn start(
         projections.start(projection, store.clone(), pool.clone());
     }
     let live = crate::live::hub::Hub::start(store.clone(), config.http.live.clone()).await?;
+    let services_store = store.clone();
     let services = Services {
         live: web::Data::new(live),
         app: web::Data::new(AppState::new(
@@ -208,7 +209,12 @@ pub async fn start(
             projections.clone(),
             config.http,
         )),
-        auth: web::Data::new(AuthState::new(identity, &secret, config.access_ttl)),
+        auth: web::Data::new(AuthState::new(
+            identity,
+            services_store.clone(),
+            &secret,
+            config.access_ttl,
+        )),
         platform: web::Data::new(PlatformState {
             pool,
             projections,

@@ -38,7 +38,12 @@ impl Server {
         let password = bootstrap
             .generated_password
             .ok_or_else(|| anyhow::anyhow!("a first bootstrap without a password generates one"))?;
-        let state = web::Data::new(AuthState::new(identity.clone(), &secret, THIRTY_MINUTES));
+        let state = web::Data::new(AuthState::new(
+            identity.clone(),
+            memory_store(),
+            &secret,
+            THIRTY_MINUTES,
+        ));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -255,13 +260,20 @@ async fn a_protected_route_refuses_a_missing_or_garbage_token() -> anyhow::Resul
 #[actix_web::test]
 async fn a_token_signed_with_another_secret_is_refused() -> anyhow::Result<()> {
     let server = Server::start().await?;
-    let other = AuthState::new(server.identity.clone(), &[7u8; 32], THIRTY_MINUTES);
+    let other = AuthState::new(
+        server.identity.clone(),
+        memory_store(),
+        &[7u8; 32],
+        THIRTY_MINUTES,
+    );
     let user = server
         .identity
         .authenticate("admin", &server.password)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the admin authenticates"))?;
-    let token = other.issue(&user).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let token = other
+        .issue(&user, None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let detail =
         assert_unauthorized(server.whoami(Some(&format!("Bearer {token}"))).await?).await?;
     assert!(detail.contains("signature"), "{detail}");
@@ -298,13 +310,20 @@ async fn an_expired_or_not_yet_valid_token_is_refused() -> anyhow::Result<()> {
 #[actix_web::test]
 async fn a_token_that_expires_now_is_accepted_within_the_leeway() -> anyhow::Result<()> {
     let server = Server::start().await?;
-    let no_ttl = AuthState::new(server.identity.clone(), &server.secret, Duration::ZERO);
+    let no_ttl = AuthState::new(
+        server.identity.clone(),
+        memory_store(),
+        &server.secret,
+        Duration::ZERO,
+    );
     let user = server
         .identity
         .authenticate("admin", &server.password)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the admin authenticates"))?;
-    let token = no_ttl.issue(&user).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let token = no_ttl
+        .issue(&user, None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let res = server.whoami(Some(&format!("Bearer {token}"))).await?;
     assert_eq!(res.status(), StatusCode::OK);
     server.stop().await;
@@ -393,4 +412,9 @@ async fn development_generates_a_secret_once_and_returns_it_again() -> anyhow::R
         .await?;
     assert_eq!(first, second);
     Ok(())
+}
+
+/// A store with no organization in it: logins carry no role (the superadmin needs none).
+fn memory_store() -> std::sync::Arc<dyn atelier_store::EventStore> {
+    std::sync::Arc::new(atelier_store::memory::MemoryEventStore::new())
 }

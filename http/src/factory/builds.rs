@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use atelier_commands::factory::logs::{BuildLogs, LogLine};
 use atelier_commands::handler::Written;
 use atelier_domain::factory::build::{Build, BuildError, BuildStatus};
+use atelier_domain::identity::Permission;
 use atelier_projections::factory::{
     BUILDS, BuildRow, FactoryStats, PROJECTS, factory_stats, get_build, get_project, list_builds,
 };
@@ -172,6 +173,7 @@ pub async fn trigger(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Write)?;
     let id = project_id(&id)?;
     // No body: a retry is recognised by its key (and path) alone.
     idempotent(&state, &req, principal.org_id, &[], async || {
@@ -214,6 +216,7 @@ pub async fn list(
     page: web::Query<PageParams>,
     params: web::Query<BuildListParams>,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Read)?;
     let id = project_id(&id)?;
     let mut errors = Vec::new();
     let (page, per_page) = page.parse().unwrap_or_else(|e| {
@@ -280,6 +283,7 @@ pub async fn get(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Read)?;
     let id = build_id(&id)?;
     await_projection(&state, &req, BUILDS).await?;
     let view = BuildView::from(find(&state, principal.org_id, id).await?);
@@ -309,6 +313,7 @@ pub async fn cancel(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Write)?;
     let id = build_id(&id)?;
     let expected = if_match(req.headers())?;
     let written = state
@@ -344,6 +349,7 @@ pub async fn restart(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Write)?;
     let id = build_id(&id)?;
     idempotent(&state, &req, principal.org_id, &[], async || {
         let written = state
@@ -401,6 +407,7 @@ pub async fn logs(
     id: web::Path<String>,
     params: web::Query<LogParams>,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Read)?;
     let id = build_id(&id)?;
     let mut errors = Vec::new();
     let last_event_id = req
@@ -586,6 +593,7 @@ pub async fn stats(
     principal: Principal,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Read)?;
     await_projection(&state, &req, BUILDS).await?;
     await_projection(&state, &req, PROJECTS).await?;
     let factory = factory_stats(&state.pool, principal.org_id)
