@@ -14,7 +14,7 @@ use atelier_store::{EventStore, StoreError, StreamName};
 use uuid::Uuid;
 
 use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
-use crate::reservation::{Reservation, release, reservation_stream, reserve};
+use crate::reservation::{Reservation, release_quietly, reservation_stream, reserve};
 
 /// A project command's error.
 pub type ProjectCommandError = CommandError<ProjectError>;
@@ -85,13 +85,6 @@ impl ProjectService {
         }
     }
 
-    async fn release_quietly(&self, stream: &StreamName, owner: Uuid) {
-        if let Err(e) = release(self.store.as_ref(), stream, owner).await {
-            // A reservation left behind is taken over as stale by the next user of the name.
-            tracing::warn!(%stream, error = %e, "could not release a name reservation");
-        }
-    }
-
     /// Creates a project with a new id.
     pub async fn create(
         &self,
@@ -111,7 +104,7 @@ impl ProjectService {
         let written =
             execute::<Project>(self.store.as_ref(), &Self::stream(id), ctx, None, command).await;
         if written.is_err() {
-            self.release_quietly(&reservation, id).await;
+            release_quietly(self.store.as_ref(), &reservation, id).await;
         }
         written
     }
@@ -150,13 +143,17 @@ impl ProjectService {
                 if let (Some(before), Some(after)) = (w.previous.active(), w.state.active())
                     && before.name.key() != after.name.key()
                 {
-                    self.release_quietly(&name_reservation(ctx.org_id, &before.name), id)
-                        .await;
+                    release_quietly(
+                        self.store.as_ref(),
+                        &name_reservation(ctx.org_id, &before.name),
+                        id,
+                    )
+                    .await;
                 }
             }
             Err(_) => {
                 if let Some(r) = new_reservation {
-                    self.release_quietly(&r, id).await;
+                    release_quietly(self.store.as_ref(), &r, id).await;
                 }
             }
         }
@@ -182,8 +179,12 @@ impl ProjectService {
         )
         .await?;
         if let Some(before) = written.previous.active() {
-            self.release_quietly(&name_reservation(ctx.org_id, &before.name), id)
-                .await;
+            release_quietly(
+                self.store.as_ref(),
+                &name_reservation(ctx.org_id, &before.name),
+                id,
+            )
+            .await;
         }
         Ok(written)
     }

@@ -10,7 +10,7 @@ use atelier_store::{EventStore, StoreError, StreamName};
 use uuid::Uuid;
 
 use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
-use crate::reservation::{Reservation, release, reservation_stream, reserve};
+use crate::reservation::{Reservation, release_quietly, reservation_stream, reserve};
 
 /// An organization command's error.
 pub type OrgCommandError = CommandError<OrgError>;
@@ -72,12 +72,6 @@ impl OrganizationService {
         }
     }
 
-    async fn release_quietly(&self, stream: &StreamName, owner: Uuid) {
-        if let Err(e) = release(self.store.as_ref(), stream, owner).await {
-            tracing::warn!(%stream, error = %e, "could not release a name reservation");
-        }
-    }
-
     /// Loads the organization and checks that `actor` may do this there.
     async fn authorized(
         &self,
@@ -115,7 +109,7 @@ impl OrganizationService {
             execute::<Organization>(self.store.as_ref(), &Self::stream(id), ctx, None, command)
                 .await;
         if written.is_err() {
-            self.release_quietly(&reservation, id).await;
+            release_quietly(self.store.as_ref(), &reservation, id).await;
         }
         written
     }
@@ -157,13 +151,17 @@ impl OrganizationService {
                 if let (Some(before), Some(after)) = (w.previous.data(), w.state.data())
                     && before.profile.name.key() != after.profile.name.key()
                 {
-                    self.release_quietly(&name_reservation(&before.profile.name.key()), id)
-                        .await;
+                    release_quietly(
+                        self.store.as_ref(),
+                        &name_reservation(&before.profile.name.key()),
+                        id,
+                    )
+                    .await;
                 }
             }
             Err(_) => {
                 if let Some(r) = new_reservation {
-                    self.release_quietly(&r, id).await;
+                    release_quietly(self.store.as_ref(), &r, id).await;
                 }
             }
         }
@@ -190,8 +188,12 @@ impl OrganizationService {
         )
         .await?;
         if let Some(before) = written.previous.data() {
-            self.release_quietly(&name_reservation(&before.profile.name.key()), id)
-                .await;
+            release_quietly(
+                self.store.as_ref(),
+                &name_reservation(&before.profile.name.key()),
+                id,
+            )
+            .await;
         }
         Ok(written)
     }

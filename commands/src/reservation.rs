@@ -118,3 +118,11 @@ pub async fn release(
     }
     Ok(())
 }
+
+/// Releases `stream` if `owner` still holds it, logging a failure instead of returning it: a
+/// reservation left behind is taken over as stale by the next user of the key.
+pub async fn release_quietly(store: &dyn EventStore, stream: &StreamName, owner: Uuid) {
+    if let Err(e) = release(store, stream, owner).await {
+        tracing::warn!(%stream, error = %e, "could not release a reservation");
+    }
+}

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
 use crate::identity::{Identity, IdentityError};
-use crate::reservation::{Reservation, release, reservation_stream, reserve};
+use crate::reservation::{Reservation, release_quietly, reservation_stream, reserve};
 
 /// Usernames and emails are unique across the platform.
 const PLATFORM: Uuid = Uuid::nil();
@@ -154,7 +154,7 @@ impl UserService {
         {
             Ok(s) => s,
             Err(e) => {
-                self.release_quietly(&name, id).await;
+                release_quietly(self.store.as_ref(), &name, id).await;
                 return Err(e);
             }
         };
@@ -175,8 +175,8 @@ impl UserService {
         let registered = match registered {
             Ok(w) => w,
             Err(e) => {
-                self.release_quietly(&name, id).await;
-                self.release_quietly(&email, id).await;
+                release_quietly(self.store.as_ref(), &name, id).await;
+                release_quietly(self.store.as_ref(), &email, id).await;
                 return Err(e.into());
             }
         };
@@ -206,11 +206,5 @@ impl UserService {
             )
             .await?;
         Ok(registered)
-    }
-
-    async fn release_quietly(&self, stream: &StreamName, owner: Uuid) {
-        if let Err(e) = release(self.store.as_ref(), stream, owner).await {
-            tracing::warn!(%stream, error = %e, "could not release a reservation");
-        }
     }
 }
