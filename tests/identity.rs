@@ -389,6 +389,18 @@ async fn users_are_unique_valid_and_created_only_by_those_who_manage_the_organiz
         post(&app, &root, "/api/v1/users", user("dave")).await.0,
         201
     );
+    // The bootstrap superadmin's name is taken too.
+    assert_eq!(
+        post(
+            &app,
+            &root,
+            "/api/v1/users",
+            user(&common::ADMIN.to_uppercase())
+        )
+        .await
+        .0,
+        409
+    );
     // Usernames and emails are unique whatever their case.
     assert_eq!(
         post(&app, &root, "/api/v1/users", user("DAVE")).await.0,

@@ -358,6 +358,7 @@ pub async fn record_bootstrap(
     })?;
     let email = Email::parse(admin_email)
         .map_err(|e| IdentityError::Invalid(format!("the superadmin's email {e}")))?;
+    let (username_key, email_key) = (username.key(), email.key());
     let (org_id, user_id) = (bootstrap.org_id, bootstrap.admin_user_id);
     let ctx = CommandContext::new(org_id, "system:bootstrap");
     let id = |base: Uuid, what: &str| Uuid::new_v5(&base, what.as_bytes());
@@ -405,6 +406,21 @@ pub async fn record_bootstrap(
         .into_iter()
         .map(|e| e.with_id(id(user_id, "bootstrap:user")))
         .collect();
+    // The superadmin's username and email are taken like any user's, so nobody registers them
+    // again.
+    for stream in [
+        crate::users::username_reservation(&username_key),
+        crate::users::email_reservation(&email_key),
+    ] {
+        let outcome =
+            crate::reservation::reserve(store, &stream, user_id, &ctx, |_| async { Ok(false) })
+                .await?;
+        if let crate::reservation::Reservation::Taken { holder } = outcome {
+            return Err(IdentityError::Invalid(format!(
+                "the superadmin's username or email is already taken by user {holder}"
+            )));
+        }
+    }
     let mut last = Position::START;
     for (stream, events) in [
         (stream_of::<Organization>(org_id), org_events),

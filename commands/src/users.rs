@@ -18,6 +18,16 @@ use crate::reservation::{Reservation, release_quietly, reservation_stream, reser
 /// Usernames and emails are unique across the platform.
 const PLATFORM: Uuid = Uuid::nil();
 
+/// The reservation of a username (by its key, [`Username::key`]).
+pub fn username_reservation(key: &str) -> StreamName {
+    reservation_stream("username", PLATFORM, key)
+}
+
+/// The reservation of an email address (by its key).
+pub fn email_reservation(key: &str) -> StreamName {
+    reservation_stream("email", PLATFORM, key)
+}
+
 /// A new user.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewUser {
@@ -85,12 +95,10 @@ impl UserService {
     async fn reserve_key(
         &self,
         ctx: &CommandContext,
-        kind: &str,
-        key: &str,
+        stream: StreamName,
         owner: Uuid,
         what: &str,
     ) -> Result<StreamName, UserCreateError> {
-        let stream = reservation_stream(kind, PLATFORM, key);
         let store = self.store.clone();
         let outcome = reserve(self.store.as_ref(), &stream, owner, ctx, move |holder| {
             let store = store.clone();
@@ -136,8 +144,7 @@ impl UserService {
         let name = self
             .reserve_key(
                 ctx,
-                "username",
-                &new.username.key(),
+                username_reservation(&new.username.key()),
                 id,
                 &format!("the username {:?}", new.username.as_str()),
             )
@@ -145,8 +152,7 @@ impl UserService {
         let email = match self
             .reserve_key(
                 ctx,
-                "email",
-                &new.profile.email.key(),
+                email_reservation(&new.profile.email.key()),
                 id,
                 &format!("the email address {:?}", new.profile.email.as_str()),
             )
