@@ -499,3 +499,104 @@ async fn viewers_read_members_create_and_change() {
     assert_eq!(res.status(), 403);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn me_verify_and_change_password_work_as_sentinel_documents_them() {
+    let app = TestApp::spawn().await;
+    let root = app.token().await;
+    let (status, beta) = post(
+        &app,
+        &root,
+        "/api/v1/organizations",
+        json!({"name": "Beta"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = post(
+        &app,
+        &root,
+        "/api/v1/users",
+        json!({"username": "hana", "email": "hana@example.com", "password": "first password",
+               "organization_id": beta["id"], "role": "admin", "full_name": "Hana"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let hana = login(&app, "hana", "first password").await;
+    settle(&app).await;
+    let (status, me) = get(&app, &hana, "/api/v1/auth/me").await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["username"], "hana");
+    assert_eq!(me["email"], "hana@example.com");
+    assert_eq!(me["full_name"], "Hana");
+    assert_eq!(me["role"], "admin");
+    assert_eq!(me["organization_id"], beta["id"]);
+    assert_eq!(
+        me["organizations"],
+        json!([{"organization_id": beta["id"], "name": "Beta", "role": "admin"}])
+    );
+    let (status, verified) = post(&app, &hana, "/api/v1/auth/verify", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(verified["valid"], true);
+    assert_eq!(
+        post(&app, "forged", "/api/v1/auth/verify", json!({}))
+            .await
+            .0,
+        401
+    );
+
+    let change =
+        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let (status, problem) = post(
+        &app,
+        &hana,
+        "/api/v1/auth/change-password",
+        change("wrong one", "second password"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(problem["errors"][0]["field"], "current_password");
+    let (status, problem) = post(
+        &app,
+        &hana,
+        "/api/v1/auth/change-password",
+        change("first password", "short"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(problem["errors"][0]["field"], "new_password");
+    let (status, _) = post(
+        &app,
+        &hana,
+        "/api/v1/auth/change-password",
+        change("first password", "second password"),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let res = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"username": "hana", "password": "first password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "the old password no longer works");
+    login(&app, "hana", "second password").await;
+    // The change is a fact in the user's stream, without any secret.
+    let stream = format!("user-{}", me["user_id"].as_str().unwrap());
+    let events = app
+        .store
+        .read_stream(
+            &StreamName::new(stream).unwrap(),
+            atelier_store::ReadStream::forward(),
+        )
+        .await
+        .unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.event_type, "PasswordChanged");
+    let text = last.data.to_string();
+    assert!(
+        !text.contains("password\":") && !text.contains("second"),
+        "{text}"
+    );
+    app.stop().await;
+}

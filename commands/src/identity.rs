@@ -268,6 +268,43 @@ impl Identity {
         }
     }
 
+    /// Replaces a user's password if `current` is theirs: `Ok(false)` when it is not (nothing
+    /// changes). The new password is hashed here and never kept.
+    #[tracing::instrument(name = "identity.change_password", skip_all, fields(%user_id))]
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, IdentityError> {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT password_hash FROM credentials WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(stored) = stored else {
+            return Ok(false);
+        };
+        let current = current.to_owned();
+        let verified = tokio::task::spawn_blocking(move || {
+            Argon2::default().verify_password(current.as_bytes(), stored.as_str())
+        })
+        .await
+        .map_err(|e| IdentityError::Hash(e.to_string()))?;
+        match verified {
+            Ok(()) => {}
+            Err(HashError::PasswordInvalid) => return Ok(false),
+            Err(e) => return Err(IdentityError::Hash(e.to_string())),
+        }
+        let hash = hash_password(new.to_owned()).await?;
+        sqlx::query("UPDATE credentials SET password_hash = $2 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
     /// Stores the login of a registered user: their password's argon2id hash, their default
     /// organization and whether they are a superadmin. The password is hashed here and never
     /// kept. A username already stored is [`IdentityError::Invalid`].

@@ -123,6 +123,32 @@ impl UserService {
         }
     }
 
+    /// Changes a user's own password: `Ok(false)` when `current` is wrong. Records the fact
+    /// (`PasswordChanged`, no secret) after the new hash is stored.
+    #[tracing::instrument(name = "users.change_password", skip_all)]
+    pub async fn change_password(
+        &self,
+        ctx: &CommandContext,
+        user_id: Uuid,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, UserCreateError> {
+        if !self.identity.change_password(user_id, current, new).await? {
+            return Ok(false);
+        }
+        execute::<User>(
+            self.store.as_ref(),
+            &Self::stream(user_id),
+            ctx,
+            None,
+            UserCommand::ChangePassword {
+                at: ctx.occurred_at,
+            },
+        )
+        .await?;
+        Ok(true)
+    }
+
     /// Registers a user in an organization. `actor` must be a superadmin or may manage the
     /// organization's members; only a superadmin may create a superadmin.
     #[tracing::instrument(name = "users.create", skip_all)]

@@ -3,6 +3,7 @@
 //! commands (via `atelier-commands`) or queries (via `atelier-projections`); they hold no SQL and
 //! no business rules.
 
+pub mod account;
 pub mod auth;
 pub mod conventions;
 pub mod cors;
@@ -68,6 +69,7 @@ pub fn app(
         .configure(platform::configure)
         .configure(docs::configure)
         .configure(auth::configure)
+        .configure(account::configure)
         .configure(live::configure_ws)
         .service(
             web::scope("/api/v1")

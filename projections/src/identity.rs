@@ -430,3 +430,58 @@ pub async fn list_organizations(
         u64::try_from(total).unwrap_or(0),
     ))
 }
+
+/// A user, as `me` and user lists show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct UserRow {
+    /// Their id.
+    pub id: Uuid,
+    /// Their username.
+    pub username: String,
+    /// Their email address.
+    pub email: String,
+    /// Their name.
+    pub full_name: Option<String>,
+    /// Whether they administer the platform.
+    pub is_superadmin: bool,
+    /// Whether they may log in.
+    pub is_active: bool,
+    /// When they registered.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One of a user's organizations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct MembershipRow {
+    /// The organization.
+    pub org_id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// The user's role there.
+    pub role: String,
+}
+
+/// The user with this id (a user reads themselves: no tenant applies).
+pub async fn get_user(pool: &PgPool, user_id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, username, email, full_name, is_superadmin, is_active, created_at \
+         FROM users WHERE id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The organizations a user belongs to, by name.
+pub async fn memberships_of(
+    pool: &PgPool,
+    user_id: Uuid,
+) -> Result<Vec<MembershipRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.org_id, o.name, m.role FROM memberships m \
+         JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1 ORDER BY o.name_key, o.id",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+}
