@@ -600,3 +600,150 @@ async fn me_verify_and_change_password_work_as_sentinel_documents_them() {
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn admins_manage_members_but_only_owners_make_owners_and_the_last_owner_stays() {
+    let app = TestApp::spawn().await;
+    let root = app.token().await;
+    let (_, beta) = post(
+        &app,
+        &root,
+        "/api/v1/organizations",
+        json!({"name": "Beta"}),
+    )
+    .await;
+    let beta_id = beta["id"].as_str().unwrap().to_owned();
+    let members = format!("/api/v1/organizations/{beta_id}/members");
+    let mut ids = std::collections::HashMap::new();
+    for (name, role) in [("hana", "admin"), ("ivan", "viewer")] {
+        let (status, user) = post(
+            &app,
+            &root,
+            "/api/v1/users",
+            json!({"username": name, "email": format!("{name}@example.com"),
+                   "password": "long enough", "organization_id": beta_id, "role": role}),
+        )
+        .await;
+        assert_eq!(status, 201, "{user}");
+        ids.insert(name, user["id"].as_str().unwrap().to_owned());
+    }
+    let (_, other) = post(
+        &app,
+        &root,
+        "/api/v1/users",
+        json!({"username": "judy", "email": "judy@example.com", "password": "long enough"}),
+    )
+    .await;
+    let judy = other["id"].as_str().unwrap().to_owned();
+    let hana = login(&app, "hana", "long enough").await;
+    let ivan = login(&app, "ivan", "long enough").await;
+
+    // An admin adds a member and changes a role; a viewer may not.
+    let (status, body) = post(
+        &app,
+        &hana,
+        &members,
+        json!({"user_id": judy, "role": "member"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        post(
+            &app,
+            &hana,
+            &members,
+            json!({"user_id": ids["ivan"], "role": "member"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        post(
+            &app,
+            &ivan,
+            &members,
+            json!({"user_id": judy, "role": "admin"})
+        )
+        .await
+        .0,
+        403
+    );
+    // Only owners make owners; unknown users and roles are refused.
+    assert_eq!(
+        post(
+            &app,
+            &hana,
+            &members,
+            json!({"user_id": judy, "role": "owner"})
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        post(
+            &app,
+            &hana,
+            &members,
+            json!({"user_id": Uuid::now_v7(), "role": "member"})
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        post(
+            &app,
+            &hana,
+            &members,
+            json!({"user_id": judy, "role": "boss"})
+        )
+        .await
+        .0,
+        400
+    );
+    // The root user is Beta's only owner: it cannot be removed, even by itself.
+    let root_id = {
+        let (_, me) = get(&app, &root, "/api/v1/auth/me").await;
+        me["user_id"].as_str().unwrap().to_owned()
+    };
+    let remove = |token: &str, user: &str| {
+        app.client
+            .delete(app.url(&format!("{members}/{user}")))
+            .bearer_auth(token.to_owned())
+            .send()
+    };
+    assert_eq!(
+        remove(&hana, &root_id).await.unwrap().status(),
+        403,
+        "only owners remove owners"
+    );
+    assert_eq!(
+        remove(&root, &root_id).await.unwrap().status(),
+        409,
+        "the last owner stays"
+    );
+    let res = remove(&hana, &judy).await.unwrap();
+    assert_eq!(res.status(), 204);
+    let position = res.headers()["atelier-position"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (_, list) = get(&app, &root, &format!("{members}?min_position={position}")).await;
+    let mut roles: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}",
+                m["username"].as_str().unwrap(),
+                m["role"].as_str().unwrap()
+            )
+        })
+        .collect();
+    roles.sort();
+    assert_eq!(roles, ["admin:owner", "hana:admin", "ivan:member"]);
+    app.stop().await;
+}

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use atelier_domain::identity::organization::{OrgCommand, OrgError, OrgProfile, Organization};
-use atelier_domain::identity::{Actor, Permission};
+use atelier_domain::identity::user::User;
+use atelier_domain::identity::{Actor, Permission, Role};
 use atelier_store::{EventStore, StoreError, StreamName};
 use uuid::Uuid;
 
@@ -166,6 +167,69 @@ impl OrganizationService {
             }
         }
         written
+    }
+
+    /// Adds a member or changes a member's role; admins may, but only owners make or unmake
+    /// owners. The user must exist.
+    pub async fn set_member(
+        &self,
+        ctx: &CommandContext,
+        actor: &Actor,
+        id: Uuid,
+        user_id: Uuid,
+        role: Role,
+    ) -> Result<Written<Organization>, OrgCommandError> {
+        let current = self.authorized(id, actor, Permission::Manage).await?;
+        if role == Role::Owner || current.role_of(user_id) == Some(Role::Owner) {
+            current
+                .authorize(actor, Permission::Own)
+                .map_err(CommandError::Rejected)?;
+        }
+        let (user, _) = load::<User>(self.store.as_ref(), &stream_of::<User>(user_id))
+            .await
+            .map_err(|e| CommandError::Conflict(e.to_string()))?;
+        if user.data().is_none() {
+            return Err(CommandError::Rejected(OrgError::NoSuchUser));
+        }
+        execute::<Organization>(
+            self.store.as_ref(),
+            &Self::stream(id),
+            ctx,
+            None,
+            OrgCommand::SetMember {
+                user_id,
+                role,
+                at: ctx.occurred_at,
+            },
+        )
+        .await
+    }
+
+    /// Removes a member; admins may, but only owners remove owners (never the last one).
+    pub async fn remove_member(
+        &self,
+        ctx: &CommandContext,
+        actor: &Actor,
+        id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Written<Organization>, OrgCommandError> {
+        let current = self.authorized(id, actor, Permission::Manage).await?;
+        if current.role_of(user_id) == Some(Role::Owner) {
+            current
+                .authorize(actor, Permission::Own)
+                .map_err(CommandError::Rejected)?;
+        }
+        execute::<Organization>(
+            self.store.as_ref(),
+            &Self::stream(id),
+            ctx,
+            None,
+            OrgCommand::RemoveMember {
+                user_id,
+                at: ctx.occurred_at,
+            },
+        )
+        .await
     }
 
     /// Deletes an organization; only its owners (or a superadmin) may. Its name is free again.

@@ -68,6 +68,8 @@ pub const BEARER: &str = "bearer";
         crate::identity::update,
         crate::identity::delete,
         crate::identity::members,
+        crate::identity::set_member,
+        crate::identity::remove_member,
         crate::identity::create_user,
         crate::live::ws::connect,
         crate::live::sse::stream,

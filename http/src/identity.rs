@@ -296,6 +296,7 @@ fn actor(principal: &Principal) -> Actor {
 fn rejected(e: OrgError) -> ApiError {
     match e {
         OrgError::NotFound => ApiError::not_found("no such organization"),
+        OrgError::NoSuchUser => ApiError::not_found("no such user"),
         OrgError::Forbidden(_) => ApiError::forbidden(e.to_string()),
         OrgError::AlreadyExists | OrgError::NotAMember | OrgError::LastOwner => {
             ApiError::conflict(e.to_string())
@@ -441,6 +442,93 @@ pub async fn delete(
         .into_response())
 }
 
+/// A membership to set.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct MemberBody {
+    /// The user.
+    pub user_id: Uuid,
+    /// `owner`, `admin`, `member` or `viewer`.
+    pub role: String,
+}
+
+/// Adds a member to an organization or changes their role; admins may, only owners make or
+/// unmake owners.
+#[utoipa::path(
+    post, path = "/api/v1/organizations/{id}/members", tag = "identity",
+    request_body = MemberBody,
+    params(("id" = Uuid, Path, description = "The organization")),
+    responses(
+        (status = 200, description = "The member and their role", body = MemberBody),
+        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role does not allow it", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization (or not the caller's), or no such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It would leave the organization without an owner", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.organizations.set_member", skip_all, fields(user = %principal.user_id))]
+pub async fn set_member(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = org_id(&id)?;
+    let body = json_body::<MemberBody>(&req, &body)?;
+    let role = atelier_domain::identity::Role::parse(&body.role)
+        .map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+    let mut ctx = crate::factory::context(&principal);
+    ctx.org_id = id;
+    let written = state
+        .organizations
+        .set_member(&ctx, &actor(&principal), id, body.user_id, role)
+        .await
+        .map_err(|e| command_error(e, rejected))?;
+    Ok(Reply::json(
+        StatusCode::OK,
+        &serde_json::json!({"user_id": body.user_id, "role": role.as_str()}),
+    )
+    .position(written.position)
+    .into_response())
+}
+
+/// Removes a member from an organization; admins may, only owners remove owners, never the last.
+#[utoipa::path(
+    delete, path = "/api/v1/organizations/{id}/members/{user_id}", tag = "identity",
+    params(
+        ("id" = Uuid, Path, description = "The organization"),
+        ("user_id" = Uuid, Path, description = "The member"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 403, description = "The caller's role does not allow it", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization (or not the caller's)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not a member, or the last owner", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.organizations.remove_member", skip_all, fields(user = %principal.user_id))]
+pub async fn remove_member(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, user) = path.into_inner();
+    let id = org_id(&id)?;
+    let user_id = Uuid::parse_str(&user).map_err(|_| ApiError::not_found("no such member"))?;
+    let mut ctx = crate::factory::context(&principal);
+    ctx.org_id = id;
+    let written = state
+        .organizations
+        .remove_member(&ctx, &actor(&principal), id, user_id)
+        .await
+        .map_err(|e| command_error(e, rejected))?;
+    Ok(Reply::empty(StatusCode::NO_CONTENT)
+        .position(written.position)
+        .into_response())
+}
+
 /// Registers the organization routes (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -454,7 +542,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::put().to(update))
             .route(web::delete().to(delete)),
     )
-    .service(web::resource("/organizations/{id}/members").route(web::get().to(members)));
+    .service(
+        web::resource("/organizations/{id}/members")
+            .route(web::get().to(members))
+            .route(web::post().to(set_member)),
+    )
+    .service(
+        web::resource("/organizations/{id}/members/{user_id}")
+            .route(web::delete().to(remove_member)),
+    );
 }
 
 /// A new user (Sentinel's and WindFlow's user creation).

@@ -316,6 +316,9 @@ pub enum OrgError {
     /// The change would leave the organization without an owner.
     #[error("an organization keeps at least one owner: make another member owner first")]
     LastOwner,
+    /// The user to add does not exist (the command layer checks before adding).
+    #[error("no such user")]
+    NoSuchUser,
     /// The actor's role does not allow it.
     #[error("your role in the organization does not allow this ({0:?} is needed)")]
     Forbidden(Permission),
