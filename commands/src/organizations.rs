@@ -11,14 +11,10 @@ use atelier_store::{EventStore, StoreError, StreamName};
 use uuid::Uuid;
 
 use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
-use crate::reservation::{Reservation, release_quietly, reservation_stream, reserve};
+use crate::reservation::{PLATFORM, Reservation, release_quietly, reservation_stream, reserve};
 
 /// An organization command's error.
 pub type OrgCommandError = CommandError<OrgError>;
-
-/// Organization names are unique across the platform: their reservations live under this
-/// namespace rather than an organization's.
-const PLATFORM: Uuid = Uuid::nil();
 
 fn name_reservation(key: &str) -> StreamName {
     reservation_stream("org-name", PLATFORM, key)

@@ -14,6 +14,10 @@ use crate::handler::CommandContext;
 
 const RESERVED: &str = "Reserved";
 
+/// The namespace of keys unique on the whole platform (organization names, usernames, emails)
+/// rather than within one organization.
+pub const PLATFORM: Uuid = Uuid::nil();
+
 /// The reservation stream of `key` of this kind in an organization:
 /// `reservation-{kind}-{UUIDv5(org, key)}`, so any key fits in a stream name.
 pub fn reservation_stream(kind: &str, org_id: Uuid, key: &str) -> StreamName {

@@ -13,10 +13,7 @@ use uuid::Uuid;
 
 use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
 use crate::identity::{Identity, IdentityError};
-use crate::reservation::{Reservation, release_quietly, reservation_stream, reserve};
-
-/// Usernames and emails are unique across the platform.
-const PLATFORM: Uuid = Uuid::nil();
+use crate::reservation::{PLATFORM, Reservation, release_quietly, reservation_stream, reserve};
 
 /// The reservation of a username (by its key, [`Username::key`]).
 pub fn username_reservation(key: &str) -> StreamName {

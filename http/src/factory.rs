@@ -203,23 +203,13 @@ pub async fn list(
             ProjectSort::default()
         }),
     };
-    let search = params
-        .search
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    if search.is_some_and(|s| s.chars().count() > 100) {
-        errors.push(FieldError {
-            field: "search".into(),
-            message: "must be at most 100 characters".into(),
-        });
-    }
+    let search = crate::pagination::search(params.search.as_deref(), &mut errors);
     crate::pagination::validate(errors)?;
     await_projection(&state, &req, PROJECTS).await?;
     let query = ProjectQuery {
         page,
         per_page,
-        search: search.map(str::to_owned),
+        search,
         sort,
     };
     let (rows, total) = list_projects(&state.pool, principal.org_id, &query)

@@ -142,23 +142,13 @@ pub async fn list(
             None
         }
     };
-    let search = params
-        .search
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    if search.is_some_and(|s| s.chars().count() > 100) {
-        errors.push(FieldError {
-            field: "search".into(),
-            message: "must be at most 100 characters".into(),
-        });
-    }
+    let search = crate::pagination::search(params.search.as_deref(), &mut errors);
     crate::pagination::validate(errors)?;
     await_projection(&state, &req, IDENTITY).await?;
     let query = OrganizationQuery {
         page,
         per_page,
-        search: search.map(str::to_owned),
+        search,
         is_active,
     };
     let (rows, total) = list_organizations(
@@ -286,6 +276,14 @@ impl OrganizationBody {
     }
 }
 
+/// A command context acting for `org_id`: an organization's (and a new member's) events belong
+/// to that organization, whichever one the caller's token names.
+fn org_context(principal: &Principal, org_id: Uuid) -> atelier_commands::handler::CommandContext {
+    let mut ctx = crate::factory::context(principal);
+    ctx.org_id = org_id;
+    ctx
+}
+
 fn actor(principal: &Principal) -> Actor {
     Actor {
         user_id: principal.user_id,
@@ -346,8 +344,7 @@ pub async fn create(
     idempotent(&state, &req, principal.org_id, &body, async || {
         let id = Uuid::now_v7();
         // The new organization's events belong to it.
-        let mut ctx = crate::factory::context(&principal);
-        ctx.org_id = id;
+        let ctx = org_context(&principal, id);
         let written = state
             .organizations
             .create(&ctx, &actor(&principal), profile)
@@ -392,8 +389,7 @@ pub async fn update(
     let id = org_id(&id)?;
     let profile = json_body::<OrganizationBody>(&req, &body)?.parse()?;
     let expected = if_match(req.headers())?;
-    let mut ctx = crate::factory::context(&principal);
-    ctx.org_id = id;
+    let ctx = org_context(&principal, id);
     let written = state
         .organizations
         .update(&ctx, &actor(&principal), id, expected, profile)
@@ -430,8 +426,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let id = org_id(&id)?;
     let expected = if_match(req.headers())?;
-    let mut ctx = crate::factory::context(&principal);
-    ctx.org_id = id;
+    let ctx = org_context(&principal, id);
     let written = state
         .organizations
         .delete(&ctx, &actor(&principal), id, expected)
@@ -478,8 +473,7 @@ pub async fn set_member(
     let body = json_body::<MemberBody>(&req, &body)?;
     let role = atelier_domain::identity::Role::parse(&body.role)
         .map_err(|e| ApiError::invalid_field(e.field, e.message))?;
-    let mut ctx = crate::factory::context(&principal);
-    ctx.org_id = id;
+    let ctx = org_context(&principal, id);
     let written = state
         .organizations
         .set_member(&ctx, &actor(&principal), id, body.user_id, role)
@@ -517,8 +511,7 @@ pub async fn remove_member(
     let (id, user) = path.into_inner();
     let id = org_id(&id)?;
     let user_id = Uuid::parse_str(&user).map_err(|_| ApiError::not_found("no such member"))?;
-    let mut ctx = crate::factory::context(&principal);
-    ctx.org_id = id;
+    let ctx = org_context(&principal, id);
     let written = state
         .organizations
         .remove_member(&ctx, &actor(&principal), id, user_id)
@@ -668,8 +661,7 @@ pub async fn create_user(
 ) -> Result<HttpResponse, ApiError> {
     use atelier_commands::users::UserCreateError;
     let new = json_body::<UserBody>(&req, &body)?.parse(principal.org_id)?;
-    let mut ctx = crate::factory::context(&principal);
-    ctx.org_id = new.org_id;
+    let ctx = org_context(&principal, new.org_id);
     let written = state
         .users
         .create(&ctx, &actor(&principal), new)

@@ -97,6 +97,21 @@ pub fn validate(errors: Vec<FieldError>) -> Result<(), ApiError> {
     }
 }
 
+/// The longest `search` accepted, in characters.
+pub const MAX_SEARCH_CHARS: usize = 100;
+
+/// A list's `search` parameter: trimmed, none when empty; too long is recorded in `errors`.
+pub fn search(raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<String> {
+    let search = raw.map(str::trim).filter(|s| !s.is_empty())?;
+    if search.chars().count() > MAX_SEARCH_CHARS {
+        errors.push(FieldError {
+            field: "search".into(),
+            message: format!("must be at most {MAX_SEARCH_CHARS} characters"),
+        });
+    }
+    Some(search.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -330,11 +330,6 @@ impl Registration {
             slot.channels = channels;
         }
     }
-
-    /// The hub.
-    pub fn hub(&self) -> &Hub {
-        &self.hub
-    }
 }
 
 impl Drop for Registration {
