@@ -592,7 +592,7 @@ async fn a_quiet_connection_gets_heartbeats_that_carry_its_position() {
 #[actix_web::test]
 async fn a_connection_closes_with_4401_when_its_token_expires() {
     let mut config = TestApp::config();
-    config.access_ttl = Duration::from_secs(1);
+    config.auth.access_ttl = Duration::from_secs(1);
     let app = TestApp::spawn_with(config).await;
     let token = app.token().await;
     let (mut ws, _) = Ws::connect(&app, &token, "?channels=*").await;

@@ -224,7 +224,8 @@ impl Identity {
         })
     }
 
-    /// The user with this username (compared case-insensitively) and password, or `None`.
+    /// The user with this username or email address (compared case-insensitively) and
+    /// password, or `None`.
     /// Unknown usernames cost the same password verification as wrong passwords.
     #[tracing::instrument(name = "identity.authenticate", skip_all)]
     pub async fn authenticate(
@@ -234,7 +235,11 @@ impl Identity {
     ) -> Result<Option<UserRecord>, IdentityError> {
         let row: Option<(Uuid, String, String, Uuid, bool)> = sqlx::query_as(
             "SELECT user_id, username, password_hash, org_id, is_superadmin \
-             FROM credentials WHERE lower(username) = lower($1)",
+             FROM credentials WHERE lower(username) = lower($1) \
+             UNION ALL \
+             SELECT user_id, username, password_hash, org_id, is_superadmin \
+             FROM credentials WHERE lower(email) = lower($1) AND lower(username) <> lower($1) \
+             LIMIT 1",
         )
         .bind(username.trim())
         .fetch_optional(&self.pool)
@@ -313,17 +318,20 @@ impl Identity {
         &self,
         user_id: Uuid,
         username: &str,
+        email: &str,
         password: &str,
         org_id: Uuid,
         is_superadmin: bool,
     ) -> Result<(), IdentityError> {
         let hash = hash_password(password.to_owned()).await?;
         let inserted = sqlx::query(
-            "INSERT INTO credentials (user_id, username, password_hash, org_id, is_superadmin) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO credentials \
+             (user_id, username, email, password_hash, org_id, is_superadmin) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(user_id)
         .bind(username)
+        .bind(email)
         .bind(hash)
         .bind(org_id)
         .bind(is_superadmin)
@@ -334,6 +342,57 @@ impl Identity {
                 "a login named {username:?} exists already"
             )));
         }
+        Ok(())
+    }
+
+    /// Lets a login without an email address (the bootstrap superadmin's) log in with this one.
+    pub async fn set_login_email(&self, user_id: Uuid, email: &str) -> Result<(), IdentityError> {
+        sqlx::query("UPDATE credentials SET email = $2 WHERE user_id = $1 AND email IS NULL")
+            .bind(user_id)
+            .bind(email)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores the SHA-256 hash of an API key's secret.
+    pub async fn store_key_secret(&self, key_id: Uuid, hash: &[u8]) -> Result<(), IdentityError> {
+        sqlx::query("INSERT INTO api_key_secrets (key_id, secret_hash) VALUES ($1, $2)")
+            .bind(key_id)
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets an API key's secret (a key whose creation failed).
+    pub async fn delete_key_secret(&self, key_id: Uuid) -> Result<(), IdentityError> {
+        sqlx::query("DELETE FROM api_key_secrets WHERE key_id = $1")
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The SHA-256 hash of an API key's secret, if the key has one.
+    pub async fn key_secret(&self, key_id: Uuid) -> Result<Option<Vec<u8>>, IdentityError> {
+        Ok(
+            sqlx::query_scalar("SELECT secret_hash FROM api_key_secrets WHERE key_id = $1")
+                .bind(key_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records that a key was used now, at most once a minute per key.
+    pub async fn touch_key(&self, key_id: Uuid) -> Result<(), IdentityError> {
+        sqlx::query(
+            "UPDATE api_key_secrets SET last_used_at = now() WHERE key_id = $1 \
+             AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+        )
+        .bind(key_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -4,12 +4,15 @@
 //! appended with `NoStream`) and the process managers (reactors) that turn events into side
 //! effects and new commands live here too. One module per context, as in `atelier-domain`.
 
+pub mod access;
+pub mod api_keys;
 pub mod factory;
 pub mod handler;
 pub mod idempotency;
 pub mod identity;
 pub mod organizations;
 pub mod reservation;
+pub mod sessions;
 pub mod users;
 
 pub use atelier_domain as domain;

@@ -187,6 +187,7 @@ impl UserService {
                 return Err(e);
             }
         };
+        let email_address = new.profile.email.as_str().to_owned();
         let registered = execute::<User>(
             self.store.as_ref(),
             &Self::stream(id),
@@ -229,6 +230,7 @@ impl UserService {
             .add_credentials(
                 id,
                 new.username.as_str(),
+                &email_address,
                 &new.password,
                 new.org_id,
                 new.is_superadmin,

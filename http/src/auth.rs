@@ -1,29 +1,42 @@
-//! Login and access tokens: `POST /api/v1/auth/login` answers a short-lived HS256 JWT, and
-//! [`Principal`] is the extractor every protected handler takes (`Authorization: Bearer <jwt>`).
+//! Authentication and tenancy: who is calling, for which organization, with which rights.
 //!
-//! This is the small, replaceable login of issue 3; refresh tokens, API keys and roles come with
-//! the full identity model. Passwords and tokens are never logged.
+//! A caller presents an access token (`Authorization: Bearer <jwt>`, from a login, a refresh or
+//! a key login) or an API key (`api-key` or `X-API-Key` header). [`Principal`], the extractor
+//! every protected handler takes, checks the token (HS256 only, `exp`/`nbf`, type `access`),
+//! then reads the current state of the caller's session or key, user and organization (see
+//! [`Access`]): a logout, a revoked key, a removed member, a deactivated user or a changed
+//! password counts from the next request. The organization is the API key's, or for a user the
+//! `X-Organization-Id` header's, or their default one; one they do not belong to is a 404
+//! (a superadmin may act in any). Passwords, tokens and keys are never logged.
 
-use std::future::{Ready, ready};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use std::sync::Arc;
+use actix_web::{FromRequest, HttpRequest};
 
-use atelier_commands::handler::{load, stream_of};
-use atelier_commands::identity::{Identity, UserRecord};
+use atelier_commands::access::Access;
+use atelier_commands::api_keys::{ApiKeyService, usable};
+use atelier_commands::handler::Store;
+use atelier_commands::identity::Identity;
+use atelier_commands::sessions::SessionService;
+use atelier_domain::identity::api_key::Scope;
 use atelier_domain::identity::organization::Organization;
+use atelier_domain::identity::session::Session;
+use atelier_domain::identity::user::{User, UserData};
 use atelier_domain::identity::{Permission, Role};
-use atelier_store::EventStore;
+use chrono::Utc;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::problem::{ApiError, FieldError, Problem};
+use crate::problem::ApiError;
+use crate::throttle::{LoginLimits, LoginThrottle};
 
 /// How far `exp` and `nbf` may be off (clock skew between servers), in seconds.
 pub const LEEWAY_SECS: u64 = 5;
@@ -31,63 +44,124 @@ pub const LEEWAY_SECS: u64 = 5;
 /// The `typ` claim of access tokens.
 pub const ACCESS_TYPE: &str = "access";
 
-/// The longest username accepted, in characters.
-const MAX_USERNAME_CHARS: usize = 256;
+/// The `typ` claim of refresh tokens.
+pub const REFRESH_TYPE: &str = "refresh";
 
-/// The longest password accepted, in bytes.
-const MAX_PASSWORD_BYTES: usize = 1024;
+/// The header naming the organization a user token acts in.
+pub const ORGANIZATION_HEADER: &str = "x-organization-id";
 
-/// The claims of an access token.
+/// The headers an API key may come in (WindFlow's `api-key`, and the common `X-API-Key`).
+pub const API_KEY_HEADERS: [&str; 2] = ["api-key", "x-api-key"];
+
+/// The claims of Atelier's tokens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Claims {
-    /// The user's id.
-    sub: Uuid,
-    /// Their organization.
-    org: Uuid,
-    /// Their username.
-    name: String,
-    /// Whether they are a superadmin.
-    sa: bool,
-    /// Their role in the organization, when they are a member.
+pub(crate) struct Claims {
+    /// The user (for a key login: the key's creator).
+    pub sub: Uuid,
+    /// The login session (user logins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    role: Option<Role>,
-    /// Always `access`.
-    typ: String,
-    iat: u64,
-    nbf: u64,
-    exp: u64,
+    pub sid: Option<Uuid>,
+    /// The API key (key logins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<Uuid>,
+    /// The organization the session or key acts in by default.
+    pub org: Uuid,
+    /// The username.
+    pub name: String,
+    /// How many times the user's password had changed when the token was issued.
+    #[serde(default)]
+    pub pwd: u32,
+    /// The refresh generation (refresh tokens of sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    /// `access` or `refresh`.
+    pub typ: String,
+    /// This token's id.
+    pub jti: Uuid,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
 }
 
-/// Login and token checks, shared by the workers.
+/// Lifetimes and limits of authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Access tokens live this long.
+    pub access_ttl: Duration,
+    /// A session can be refreshed this long after its login.
+    pub session_ttl: Duration,
+    /// … or this long when the login asked to be remembered.
+    pub remember_me_ttl: Duration,
+    /// Login throttling.
+    pub login_limits: LoginLimits,
+}
+
+impl Default for AuthSettings {
+    /// 30-minute access tokens, 1-day sessions (30 days remembered).
+    fn default() -> Self {
+        Self {
+            access_ttl: Duration::from_secs(30 * 60),
+            session_ttl: Duration::from_secs(24 * 3600),
+            remember_me_ttl: Duration::from_secs(30 * 24 * 3600),
+            login_limits: LoginLimits::default(),
+        }
+    }
+}
+
+/// Logins, tokens and access decisions, shared by the workers.
 pub struct AuthState {
     /// Credentials.
     pub identity: Identity,
-    /// The event store (a login reads the user's role from their organization).
-    store: Arc<dyn EventStore>,
+    /// Current state of sessions, keys, users and organizations.
+    pub access: Access,
+    /// Login sessions.
+    pub sessions: SessionService,
+    /// API keys.
+    pub keys: ApiKeyService,
+    /// Login throttling.
+    pub throttle: LoginThrottle,
+    /// Lifetimes.
+    pub settings: AuthSettings,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
-    /// Access tokens live this long.
-    pub access_ttl: Duration,
 }
 
 impl std::fmt::Debug for AuthState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthState")
-            .field("access_ttl", &self.access_ttl)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
+}
+
+/// What a caller presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// An access token.
+    Bearer(&'a str),
+    /// An API key.
+    ApiKey(&'a str),
+}
+
+fn unauthorized_token(kind: &str, e: &jsonwebtoken::errors::Error) -> ApiError {
+    ApiError::unauthorized(match e.kind() {
+        ErrorKind::ExpiredSignature => format!("the {kind} token has expired"),
+        ErrorKind::ImmatureSignature => format!("the {kind} token is not valid yet"),
+        ErrorKind::InvalidSignature => format!("the {kind} token's signature is invalid"),
+        ErrorKind::InvalidAlgorithm => format!("the {kind} token's algorithm is not accepted"),
+        _ => format!("the {kind} token is malformed"),
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(&e)
 }
 
 impl AuthState {
     /// Signs and checks tokens with this HS256 secret (see
     /// [`Identity::jwt_secret`](atelier_commands::identity::Identity::jwt_secret)).
-    pub fn new(
-        identity: Identity,
-        store: Arc<dyn EventStore>,
-        secret: &[u8],
-        access_ttl: Duration,
-    ) -> Self {
+    pub fn new(identity: Identity, store: Store, secret: &[u8], settings: AuthSettings) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
         validation.leeway = LEEWAY_SECS;
@@ -96,92 +170,242 @@ impl AuthState {
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
         Self {
+            access: Access::new(store.clone()),
+            sessions: SessionService::new(store.clone()),
+            keys: ApiKeyService::new(store, identity.clone()),
             identity,
-            store,
+            throttle: LoginThrottle::new(settings.login_limits),
+            settings,
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
-            access_ttl,
         }
     }
 
-    /// The user's role in their organization, read from the organization's stream (so a
-    /// membership written a moment ago counts).
-    pub async fn role_of(&self, user: &UserRecord) -> Result<Option<Role>, ApiError> {
-        let (org, _) =
-            load::<Organization>(self.store.as_ref(), &stream_of::<Organization>(user.org_id))
-                .await
-                .map_err(|e| ApiError::internal(&e))?;
-        Ok(org.role_of(user.user_id))
-    }
-
-    /// An access token for this user, with their role, valid for [`AuthState::access_ttl`].
-    pub fn issue(&self, user: &UserRecord, role: Option<Role>) -> Result<String, ApiError> {
+    /// Signs a token of type `typ` for these subjects, valid for `ttl`.
+    pub(crate) fn sign(&self, mut claims: Claims, typ: &str, ttl: Duration) -> Result<String, ApiError> {
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = Claims {
-            sub: user.user_id,
-            org: user.org_id,
-            name: user.username.clone(),
-            sa: user.is_superadmin,
-            role,
-            typ: ACCESS_TYPE.to_owned(),
-            iat: now,
-            nbf: now,
-            exp: now.saturating_add(self.access_ttl.as_secs()),
-        };
+        claims.typ = typ.to_owned();
+        claims.jti = Uuid::new_v4();
+        claims.iat = now;
+        claims.nbf = now;
+        claims.exp = now.saturating_add(ttl.as_secs());
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| ApiError::internal(&format!("cannot sign an access token: {e}")))
+            .map_err(|e| internal(format!("cannot sign a token: {e}")))
     }
 
-    /// Who this access token was issued to, if it is one of ours, an access token, and current.
-    pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| {
-                ApiError::unauthorized(match e.kind() {
-                    ErrorKind::ExpiredSignature => "the access token has expired",
-                    ErrorKind::ImmatureSignature => "the access token is not valid yet",
-                    ErrorKind::InvalidSignature => "the access token's signature is invalid",
-                    ErrorKind::InvalidAlgorithm => "the access token's algorithm is not accepted",
-                    _ => "the access token is malformed",
-                })
-            })?;
-        let claims = data.claims;
-        if claims.typ != ACCESS_TYPE {
-            return Err(ApiError::unauthorized("the token is not an access token"));
+    /// The claims of a token of ours of type `typ` (`access` or `refresh`), if it is current.
+    pub(crate) fn decode(&self, token: &str, typ: &str) -> Result<Claims, ApiError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| unauthorized_token(typ, &e))?
+            .claims;
+        if claims.typ != typ {
+            return Err(ApiError::unauthorized(format!(
+                "the token is not an {typ} token"
+            ).replace("an refresh", "a refresh")));
         }
+        Ok(claims)
+    }
+
+    /// The user, if they exist and may log in now.
+    pub(crate) async fn active_user(&self, user_id: Uuid) -> Result<Arc<User>, ApiError> {
+        let user = self.access.user(user_id).await.map_err(internal)?;
+        match user.data() {
+            Some(u) if u.is_active => Ok(user),
+            Some(_) => Err(ApiError::unauthorized("the account is deactivated")),
+            None => Err(ApiError::unauthorized("the account does not exist")),
+        }
+    }
+
+    /// Who presented this, acting in `org` (the `X-Organization-Id` header) or by default in
+    /// their session's or key's organization.
+    #[tracing::instrument(name = "auth.principal", skip_all)]
+    pub async fn principal(
+        &self,
+        presented: Presented<'_>,
+        org: Option<Uuid>,
+    ) -> Result<Principal, ApiError> {
+        match presented {
+            Presented::Bearer(token) => {
+                let claims = self.decode(token, ACCESS_TYPE)?;
+                match (claims.sid, claims.kid) {
+                    (Some(sid), None) => self.session_principal(&claims, sid, org).await,
+                    (None, Some(kid)) => self.key_principal(kid, org, Some(claims.exp)).await,
+                    _ => Err(ApiError::unauthorized("the access token is malformed")),
+                }
+            }
+            Presented::ApiKey(key) => {
+                let kid = self
+                    .keys
+                    .authenticate(key)
+                    .await
+                    .map_err(internal)?
+                    .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
+                self.key_principal(kid, org, None).await
+            }
+        }
+    }
+
+    async fn session_principal(
+        &self,
+        claims: &Claims,
+        sid: Uuid,
+        org: Option<Uuid>,
+    ) -> Result<Principal, ApiError> {
+        let (session, user) = futures::try_join!(
+            async { self.access.session(sid).await.map_err(internal) },
+            self.active_user(claims.sub)
+        )?;
+        let Session::Active(session) = &*session else {
+            return Err(ApiError::unauthorized("the session has ended; log in again"));
+        };
+        let Some(u) = user.data() else {
+            return Err(ApiError::unauthorized("the account does not exist"));
+        };
+        if session.user_id != u.id {
+            return Err(ApiError::unauthorized("the access token is malformed"));
+        }
+        if u.password_changes != claims.pwd {
+            return Err(ApiError::unauthorized(
+                "the password has changed since this token was issued; log in again",
+            ));
+        }
+        let explicit = org.is_some();
+        let org_id = org.unwrap_or(session.org_id);
+        let role = self.role_in(org_id, u.id, u.is_superadmin, explicit).await?;
         Ok(Principal {
-            user_id: claims.sub,
-            username: claims.name,
-            org_id: claims.org,
-            is_superadmin: claims.sa,
-            role: claims.role,
+            user_id: u.id,
+            username: u.username.as_str().to_owned(),
+            org_id,
+            is_superadmin: u.is_superadmin,
+            role,
+            scopes: None,
+            session_id: Some(sid),
+            key_id: None,
             expires_at: claims.exp,
         })
     }
+
+    async fn key_principal(
+        &self,
+        kid: Uuid,
+        org: Option<Uuid>,
+        token_exp: Option<u64>,
+    ) -> Result<Principal, ApiError> {
+        let key = self.access.key(kid).await.map_err(internal)?;
+        let Some(k) = usable(&key, Utc::now()) else {
+            return Err(ApiError::unauthorized(
+                "the API key has been revoked or has expired",
+            ));
+        };
+        if org.is_some_and(|o| o != k.org_id) {
+            return Err(ApiError::not_found("no such organization"));
+        }
+        let user = self.active_user(k.created_by).await?;
+        let Some(u) = user.data() else {
+            return Err(ApiError::unauthorized("the account does not exist"));
+        };
+        // A key acts with its scopes, within what its creator may do there now.
+        let role = self.role_in(k.org_id, u.id, u.is_superadmin, false).await?;
+        let role = if u.is_superadmin { Some(Role::Owner) } else { role };
+        let key_exp = k.expires_at.map(|e| u64::try_from(e.timestamp()).unwrap_or(0));
+        Ok(Principal {
+            user_id: u.id,
+            username: u.username.as_str().to_owned(),
+            org_id: k.org_id,
+            is_superadmin: false,
+            role,
+            scopes: Some(k.scopes.clone()),
+            session_id: None,
+            key_id: Some(kid),
+            expires_at: match (token_exp, key_exp) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(u64::MAX),
+            },
+        })
+    }
+
+    /// The user's role in the organization. An organization that does not exist, or that
+    /// they do not belong to when they named it explicitly, is a 404 (a superadmin may act in
+    /// any existing one).
+    async fn role_in(
+        &self,
+        org_id: Uuid,
+        user_id: Uuid,
+        is_superadmin: bool,
+        explicit: bool,
+    ) -> Result<Option<Role>, ApiError> {
+        let org = self.access.organization(org_id).await.map_err(internal)?;
+        let Organization::Present(data) = &*org else {
+            return Err(ApiError::not_found("no such organization"));
+        };
+        let role = org.role_of(user_id);
+        if role.is_none() && explicit && !is_superadmin {
+            return Err(ApiError::not_found("no such organization"));
+        }
+        if !data.is_active && !is_superadmin {
+            return Err(ApiError::forbidden("the organization is deactivated"));
+        }
+        Ok(role)
+    }
+
+    /// Claims for a new session's or key's tokens.
+    pub(crate) fn claims(user: &UserData, org: Uuid) -> Claims {
+        Claims {
+            sub: user.id,
+            sid: None,
+            kid: None,
+            org,
+            name: user.username.as_str().to_owned(),
+            pwd: user.password_changes,
+            generation: None,
+            typ: String::new(),
+            jti: Uuid::nil(),
+            iat: 0,
+            nbf: 0,
+            exp: 0,
+        }
+    }
 }
 
-/// Who is calling: the holder of a valid access token. Take it as a handler argument to
-/// require one.
+/// Who is calling: the holder of a valid access token or API key, acting in one organization.
+/// Take it as a handler argument to require one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The user's id.
+    /// The user (for an API key: its creator).
     pub user_id: Uuid,
     /// Their username.
     pub username: String,
-    /// Their organization: the tenant of every read and write.
+    /// The organization: the tenant of every read and write.
     pub org_id: Uuid,
-    /// Whether they administer the whole platform.
+    /// Whether they administer the whole platform (never through an API key).
     pub is_superadmin: bool,
-    /// Their role in the organization when the token was issued (`None`: not a member).
+    /// Their role in the organization now (`None`: not a member).
     pub role: Option<Role>,
-    /// When their token expires, in seconds since the epoch (live connections close then).
+    /// An API key's scopes (`None`: a user's token).
+    pub scopes: Option<BTreeSet<Scope>>,
+    /// The login session, for a user's token.
+    pub session_id: Option<Uuid>,
+    /// The API key, for a key or a key login's token.
+    pub key_id: Option<Uuid>,
+    /// When their token or key expires, in seconds since the epoch (live connections close
+    /// then).
     pub expires_at: u64,
 }
 
 impl Principal {
     /// Whether they may do this in their organization: a superadmin anything, a member what
-    /// their role allows (viewers read, members create and change, admins manage, owners own).
+    /// their role allows (viewers read, members create and change, admins manage, owners own),
+    /// an API key what its scopes allow within its creator's role.
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if let Some(scopes) = &self.scopes
+            && !Scope::allow(scopes, permission)
+        {
+            return Err(ApiError::forbidden(format!(
+                "this API key's scopes ({}) do not allow it",
+                scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
         if self.is_superadmin || self.role.is_some_and(|r| r.allows(permission)) {
             return Ok(());
         }
@@ -193,6 +417,14 @@ impl Principal {
             ),
             None => "you are not a member of this organization".to_owned(),
         }))
+    }
+
+    /// The name events record for them (the user's id, or `apikey:<id>` for a key).
+    pub fn actor(&self) -> String {
+        match self.key_id {
+            Some(k) => format!("apikey:{k}"),
+            None => self.user_id.to_string(),
+        }
     }
 }
 
@@ -218,182 +450,77 @@ pub fn bearer_token(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
         })
 }
 
+/// The API key of the request's `api-key` (or `X-API-Key`) header, if it has one.
+pub fn api_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    for name in API_KEY_HEADERS {
+        if let Some(value) = req.headers().get(name) {
+            return value
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(Some)
+                .ok_or_else(|| ApiError::unauthorized("the API key header is empty or unreadable"));
+        }
+    }
+    Ok(None)
+}
+
+/// The organization the request's `X-Organization-Id` header names, if it has one.
+pub fn organization_header(req: &HttpRequest) -> Result<Option<Uuid>, ApiError> {
+    let Some(value) = req.headers().get(ORGANIZATION_HEADER) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| Uuid::try_parse(v.trim()).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request("the X-Organization-Id header must be an organization's id")
+        })
+}
+
+/// What the request presents: a bearer token, else an API key.
+pub fn presented(req: &HttpRequest) -> Result<Option<Presented<'_>>, ApiError> {
+    if let Some(token) = bearer_token(req)? {
+        return Ok(Some(Presented::Bearer(token)));
+    }
+    Ok(api_key(req)?.map(Presented::ApiKey))
+}
+
 impl Principal {
-    fn from_request_head(req: &HttpRequest) -> Result<Self, ApiError> {
-        let Some(auth) = req.app_data::<web::Data<AuthState>>() else {
-            return Err(ApiError::internal(
-                &"the authentication state is not registered in the application",
-            ));
-        };
-        let Some(token) = bearer_token(req)? else {
-            return Err(ApiError::unauthorized(
-                "an access token is required (Authorization: Bearer <token>)",
-            ));
-        };
-        auth.verify(token)
+    /// Refuses API keys: what only a person may do (change their password, log out).
+    pub fn require_user(&self) -> Result<(), ApiError> {
+        match self.key_id {
+            Some(_) => Err(ApiError::forbidden(
+                "an API key cannot do this; log in as a user",
+            )),
+            None => Ok(()),
+        }
     }
 }
 
 impl FromRequest for Principal {
     type Error = ApiError;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(Self::from_request_head(req))
-    }
-}
-
-/// A login.
-#[derive(Clone, Deserialize, ToSchema)]
-pub struct LoginRequest {
-    /// The username (compared case-insensitively).
-    #[schema(example = "admin")]
-    pub username: String,
-    /// The password.
-    #[schema(format = Password)]
-    pub password: String,
-}
-
-impl std::fmt::Debug for LoginRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginRequest")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
-impl LoginRequest {
-    /// Reads a login from a JSON body: a malformed body is a 400 `BAD_REQUEST`, a missing,
-    /// mistyped, empty or oversized field a 400 `VALIDATION_ERROR` naming it. The answer never
-    /// echoes the password.
-    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-        let serde_json::Value::Object(fields) = value else {
-            return Err(ApiError::invalid_field(
-                "body",
-                "must be a JSON object with `username` and `password`",
-            ));
-        };
-        let mut errors = Vec::new();
-        let mut field = |name: &str, max: usize, len: fn(&str) -> usize| -> String {
-            let message = match fields.get(name) {
-                None | Some(serde_json::Value::Null) => "is required".to_owned(),
-                Some(serde_json::Value::String(s)) if s.trim().is_empty() => {
-                    "must not be empty".to_owned()
-                }
-                Some(serde_json::Value::String(s)) if len(s) > max => {
-                    format!("must be at most {max} characters")
-                }
-                Some(serde_json::Value::String(s)) => return s.clone(),
-                Some(_) => "must be a string".to_owned(),
+        let req = req.clone();
+        Box::pin(async move {
+            let Some(auth) = req.app_data::<actix_web::web::Data<AuthState>>() else {
+                return Err(ApiError::internal(
+                    &"the authentication state is not registered in the application",
+                ));
             };
-            errors.push(FieldError {
-                field: name.to_owned(),
-                message,
-            });
-            String::new()
-        };
-        let username = field("username", MAX_USERNAME_CHARS, |s| s.chars().count());
-        let password = field("password", MAX_PASSWORD_BYTES, str::len);
-        if errors.is_empty() {
-            Ok(Self { username, password })
-        } else {
-            Err(ApiError::validation(errors))
-        }
-    }
-}
-
-/// An access token.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TokenResponse {
-    /// The JWT to send as `Authorization: Bearer <access_token>`.
-    pub access_token: String,
-    /// Always `bearer`.
-    #[schema(example = "bearer")]
-    pub token_type: String,
-    /// Seconds until the token expires.
-    #[schema(example = 1800)]
-    pub expires_in: u64,
-}
-
-impl std::fmt::Debug for TokenResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenResponse")
-            .field("access_token", &"<redacted>")
-            .field("token_type", &self.token_type)
-            .field("expires_in", &self.expires_in)
-            .finish()
-    }
-}
-
-/// Exchanges a username and password for an access token.
-#[utoipa::path(
-    post, path = "/api/v1/auth/login", tag = "auth",
-    request_body = LoginRequest,
-    responses(
-        (status = 200, description = "An access token", body = TokenResponse),
-        (status = 400, description = "A malformed body, or a missing or invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong username or password (the same answer for both)", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-#[tracing::instrument(name = "http.auth.login", skip_all, fields(user_id = tracing::field::Empty))]
-pub async fn login(auth: web::Data<AuthState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    let request = LoginRequest::parse(&body)?;
-    let user = auth
-        .identity
-        .authenticate(&request.username, &request.password)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    let Some(user) = user else {
-        tracing::info!("login refused");
-        return Err(ApiError::unauthorized(
-            "the username or password is incorrect",
-        ));
-    };
-    tracing::Span::current().record("user_id", tracing::field::display(user.user_id));
-    let role = auth.role_of(&user).await?;
-    let access_token = auth.issue(&user, role)?;
-    tracing::info!("login succeeded");
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::PRAGMA, "no-cache"))
-        .json(TokenResponse {
-            access_token,
-            token_type: "bearer".to_owned(),
-            expires_in: auth.access_ttl.as_secs(),
-        }))
-}
-
-/// Registers `POST /api/v1/auth/login` (at the application's root).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/auth/login").route(web::post().to(login)));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_login_body_names_every_missing_or_mistyped_field() {
-        let e = LoginRequest::parse(br#"{"username": 5}"#).unwrap_err();
-        let p = e.problem();
-        assert_eq!(p.code, "VALIDATION_ERROR");
-        let fields: Vec<_> = p.errors.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(fields, ["username", "password"]);
-    }
-
-    #[test]
-    fn a_malformed_login_body_is_a_bad_request_that_does_not_echo_it() {
-        let e = LoginRequest::parse(br#"{"username": "a", "password": "hunter2""#).unwrap_err();
-        assert_eq!(e.problem().code, "BAD_REQUEST");
-        assert!(!format!("{e}").contains("hunter2"));
-    }
-
-    #[test]
-    fn a_login_request_never_shows_its_password_in_debug_output() {
-        let r = LoginRequest::parse(br#"{"username": "a", "password": "hunter2"}"#).unwrap();
-        assert!(!format!("{r:?}").contains("hunter2"));
+            let org = organization_header(&req)?;
+            let Some(presented) = presented(&req)? else {
+                return Err(ApiError::unauthorized(
+                    "an access token (Authorization: Bearer <token>) or an API key (api-key \
+                     header) is required",
+                ));
+            };
+            auth.principal(presented, org).await
+        })
     }
 }

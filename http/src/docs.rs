@@ -8,7 +8,7 @@
 //!    "application/problem+json"`), `security(("bearer" = []))` when it needs a token, and
 //!    its full path (`path = "/api/v1/projects"`, or `context_path = "/api/v1"`);
 //! 2. derive `ToSchema` on its request and response types;
-//! 3. add ONE line to the `paths(...)` list of [`ApiDoc`] (for example `crate::auth::login,`).
+//! 3. add ONE line to the `paths(...)` list of [`ApiDoc`] (for example `crate::login::login,`).
 //!
 //! A module may instead derive its own `#[derive(OpenApi)]` document and add one line to
 //! [`extra_docs`]; [`openapi`] merges them all.
@@ -46,7 +46,10 @@ pub const BEARER: &str = "bearer";
         crate::platform::ready,
         crate::platform::status,
         crate::platform::metrics,
-        crate::auth::login,
+        crate::login::login,
+        crate::login::login_key,
+        crate::login::refresh,
+        crate::login::logout,
         crate::account::me,
         crate::account::verify,
         crate::account::change_password,

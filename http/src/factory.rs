@@ -149,7 +149,7 @@ pub struct GetParams {
 }
 
 pub(crate) fn context(principal: &Principal) -> CommandContext {
-    let ctx = CommandContext::new(principal.org_id, principal.user_id.to_string());
+    let ctx = CommandContext::new(principal.org_id, principal.actor());
     match crate::problem::current_request_id() {
         Some(id) => ctx.with_request_id(id),
         None => ctx,

@@ -11,6 +11,7 @@ pub mod docs;
 pub mod factory;
 pub mod identity;
 pub mod live;
+pub mod login;
 pub mod metrics;
 pub mod middleware;
 pub mod pagination;
@@ -18,6 +19,7 @@ pub mod platform;
 pub mod problem;
 pub mod server;
 pub mod state;
+pub mod throttle;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -68,7 +70,7 @@ pub fn app(
         .wrap(from_fn(middleware::request_context))
         .configure(platform::configure)
         .configure(docs::configure)
-        .configure(auth::configure)
+        .configure(login::configure)
         .configure(account::configure)
         .configure(live::configure_ws)
         .service(

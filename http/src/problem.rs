@@ -45,6 +45,10 @@ pub struct Problem {
     /// The request's id, as in the `x-request-id` header and the logs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Seconds after which a retry may succeed (sent as `Retry-After`, not in the body).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub retry_after: Option<u64>,
 }
 
 /// An error answered as a problem.
@@ -64,7 +68,15 @@ impl ApiError {
             code: code.to_owned(),
             errors: Vec::new(),
             request_id: None,
+            retry_after: None,
         }))
+    }
+
+    /// 429 `RATE_LIMITED`, to be retried after `retry_after` seconds.
+    pub fn rate_limited(detail: impl Into<String>, retry_after: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", detail);
+        e.0.retry_after = Some(retry_after.max(1));
+        e
     }
 
     /// 400 `VALIDATION_ERROR` with the invalid fields.
@@ -153,6 +165,9 @@ impl ResponseError for ApiError {
         res.content_type("application/problem+json");
         if self.0.status == 401 {
             res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Some(seconds) = self.0.retry_after {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
         }
         res.json(problem)
     }

@@ -33,8 +33,8 @@ pub struct ServerConfig {
     pub admin_email: String,
     /// Its password; generated (and printed once) when absent.
     pub admin_password: Option<String>,
-    /// Access tokens live this long.
-    pub access_ttl: Duration,
+    /// Token lifetimes and login throttling.
+    pub auth: crate::auth::AuthSettings,
     /// HTTP settings.
     pub http: HttpSettings,
     /// The build runner (`None`: this server runs no builds).
@@ -164,7 +164,7 @@ impl Default for ServerConfig {
             admin_username: "admin".to_owned(),
             admin_email: "admin@atelier.local".to_owned(),
             admin_password: None,
-            access_ttl: Duration::from_secs(30 * 60),
+            auth: crate::auth::AuthSettings::default(),
             http: HttpSettings::default(),
             builds: Some(BuildSettings::default()),
         }
@@ -195,6 +195,9 @@ pub async fn start(
         Utc::now(),
     )
     .await?;
+    identity
+        .set_login_email(bootstrap.admin_user_id, &config.admin_email)
+        .await?;
     let projections = Registry::new();
     for projection in atelier_projections::all() {
         projections.start(projection, store.clone(), pool.clone());
@@ -213,7 +216,7 @@ pub async fn start(
             identity,
             services_store.clone(),
             &secret,
-            config.access_ttl,
+            config.auth,
         )),
         platform: web::Data::new(PlatformState {
             pool,

@@ -38,7 +38,7 @@ use atelier_store::Position;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::{AuthState, Principal};
+use crate::auth::{AuthState, Presented, Principal};
 use crate::problem::{ApiError, FieldError};
 use channels::Channel;
 
@@ -91,6 +91,8 @@ pub struct LiveQuery {
     /// The access token, for clients that cannot set headers (browsers' WebSocket and
     /// EventSource). Prefer the `Authorization` header.
     pub access_token: Option<String>,
+    /// The organization to follow, for clients that cannot set `X-Organization-Id`.
+    pub organization_id: Option<String>,
 }
 
 impl LiveQuery {
@@ -143,13 +145,38 @@ fn token_of<'a>(req: &'a HttpRequest, query: &'a LiveQuery) -> Result<Option<&'a
     }
 }
 
-/// Who the request's token belongs to, if it carries one.
-fn principal_of(
+/// The organization the request names: `X-Organization-Id`, else `organization_id=`.
+fn organization_of(req: &HttpRequest, query: &LiveQuery) -> Result<Option<uuid::Uuid>, ApiError> {
+    if let Some(org) = crate::auth::organization_header(req)? {
+        return Ok(Some(org));
+    }
+    query
+        .organization_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            uuid::Uuid::try_parse(o)
+                .map_err(|_| ApiError::invalid_field("organization_id", "must be an organization's id"))
+        })
+        .transpose()
+}
+
+/// Who the request's credentials (a token, else an API key) belong to, if it carries any.
+async fn principal_of(
     req: &HttpRequest,
     query: &LiveQuery,
     auth: &AuthState,
 ) -> Result<Option<Principal>, ApiError> {
-    token_of(req, query)?.map(|t| auth.verify(t)).transpose()
+    let org = organization_of(req, query)?;
+    let presented = match token_of(req, query)? {
+        Some(token) => Presented::Bearer(token),
+        None => match crate::auth::api_key(req)? {
+            Some(key) => Presented::ApiKey(key),
+            None => return Ok(None),
+        },
+    };
+    auth.principal(presented, org).await.map(Some)
 }
 
 /// The 503 answered when the server holds as many live connections as it may.
@@ -181,6 +208,7 @@ mod tests {
             channels: Some("project:1, category:build,,".into()),
             from_position: Some("12-3".into()),
             access_token: None,
+            organization_id: None,
         };
         let (channels, from) = q.parse().unwrap();
         assert_eq!(channels.len(), 2);
@@ -189,6 +217,7 @@ mod tests {
             channels: Some("Bad Channel".into()),
             from_position: Some("x".into()),
             access_token: None,
+            organization_id: None,
         };
         let e = q.parse().unwrap_err();
         let fields: Vec<_> = e.problem().errors.iter().map(|f| f.field.clone()).collect();

@@ -45,7 +45,7 @@ pub async fn stream(
     auth: web::Data<AuthState>,
     query: web::Query<LiveQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = principal_of(&req, &query, &auth)?.ok_or_else(|| {
+    let principal = principal_of(&req, &query, &auth).await?.ok_or_else(|| {
         ApiError::unauthorized(
             "an access token is required (Authorization: Bearer <token>, or access_token=<token>)",
         )

@@ -13,7 +13,7 @@ use super::channels::Channel;
 use super::hub::{ConnectionGuard, Hub};
 use super::session::{Next, Session};
 use super::{LiveQuery, principal_of, too_many_connections};
-use crate::auth::{AuthState, Principal};
+use crate::auth::{AuthState, Presented, Principal};
 use crate::problem::ApiError;
 
 /// Closed for missing, bad or expired credentials.
@@ -42,7 +42,8 @@ pub async fn connect(
     auth: web::Data<AuthState>,
     query: web::Query<LiveQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = principal_of(&req, &query, &auth)?;
+    let principal = principal_of(&req, &query, &auth).await?;
+    let org = super::organization_of(&req, &query)?;
     let (channels, from) = query.parse()?;
     let settings = hub.settings().clone();
     let guard = hub
@@ -62,6 +63,7 @@ pub async fn connect(
         stream,
         hub: hub.get_ref().clone(),
         auth: auth.into_inner(),
+        org,
         _guard: guard,
     };
     let span = tracing::info_span!(
@@ -93,6 +95,8 @@ struct Connection {
     stream: AggregatedMessageStream,
     hub: Hub,
     auth: std::sync::Arc<AuthState>,
+    /// The organization the upgrade request named, for a first-message authentication.
+    org: Option<uuid::Uuid>,
     _guard: ConnectionGuard,
 }
 
@@ -302,7 +306,7 @@ impl Connection {
                 }
                 Some(Ok(AggregatedMessage::Text(text))) => {
                     return match parse(&text) {
-                        Ok(Request::Auth(token)) => self.auth.verify(&token).map_err(|e| {
+                        Ok(Request::Auth(token)) => self.auth.principal(Presented::Bearer(&token), self.org).await.map_err(|e| {
                             End::Close(CLOSE_UNAUTHORIZED, e.problem().detail.clone().unwrap_or_default())
                         }),
                         _ => Err(End::Close(
@@ -391,7 +395,7 @@ impl Connection {
                                     session.unsubscribe(&channels);
                                     json!({"type": "unsubscribed", "channels": session.channels().names()}).to_string()
                                 }
-                                Ok(Request::Auth(token)) => match self.auth.verify(&token) {
+                                Ok(Request::Auth(token)) => match self.auth.principal(Presented::Bearer(&token), Some(principal.org_id)).await {
                                     Ok(p) if p.user_id == principal.user_id && p.org_id == principal.org_id => {
                                         expiry.as_mut().reset(instant_at(p.expires_at));
                                         principal = p;

@@ -1,0 +1,184 @@
+//! Who may do what, right now: the state of a caller's session or API key, of their user and of
+//! the organization they act in, read from those aggregates' streams on every request. A
+//! logout, a revoked key, a removed member or a deactivated user therefore counts from the next
+//! request on, not when a token expires or a projection catches up.
+//!
+//! Each stream's folded state is cached; a request brings it up to date by reading only the
+//! events after the cached revision (one indexed query that usually returns nothing), so a
+//! large organization is not replayed per request.
+
+use std::sync::Arc;
+
+use atelier_domain::identity::api_key::ApiKey;
+use atelier_domain::identity::organization::Organization;
+use atelier_domain::identity::session::Session;
+use atelier_domain::identity::user::User;
+use atelier_domain::{Aggregate, DomainEvent, EventDecodeError};
+use atelier_store::{ReadStream, StoreError, StreamFrom};
+use quick_cache::sync::Cache;
+use uuid::Uuid;
+
+use crate::handler::{Store, stream_of};
+
+/// How many aggregates of each kind stay cached.
+pub const CACHE_CAPACITY: usize = 10_000;
+
+/// Why the current state of an aggregate could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event could not be read.
+    #[error(transparent)]
+    Decode(#[from] EventDecodeError),
+}
+
+/// The current state of aggregates of one kind, cached and caught up on each read.
+struct Current<A: Aggregate> {
+    cache: Cache<Uuid, (Arc<A>, Option<u64>)>,
+}
+
+impl<A> Current<A>
+where
+    A: Aggregate + Clone + Send + Sync + 'static,
+{
+    fn new(capacity: usize) -> Self {
+        Self {
+            cache: Cache::new(capacity),
+        }
+    }
+
+    async fn get(&self, store: &Store, id: Uuid) -> Result<Arc<A>, AccessError> {
+        let (state, revision) = self
+            .cache
+            .get(&id)
+            .unwrap_or_else(|| (Arc::new(A::default()), None));
+        let from = revision.map_or(StreamFrom::Start, |r| StreamFrom::Revision(r + 1));
+        let recorded = store
+            .read_stream(&stream_of::<A>(id), ReadStream::forward().from(from))
+            .await?;
+        let Some(last) = recorded.last().map(|e| e.revision) else {
+            return Ok(state);
+        };
+        let mut next = A::clone(&state);
+        for e in &recorded {
+            next = next.evolve(&A::Event::decode(&e.event_type, &e.data)?);
+        }
+        let next = Arc::new(next);
+        // A concurrent request may have cached a later state; keep the latest.
+        let newer_cached = self
+            .cache
+            .get(&id)
+            .is_some_and(|(_, r)| r.is_some_and(|r| r > last));
+        if !newer_cached {
+            self.cache.insert(id, (next.clone(), Some(last)));
+        }
+        Ok(next)
+    }
+}
+
+/// The current state of users, organizations, sessions and API keys, for access decisions.
+pub struct Access {
+    store: Store,
+    users: Current<User>,
+    organizations: Current<Organization>,
+    sessions: Current<Session>,
+    keys: Current<ApiKey>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access").finish_non_exhaustive()
+    }
+}
+
+impl Access {
+    /// Reads from this store, caching [`CACHE_CAPACITY`] aggregates of each kind.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            users: Current::new(CACHE_CAPACITY),
+            organizations: Current::new(CACHE_CAPACITY),
+            sessions: Current::new(CACHE_CAPACITY),
+            keys: Current::new(CACHE_CAPACITY),
+        }
+    }
+
+    /// The user as of the last event written.
+    pub async fn user(&self, id: Uuid) -> Result<Arc<User>, AccessError> {
+        self.users.get(&self.store, id).await
+    }
+
+    /// The organization (with its members) as of the last event written.
+    pub async fn organization(&self, id: Uuid) -> Result<Arc<Organization>, AccessError> {
+        self.organizations.get(&self.store, id).await
+    }
+
+    /// The login session as of the last event written.
+    pub async fn session(&self, id: Uuid) -> Result<Arc<Session>, AccessError> {
+        self.sessions.get(&self.store, id).await
+    }
+
+    /// The API key as of the last event written.
+    pub async fn key(&self, id: Uuid) -> Result<Arc<ApiKey>, AccessError> {
+        self.keys.get(&self.store, id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{CommandContext, execute};
+    use atelier_domain::identity::session::{EndReason, SessionCommand};
+    use atelier_store::memory::MemoryEventStore;
+    use chrono::{Duration, Utc};
+
+    #[tokio::test]
+    async fn a_cached_session_sees_the_logout_written_after_it_was_cached() -> anyhow::Result<()> {
+        let store: Store = Arc::new(MemoryEventStore::new());
+        let access = Access::new(store.clone());
+        let (id, user, org) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let ctx = CommandContext::new(org, "test");
+        let stream = stream_of::<Session>(id);
+        let now = Utc::now();
+        execute::<Session>(
+            store.as_ref(),
+            &stream,
+            &ctx,
+            None,
+            SessionCommand::Start {
+                session_id: id,
+                user_id: user,
+                org_id: org,
+                at: now,
+                expires_at: now + Duration::hours(1),
+            },
+        )
+        .await?;
+        assert!(matches!(*access.session(id).await?, Session::Active(_)));
+        execute::<Session>(
+            store.as_ref(),
+            &stream,
+            &ctx,
+            None,
+            SessionCommand::End {
+                reason: EndReason::Logout,
+                at: now,
+            },
+        )
+        .await?;
+        assert_eq!(
+            *access.session(id).await?,
+            Session::Ended(EndReason::Logout)
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_aggregate_never_written_reads_as_absent() -> anyhow::Result<()> {
+        let access = Access::new(Arc::new(MemoryEventStore::new()));
+        assert_eq!(*access.user(Uuid::now_v7()).await?, User::Absent);
+        Ok(())
+    }
+}
