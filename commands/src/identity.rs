@@ -355,6 +355,16 @@ impl Identity {
         Ok(())
     }
 
+    /// Replaces the email address a user logs in with.
+    pub async fn set_email(&self, user_id: Uuid, email: &str) -> Result<(), IdentityError> {
+        sqlx::query("UPDATE credentials SET email = $2 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(email)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Stores the SHA-256 hash of an API key's secret.
     pub async fn store_key_secret(&self, key_id: Uuid, hash: &[u8]) -> Result<(), IdentityError> {
         sqlx::query("INSERT INTO api_key_secrets (key_id, secret_hash) VALUES ($1, $2)")

@@ -228,6 +228,29 @@ impl OrganizationService {
         .await
     }
 
+    /// Deactivates or reactivates an organization; only its owners (or a superadmin) may. A
+    /// deactivated organization's members can no longer act in it (a superadmin still can).
+    pub async fn set_active(
+        &self,
+        ctx: &CommandContext,
+        actor: &Actor,
+        id: Uuid,
+        active: bool,
+    ) -> Result<Written<Organization>, OrgCommandError> {
+        self.authorized(id, actor, Permission::Own).await?;
+        execute::<Organization>(
+            self.store.as_ref(),
+            &Self::stream(id),
+            ctx,
+            None,
+            OrgCommand::SetActive {
+                active,
+                at: ctx.occurred_at,
+            },
+        )
+        .await
+    }
+
     /// Deletes an organization; only its owners (or a superadmin) may. Its name is free again.
     pub async fn delete(
         &self,

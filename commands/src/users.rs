@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use atelier_domain::identity::organization::{OrgCommand, OrgError, Organization};
-use atelier_domain::identity::user::{User, UserCommand, UserError, UserProfile, Username};
+use atelier_domain::identity::user::{Email, User, UserCommand, UserError, UserProfile, Username};
 use atelier_domain::identity::{Actor, Permission, Role};
 use atelier_store::{EventStore, StreamName};
 use uuid::Uuid;
@@ -69,6 +69,22 @@ pub enum UserCreateError {
     /// Storing the login failed.
     #[error(transparent)]
     Credentials(#[from] IdentityError),
+    /// The actor may not make this change.
+    #[error("{0}")]
+    NotAllowed(&'static str),
+}
+
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChanges {
+    /// A new email address (unique on the platform).
+    pub email: Option<Email>,
+    /// A new name (`Some(None)` clears it).
+    pub full_name: Option<Option<String>>,
+    /// Let them log in, or not (superadmins only, never on themselves).
+    pub is_active: Option<bool>,
+    /// Grant or withdraw platform administration (superadmins only, never on themselves).
+    pub is_superadmin: Option<bool>,
 }
 
 /// Registers users.
@@ -144,6 +160,120 @@ impl UserService {
         )
         .await?;
         Ok(true)
+    }
+
+    /// Changes a user: their own profile (email, name) a user may change, a superadmin anyone's;
+    /// whether they may log in and whether they are a superadmin only a superadmin, and never
+    /// their own. Another user's account is not found for anyone else.
+    #[tracing::instrument(name = "users.update", skip_all, fields(%user_id))]
+    pub async fn update(
+        &self,
+        ctx: &CommandContext,
+        actor: &Actor,
+        user_id: Uuid,
+        changes: UserChanges,
+    ) -> Result<Written<User>, UserCreateError> {
+        let is_self = actor.user_id == user_id;
+        if !is_self && !actor.is_superadmin {
+            return Err(UserCreateError::User(CommandError::Rejected(
+                UserError::NotFound,
+            )));
+        }
+        if changes.is_active.is_some() || changes.is_superadmin.is_some() {
+            if !actor.is_superadmin {
+                return Err(UserCreateError::NotAllowed(
+                    "only a superadmin may activate, deactivate, or make superadmins",
+                ));
+            }
+            if is_self {
+                return Err(UserCreateError::NotAllowed(
+                    "a superadmin cannot deactivate themselves or withdraw their own rights",
+                ));
+            }
+        }
+        let stream = Self::stream(user_id);
+        let (current, _) = load::<User>(self.store.as_ref(), &stream).await?;
+        let Some(user) = current.data() else {
+            return Err(UserCreateError::User(CommandError::Rejected(
+                UserError::NotFound,
+            )));
+        };
+        let mut profile = user.profile.clone();
+        let old_email = profile.email.clone();
+        if let Some(email) = changes.email {
+            profile.email = email;
+        }
+        if let Some(full_name) = changes.full_name {
+            profile.full_name = full_name;
+        }
+        let new_email = (profile.email.key() != old_email.key()).then(|| profile.email.clone());
+        let reserved = match &new_email {
+            Some(email) => Some(
+                self.reserve_key(
+                    ctx,
+                    email_reservation(&email.key()),
+                    user_id,
+                    &format!("the email address {:?}", email.as_str()),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let updated = execute::<User>(
+            self.store.as_ref(),
+            &stream,
+            ctx,
+            None,
+            UserCommand::Update {
+                profile,
+                at: ctx.occurred_at,
+            },
+        )
+        .await;
+        let mut written = match updated {
+            Ok(w) => w,
+            Err(e) => {
+                if let Some(r) = &reserved {
+                    release_quietly(self.store.as_ref(), r, user_id).await;
+                }
+                return Err(e.into());
+            }
+        };
+        if let Some(email) = &new_email {
+            self.identity.set_email(user_id, email.as_str()).await?;
+            release_quietly(
+                self.store.as_ref(),
+                &email_reservation(&old_email.key()),
+                user_id,
+            )
+            .await;
+        }
+        for command in [
+            changes.is_active.map(|active| UserCommand::SetActive {
+                active,
+                at: ctx.occurred_at,
+            }),
+            changes
+                .is_superadmin
+                .map(|superadmin| UserCommand::SetSuperadmin {
+                    superadmin,
+                    at: ctx.occurred_at,
+                }),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let next = execute::<User>(self.store.as_ref(), &stream, ctx, None, command).await?;
+            if next.position.is_some() {
+                written = Written {
+                    previous: written.previous,
+                    ..next
+                };
+            } else {
+                written.state = next.state;
+            }
+        }
+        Ok(written)
     }
 
     /// Registers a user in an organization. `actor` must be a superadmin or may manage the

@@ -183,7 +183,12 @@ impl AuthState {
     }
 
     /// Signs a token of type `typ` for these subjects, valid for `ttl`.
-    pub(crate) fn sign(&self, mut claims: Claims, typ: &str, ttl: Duration) -> Result<String, ApiError> {
+    pub(crate) fn sign(
+        &self,
+        mut claims: Claims,
+        typ: &str,
+        ttl: Duration,
+    ) -> Result<String, ApiError> {
         let now = jsonwebtoken::get_current_timestamp();
         claims.typ = typ.to_owned();
         claims.jti = Uuid::new_v4();
@@ -200,9 +205,9 @@ impl AuthState {
             .map_err(|e| unauthorized_token(typ, &e))?
             .claims;
         if claims.typ != typ {
-            return Err(ApiError::unauthorized(format!(
-                "the token is not an {typ} token"
-            ).replace("an refresh", "a refresh")));
+            return Err(ApiError::unauthorized(
+                format!("the token is not an {typ} token").replace("an refresh", "a refresh"),
+            ));
         }
         Ok(claims)
     }
@@ -257,7 +262,9 @@ impl AuthState {
             self.active_user(claims.sub)
         )?;
         let Session::Active(session) = &*session else {
-            return Err(ApiError::unauthorized("the session has ended; log in again"));
+            return Err(ApiError::unauthorized(
+                "the session has ended; log in again",
+            ));
         };
         let Some(u) = user.data() else {
             return Err(ApiError::unauthorized("the account does not exist"));
@@ -272,7 +279,9 @@ impl AuthState {
         }
         let explicit = org.is_some();
         let org_id = org.unwrap_or(session.org_id);
-        let role = self.role_in(org_id, u.id, u.is_superadmin, explicit).await?;
+        let role = self
+            .role_in(org_id, u.id, u.is_superadmin, explicit)
+            .await?;
         Ok(Principal {
             user_id: u.id,
             username: u.username.as_str().to_owned(),
@@ -307,8 +316,14 @@ impl AuthState {
         };
         // A key acts with its scopes, within what its creator may do there now.
         let role = self.role_in(k.org_id, u.id, u.is_superadmin, false).await?;
-        let role = if u.is_superadmin { Some(Role::Owner) } else { role };
-        let key_exp = k.expires_at.map(|e| u64::try_from(e.timestamp()).unwrap_or(0));
+        let role = if u.is_superadmin {
+            Some(Role::Owner)
+        } else {
+            role
+        };
+        let key_exp = k
+            .expires_at
+            .map(|e| u64::try_from(e.timestamp()).unwrap_or(0));
         Ok(Principal {
             user_id: u.id,
             username: u.username.as_str().to_owned(),
@@ -403,7 +418,11 @@ impl Principal {
         {
             return Err(ApiError::forbidden(format!(
                 "this API key's scopes ({}) do not allow it",
-                scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         if self.is_superadmin || self.role.is_some_and(|r| r.allows(permission)) {
@@ -460,7 +479,9 @@ pub fn api_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
                 .map(Some)
-                .ok_or_else(|| ApiError::unauthorized("the API key header is empty or unreadable"));
+                .ok_or_else(|| {
+                    ApiError::unauthorized("the API key header is empty or unreadable")
+                });
         }
     }
     Ok(None)

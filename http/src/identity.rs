@@ -6,10 +6,10 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use atelier_commands::handler::Written;
-use atelier_domain::identity::Actor;
 use atelier_domain::identity::organization::{
     JsonObject, OrgError, OrgName, OrgProfile, Organization,
 };
+use atelier_domain::identity::{Actor, Permission};
 use atelier_projections::identity::{
     IDENTITY, MemberRow, OrganizationQuery, OrganizationRow, get_organization, list_members,
     list_organizations,
@@ -130,18 +130,7 @@ pub async fn list(
         errors.extend(e);
         (1, 1)
     });
-    let is_active = match params.is_active.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(_) => {
-            errors.push(FieldError {
-                field: "is_active".into(),
-                message: "must be true or false".into(),
-            });
-            None
-        }
-    };
+    let is_active = crate::pagination::flag("is_active", params.is_active.as_deref(), &mut errors);
     let search = crate::pagination::search(params.search.as_deref(), &mut errors);
     crate::pagination::validate(errors)?;
     await_projection(&state, &req, IDENTITY).await?;
@@ -184,6 +173,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = org_id(&id)?;
+    acting(&principal, id, Permission::Read)?;
     await_projection(&state, &req, IDENTITY).await?;
     let row = get_organization(&state.pool, principal.user_id, principal.is_superadmin, id)
         .await
@@ -213,6 +203,7 @@ pub async fn members(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = org_id(&id)?;
+    acting(&principal, id, Permission::Read)?;
     await_projection(&state, &req, IDENTITY).await?;
     get_organization(&state.pool, principal.user_id, principal.is_superadmin, id)
         .await
@@ -284,11 +275,19 @@ fn org_context(principal: &Principal, org_id: Uuid) -> atelier_commands::handler
     ctx
 }
 
-fn actor(principal: &Principal) -> Actor {
-    Actor {
+/// The actor the organization's own rules judge. An API key acts only in its organization
+/// (another is not found) and only within its scopes; its creator's role applies on top.
+fn acting(principal: &Principal, org_id: Uuid, permission: Permission) -> Result<Actor, ApiError> {
+    if principal.key_id.is_some() {
+        if principal.org_id != org_id {
+            return Err(ApiError::not_found("no such organization"));
+        }
+        principal.require(permission)?;
+    }
+    Ok(Actor {
         user_id: principal.user_id,
         is_superadmin: principal.is_superadmin,
-    }
+    })
 }
 
 fn rejected(e: OrgError) -> ApiError {
@@ -347,7 +346,7 @@ pub async fn create(
         let ctx = org_context(&principal, id);
         let written = state
             .organizations
-            .create(&ctx, &actor(&principal), profile)
+            .create(&ctx, &acting(&principal, id, Permission::Own)?, profile)
             .await
             .map_err(|e| command_error(e, rejected))?;
         let view = written_view(&written)
@@ -392,7 +391,13 @@ pub async fn update(
     let ctx = org_context(&principal, id);
     let written = state
         .organizations
-        .update(&ctx, &actor(&principal), id, expected, profile)
+        .update(
+            &ctx,
+            &acting(&principal, id, Permission::Manage)?,
+            id,
+            expected,
+            profile,
+        )
         .await
         .map_err(|e| command_error(e, rejected))?;
     let view = written_view(&written).ok_or_else(|| ApiError::not_found("no such organization"))?;
@@ -429,10 +434,77 @@ pub async fn delete(
     let ctx = org_context(&principal, id);
     let written = state
         .organizations
-        .delete(&ctx, &actor(&principal), id, expected)
+        .delete(
+            &ctx,
+            &acting(&principal, id, Permission::Own)?,
+            id,
+            expected,
+        )
         .await
         .map_err(|e| command_error(e, rejected))?;
     Ok(Reply::empty(StatusCode::NO_CONTENT)
+        .position(written.position)
+        .into_response())
+}
+
+/// Deactivates an organization: its members can no longer act in it; only its owners (or a
+/// superadmin) may.
+#[utoipa::path(
+    post, path = "/api/v1/organizations/{id}/deactivate", tag = "identity",
+    params(("id" = Uuid, Path, description = "The organization")),
+    responses(
+        (status = 200, description = "Deactivated (or already)", body = OrganizationView),
+        (status = 403, description = "A member who is not an owner", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not one of the caller's", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.organizations.deactivate", skip_all, fields(user = %principal.user_id))]
+pub async fn deactivate(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_active(&state, &principal, &id, false).await
+}
+
+/// Reactivates an organization; only its owners (or a superadmin) may.
+#[utoipa::path(
+    post, path = "/api/v1/organizations/{id}/reactivate", tag = "identity",
+    params(("id" = Uuid, Path, description = "The organization")),
+    responses(
+        (status = 200, description = "Active (again)", body = OrganizationView),
+        (status = 403, description = "A member who is not an owner", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not one of the caller's", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.organizations.reactivate", skip_all, fields(user = %principal.user_id))]
+pub async fn reactivate(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_active(&state, &principal, &id, true).await
+}
+
+async fn set_active(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    active: bool,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_user()?;
+    let id = org_id(id)?;
+    let ctx = org_context(principal, id);
+    let written = state
+        .organizations
+        .set_active(&ctx, &acting(principal, id, Permission::Own)?, id, active)
+        .await
+        .map_err(|e| command_error(e, rejected))?;
+    let view = written_view(&written).ok_or_else(|| ApiError::not_found("no such organization"))?;
+    Ok(Reply::json(StatusCode::OK, &view)
+        .etag(written.revision)
         .position(written.position)
         .into_response())
 }
@@ -476,7 +548,13 @@ pub async fn set_member(
     let ctx = org_context(&principal, id);
     let written = state
         .organizations
-        .set_member(&ctx, &actor(&principal), id, body.user_id, role)
+        .set_member(
+            &ctx,
+            &acting(&principal, id, Permission::Manage)?,
+            id,
+            body.user_id,
+            role,
+        )
         .await
         .map_err(|e| command_error(e, rejected))?;
     Ok(Reply::json(
@@ -514,7 +592,12 @@ pub async fn remove_member(
     let ctx = org_context(&principal, id);
     let written = state
         .organizations
-        .remove_member(&ctx, &actor(&principal), id, user_id)
+        .remove_member(
+            &ctx,
+            &acting(&principal, id, Permission::Manage)?,
+            id,
+            user_id,
+        )
         .await
         .map_err(|e| command_error(e, rejected))?;
     Ok(Reply::empty(StatusCode::NO_CONTENT)
@@ -540,6 +623,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(members))
             .route(web::post().to(set_member)),
     )
+    .service(web::resource("/organizations/{id}/deactivate").route(web::post().to(deactivate)))
+    .service(web::resource("/organizations/{id}/reactivate").route(web::post().to(reactivate)))
     .service(
         web::resource("/organizations/{id}/members/{user_id}")
             .route(web::delete().to(remove_member)),
@@ -659,24 +744,29 @@ pub async fn create_user(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    use atelier_commands::users::UserCreateError;
     let new = json_body::<UserBody>(&req, &body)?.parse(principal.org_id)?;
     let ctx = org_context(&principal, new.org_id);
     let written = state
         .users
-        .create(&ctx, &actor(&principal), new)
+        .create(
+            &ctx,
+            &acting(&principal, new.org_id, Permission::Manage)?,
+            new,
+        )
         .await
-        .map_err(|e| match e {
-            UserCreateError::Organization(e) => command_error(e, rejected),
-            UserCreateError::User(e) => command_error(e, |e| ApiError::conflict(e.to_string())),
-            UserCreateError::SuperadminOnly => ApiError::forbidden(e.to_string()),
-            UserCreateError::Credentials(e) => ApiError::internal(&e),
-        })?;
+        .map_err(user_error)?;
     let user = written
         .state
         .data()
         .ok_or_else(|| ApiError::internal(&"created user missing"))?;
-    let view = UserView {
+    Ok(Reply::json(StatusCode::CREATED, &user_view(user))
+        .etag(written.revision)
+        .position(written.position)
+        .into_response())
+}
+
+fn user_view(user: &atelier_domain::identity::user::UserData) -> UserView {
+    UserView {
         id: user.id,
         username: user.username.as_str().to_owned(),
         email: user.profile.email.as_str().to_owned(),
@@ -684,14 +774,286 @@ pub async fn create_user(
         is_superadmin: user.is_superadmin,
         is_active: user.is_active,
         created_at: user.created_at,
+    }
+}
+
+impl From<atelier_projections::identity::UserRow> for UserView {
+    fn from(u: atelier_projections::identity::UserRow) -> Self {
+        Self {
+            id: u.id,
+            username: u.username,
+            email: u.email,
+            full_name: u.full_name,
+            is_superadmin: u.is_superadmin,
+            is_active: u.is_active,
+            created_at: u.created_at,
+        }
+    }
+}
+
+fn user_error(e: atelier_commands::users::UserCreateError) -> ApiError {
+    use atelier_commands::users::UserCreateError;
+    match e {
+        UserCreateError::Organization(e) => command_error(e, rejected),
+        UserCreateError::User(e) => command_error(e, |e| match e {
+            atelier_domain::identity::user::UserError::NotFound => {
+                ApiError::not_found("no such user")
+            }
+            e => ApiError::conflict(e.to_string()),
+        }),
+        UserCreateError::SuperadminOnly | UserCreateError::NotAllowed(_) => {
+            ApiError::forbidden(e.to_string())
+        }
+        UserCreateError::Credentials(e) => ApiError::internal(&e),
+    }
+}
+
+/// Which users to list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserParams {
+    /// Part of the username or email address, case-insensitive.
+    pub search: Option<String>,
+    /// `true` or `false`: only active (or only deactivated) users.
+    pub is_active: Option<String>,
+    /// Wait until the list reflects the write that returned this `Atelier-Position`.
+    pub min_position: Option<String>,
+}
+
+/// Lists users: a superadmin sees everyone, an organization's admins its members.
+#[utoipa::path(
+    get, path = "/api/v1/users", tag = "identity",
+    params(PageParams, UserParams),
+    responses(
+        (status = 200, description = "A page of users, by username", body = Page<UserView>),
+        (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Neither a superadmin nor an admin of the organization", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.users.list", skip_all, fields(user = %principal.user_id))]
+pub async fn list_users(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    page: web::Query<PageParams>,
+    params: web::Query<UserParams>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Manage)?;
+    let mut errors = Vec::new();
+    let (page, per_page) = page.parse().unwrap_or_else(|e| {
+        errors.extend(e);
+        (1, 1)
+    });
+    let is_active = crate::pagination::flag("is_active", params.is_active.as_deref(), &mut errors);
+    let search = crate::pagination::search(params.search.as_deref(), &mut errors);
+    crate::pagination::validate(errors)?;
+    await_projection(&state, &req, IDENTITY).await?;
+    let query = atelier_projections::identity::UserQuery {
+        page,
+        per_page,
+        search,
+        is_active,
+        org_id: (!principal.is_superadmin).then_some(principal.org_id),
     };
-    Ok(Reply::json(StatusCode::CREATED, &view)
+    let (rows, total) = atelier_projections::identity::list_users(&state.pool, &query)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(HttpResponse::Ok().json(Page {
+        data: rows.into_iter().map(UserView::from).collect(),
+        pagination: Pagination::new(page, per_page, total),
+    }))
+}
+
+fn user_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("no such user"))
+}
+
+/// Reads a user: oneself, any user for a superadmin, a member for the organization's admins.
+#[utoipa::path(
+    get, path = "/api/v1/users/{id}", tag = "identity",
+    params(("id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 401, description = "Missing or invalid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user the caller may see", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.users.get", skip_all, fields(user = %principal.user_id))]
+pub async fn get_user(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = user_id(&id)?;
+    await_projection(&state, &req, IDENTITY).await?;
+    let visible = id == principal.user_id && principal.key_id.is_none()
+        || principal.is_superadmin
+        || principal.require(Permission::Manage).is_ok()
+            && atelier_projections::identity::is_member(&state.pool, principal.org_id, id)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+    if !visible {
+        return Err(ApiError::not_found("no such user"));
+    }
+    let user = atelier_projections::identity::get_user(&state.pool, id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+/// Changes to a user (Sentinel's `UserUpdate`): every field optional.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct UserUpdateBody {
+    /// A new email address (unique on the platform).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// A new name; `null` leaves it, `""` clears it.
+    #[serde(default)]
+    pub full_name: Option<String>,
+    /// Let them log in, or not (superadmins, not on themselves).
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    /// Platform administration (superadmins, not on themselves).
+    #[serde(default)]
+    pub is_superadmin: Option<bool>,
+}
+
+impl UserUpdateBody {
+    fn parse(&self) -> Result<atelier_commands::users::UserChanges, ApiError> {
+        use atelier_domain::identity::user::{Email, UserProfile};
+        let mut errors = Vec::new();
+        let email = match self.email.as_deref() {
+            None => None,
+            Some(raw) => Email::parse(raw)
+                .map_err(|e| {
+                    errors.push(FieldError {
+                        field: e.field.to_owned(),
+                        message: e.message,
+                    })
+                })
+                .ok(),
+        };
+        let full_name = match self.full_name.as_deref() {
+            None => None,
+            Some(raw) => UserProfile::full_name(Some(raw))
+                .map_err(|e| {
+                    errors.push(FieldError {
+                        field: e.field.to_owned(),
+                        message: e.message,
+                    })
+                })
+                .ok(),
+        };
+        crate::pagination::validate(errors)?;
+        Ok(atelier_commands::users::UserChanges {
+            email,
+            full_name,
+            is_active: self.is_active,
+            is_superadmin: self.is_superadmin,
+        })
+    }
+}
+
+/// Changes a user: their own email and name for anyone, anyone's (and whether they may log in,
+/// and whether they are a superadmin) for a superadmin.
+#[utoipa::path(
+    put, path = "/api/v1/users/{id}", tag = "identity",
+    request_body = UserUpdateBody,
+    params(("id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 200, description = "The user now", body = UserView),
+        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A change only a superadmin may make, or one a superadmin may not make on themselves", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user the caller may change", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The email address is taken", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.users.update", skip_all, fields(user = %principal.user_id))]
+pub async fn update_user(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_user()?;
+    let id = user_id(&id)?;
+    let changes = json_body::<UserUpdateBody>(&req, &body)?.parse()?;
+    change_user(&state, &principal, id, changes).await
+}
+
+async fn change_user(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    changes: atelier_commands::users::UserChanges,
+) -> Result<HttpResponse, ApiError> {
+    let ctx = crate::factory::context(principal);
+    let written = state
+        .users
+        .update(
+            &ctx,
+            &acting(principal, principal.org_id, Permission::Read)?,
+            id,
+            changes,
+        )
+        .await
+        .map_err(user_error)?;
+    let user = written
+        .state
+        .data()
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    Ok(Reply::json(StatusCode::OK, &user_view(user))
         .etag(written.revision)
         .position(written.position)
         .into_response())
 }
 
-/// Registers `POST /users` (inside `/api/v1`).
+/// Deactivates a user (superadmins): they can no longer log in, and their sessions and keys
+/// stop working on the next request. Their history stays.
+#[utoipa::path(
+    delete, path = "/api/v1/users/{id}", tag = "identity",
+    params(("id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 204, description = "Deactivated"),
+        (status = 403, description = "Not a superadmin, or oneself", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.users.deactivate", skip_all, fields(user = %principal.user_id))]
+pub async fn deactivate_user(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_user()?;
+    let id = user_id(&id)?;
+    let changes = atelier_commands::users::UserChanges {
+        is_active: Some(false),
+        ..Default::default()
+    };
+    change_user(&state, &principal, id, changes).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Registers the user routes (inside `/api/v1`).
 pub fn configure_users(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/users").route(web::post().to(create_user)));
+    cfg.service(
+        web::resource("/users")
+            .route(web::get().to(list_users))
+            .route(web::post().to(create_user)),
+    )
+    .service(
+        web::resource("/users/{id}")
+            .route(web::get().to(get_user))
+            .route(web::put().to(update_user))
+            .route(web::delete().to(deactivate_user)),
+    );
 }

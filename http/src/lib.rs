@@ -4,6 +4,7 @@
 //! no business rules.
 
 pub mod account;
+pub mod api_keys;
 pub mod auth;
 pub mod conventions;
 pub mod cors;
@@ -78,6 +79,7 @@ pub fn app(
                 .configure(factory::configure)
                 .configure(identity::configure)
                 .configure(identity::configure_users)
+                .configure(api_keys::configure)
                 .configure(live::configure_sse),
         )
 }

@@ -188,7 +188,9 @@ async fn session_tokens(
     claims.sid = Some(session.id);
     let access_token = auth.sign(claims.clone(), ACCESS_TYPE, auth.settings.access_ttl)?;
     claims.generation = Some(session.generation);
-    let left = (session.expires_at - Utc::now()).to_std().unwrap_or_default();
+    let left = (session.expires_at - Utc::now())
+        .to_std()
+        .unwrap_or_default();
     let refresh_token = auth.sign(claims, REFRESH_TYPE, left)?;
     Ok(TokenResponse {
         access_token,
@@ -272,7 +274,9 @@ pub async fn login(
         .await
         .map_err(internal)?;
     tracing::info!(session_id = %session.id, "login succeeded");
-    Ok(no_store(&session_tokens(&auth, &app, user, &session).await?))
+    Ok(no_store(
+        &session_tokens(&auth, &app, user, &session).await?,
+    ))
 }
 
 /// Exchanges an API key (`api-key` header) for tokens acting with the key's scopes.
@@ -291,9 +295,8 @@ pub async fn login_key(
     app: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let key = api_key(&req)?.ok_or_else(|| {
-        ApiError::unauthorized("an API key is required in the `api-key` header")
-    })?;
+    let key = api_key(&req)?
+        .ok_or_else(|| ApiError::unauthorized("an API key is required in the `api-key` header"))?;
     let ip = req
         .peer_addr()
         .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());

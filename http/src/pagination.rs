@@ -112,6 +112,23 @@ pub fn search(raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<String>
     Some(search.to_owned())
 }
 
+/// A list's boolean filter (`is_active=true`): none when absent or empty; anything but `true`
+/// or `false` is recorded in `errors`.
+pub fn flag(field: &str, raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<bool> {
+    match raw.map(str::trim) {
+        None | Some("") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => {
+            errors.push(FieldError {
+                field: field.into(),
+                message: "must be true or false".into(),
+            });
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,7 +146,10 @@ mod tests {
         let t = LoginThrottle::new(limits(2, 100));
         t.attempt("10.0.0.1", "a").unwrap();
         t.attempt("10.0.0.1", "b").unwrap();
-        assert_eq!(t.attempt("10.0.0.1", "c").unwrap_err().problem().status, 429);
+        assert_eq!(
+            t.attempt("10.0.0.1", "c").unwrap_err().problem().status,
+            429
+        );
         t.attempt("10.0.0.2", "c").unwrap();
     }
 }

@@ -31,8 +31,10 @@ impl Server {
     async fn start_with(tune: impl FnOnce(&mut ServerConfig)) -> anyhow::Result<Self> {
         let db = TestDatabase::create().await?;
         let pool = db.pool(6).await?;
-        let store: Arc<dyn EventStore> =
-            Arc::new(PgEventStore::with_pool(pool.clone(), PgConfig::new(&db.url)));
+        let store: Arc<dyn EventStore> = Arc::new(PgEventStore::with_pool(
+            pool.clone(),
+            PgConfig::new(&db.url),
+        ));
         let mut config = ServerConfig {
             jwt_secret: Some(SECRET.to_owned()),
             admin_password: Some(PASSWORD.to_owned()),
@@ -186,8 +188,7 @@ async fn assert_problem(res: reqwest::Response, code: &str) -> anyhow::Result<St
 }
 
 #[actix_web::test]
-async fn a_login_answers_an_access_token_a_refresh_token_and_who_logged_in() -> anyhow::Result<()>
-{
+async fn a_login_answers_an_access_token_a_refresh_token_and_who_logged_in() -> anyhow::Result<()> {
     let server = Server::start().await?;
     let res = server
         .post(
@@ -210,7 +211,10 @@ async fn a_login_answers_an_access_token_a_refresh_token_and_who_logged_in() -> 
     assert_eq!(body["user_info"]["is_superadmin"], true);
     let refresh = claims_of(&token(&body, "refresh_token"))?;
     let lifetime = refresh["exp"].as_i64().unwrap_or_default() - now();
-    assert!(lifetime > 29 * 24 * 3600, "remember_me keeps 30 days: {lifetime}");
+    assert!(
+        lifetime > 29 * 24 * 3600,
+        "remember_me keeps 30 days: {lifetime}"
+    );
     let res = server.verify_token(&token(&body, "access_token")).await?;
     assert_eq!(res.status(), StatusCode::OK);
     let verified: Value = res.json().await?;
@@ -270,7 +274,9 @@ async fn a_wrong_password_is_refused_like_an_unknown_user() -> anyhow::Result<()
 #[actix_web::test]
 async fn a_malformed_body_or_a_missing_field_is_a_bad_request() -> anyhow::Result<()> {
     let server = Server::start().await?;
-    let res = server.login_raw(r#"{"username": "admin", "password":"#).await?;
+    let res = server
+        .login_raw(r#"{"username": "admin", "password":"#)
+        .await?;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_problem(res, "BAD_REQUEST").await?;
 
@@ -319,7 +325,11 @@ async fn a_tampered_token_or_one_signed_with_another_secret_is_refused() -> anyh
     let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
     let mut other = claims.clone();
     other["name"] = json!("mallory");
-    let resigned = sign(Algorithm::HS256, &other, b"whatever secret, 32 bytes or more")?;
+    let resigned = sign(
+        Algorithm::HS256,
+        &other,
+        b"whatever secret, 32 bytes or more",
+    )?;
     parts[1] = resigned.split('.').nth(1).unwrap_or_default().to_owned();
     let detail = assert_unauthorized(server.verify_token(&parts.join(".")).await?).await?;
     assert!(detail.contains("signature"), "{detail}");
@@ -338,11 +348,19 @@ async fn an_expired_or_not_yet_valid_token_is_refused_and_the_leeway_is_five_sec
         c["exp"] = json!(exp);
         sign(Algorithm::HS256, &c, SECRET.as_bytes())
     };
-    let detail = assert_unauthorized(server.verify_token(&with(now() - 3600, now() - 60)?).await?)
-        .await?;
+    let detail = assert_unauthorized(
+        server
+            .verify_token(&with(now() - 3600, now() - 60)?)
+            .await?,
+    )
+    .await?;
     assert!(detail.contains("expired"), "{detail}");
-    let detail = assert_unauthorized(server.verify_token(&with(now() + 600, now() + 1200)?).await?)
-        .await?;
+    let detail = assert_unauthorized(
+        server
+            .verify_token(&with(now() + 600, now() + 1200)?)
+            .await?,
+    )
+    .await?;
     assert!(detail.contains("not valid yet"), "{detail}");
     // Expiring this very second is within the leeway; the same claims are otherwise fine.
     let res = server.verify_token(&with(now() - 10, now())?).await?;
@@ -376,8 +394,8 @@ async fn a_token_with_another_algorithm_or_none_is_refused() -> anyhow::Result<(
 async fn a_refresh_token_is_not_an_access_token_nor_the_reverse() -> anyhow::Result<()> {
     let server = Server::start().await?;
     let body = server.login().await?;
-    let detail = assert_unauthorized(server.verify_token(&token(&body, "refresh_token")).await?)
-        .await?;
+    let detail =
+        assert_unauthorized(server.verify_token(&token(&body, "refresh_token")).await?).await?;
     assert!(detail.contains("not an access token"), "{detail}");
     let detail = assert_unauthorized(
         server
@@ -404,7 +422,10 @@ async fn a_refresh_rotates_the_tokens_in_the_header_or_the_body() -> anyhow::Res
         .await?;
     assert_eq!(res.status(), StatusCode::OK);
     let second: Value = res.json().await?;
-    assert_ne!(token(&second, "refresh_token"), token(&first, "refresh_token"));
+    assert_ne!(
+        token(&second, "refresh_token"),
+        token(&first, "refresh_token")
+    );
     assert_eq!(second["user_info"]["username"], "admin");
     let res = server
         .post(
@@ -487,7 +508,9 @@ async fn a_logout_ends_the_session_on_the_next_request() -> anyhow::Result<()> {
 async fn repeated_logins_are_throttled_per_account_with_retry_after_even_with_the_right_password()
 -> anyhow::Result<()> {
     let server = Server::start().await?;
-    let limit = atelier_http::throttle::LoginLimits::default().per_account.burst;
+    let limit = atelier_http::throttle::LoginLimits::default()
+        .per_account
+        .burst;
     for _ in 0..limit {
         let res = server
             .login_raw(r#"{"username": "admin", "password": "guess"}"#)

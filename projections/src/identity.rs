@@ -1,8 +1,9 @@
-//! Identity's read models: organizations (with their member count), memberships and users, and
-//! the queries over them. No secret is here.
+//! Identity's read models: organizations (with their member count), memberships, users and API
+//! keys, and the queries over them. No secret is here (a key's hash stays in `api_key_secrets`).
 
 use async_trait::async_trait;
 use atelier_domain::DomainEvent;
+use atelier_domain::identity::api_key::KeyEvent;
 use atelier_domain::identity::organization::OrgEvent;
 use atelier_domain::identity::user::UserEvent;
 use atelier_store::RecordedEvent;
@@ -26,11 +27,11 @@ impl Projection for IdentityProjection {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("TRUNCATE organizations, memberships, users")
+        sqlx::query("TRUNCATE organizations, memberships, users, api_keys")
             .execute(tx)
             .await?;
         Ok(())
@@ -59,7 +60,48 @@ impl Projection for IdentityProjection {
                 )
                 .await
             }
+            "apikey" => apply_key(tx, KeyEvent::decode(&event.event_type, &event.data)?).await,
             _ => Ok(()),
+        }
+    }
+}
+
+async fn apply_key(tx: &mut PgConnection, event: KeyEvent) -> Result<(), ProjectionError> {
+    match event {
+        KeyEvent::ApiKeyCreated {
+            key_id,
+            org_id,
+            name,
+            scopes,
+            expires_at,
+            created_by,
+            created_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO api_keys \
+                 (id, org_id, name, scopes, expires_at, created_by, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(key_id)
+            .bind(org_id)
+            .bind(name)
+            .bind(scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            .bind(expires_at)
+            .bind(created_by)
+            .bind(created_at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }
+        KeyEvent::ApiKeyRevoked {
+            key_id, revoked_at, ..
+        } => {
+            let done = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1")
+                .bind(key_id)
+                .bind(revoked_at)
+                .execute(&mut *tx)
+                .await?;
+            expect_one(done, &format!("API key {key_id}"))
         }
     }
 }
@@ -483,5 +525,113 @@ pub async fn memberships_of(
     )
     .bind(user_id)
     .fetch_all(pool)
+    .await
+}
+
+/// An API key, as lists show it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    /// Its id.
+    pub id: Uuid,
+    /// Its organization.
+    pub org_id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// What it may do.
+    pub scopes: Vec<String>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Who created it.
+    pub created_by: Uuid,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When it was last used (to the minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A page of an organization's API keys, newest first, with the total.
+pub async fn list_api_keys(
+    pool: &PgPool,
+    org_id: Uuid,
+    page: u32,
+    per_page: u32,
+) -> Result<(Vec<ApiKeyRow>, u64), sqlx::Error> {
+    let rows: Vec<ApiKeyRow> = sqlx::query_as(
+        "SELECT k.id, k.org_id, k.name, k.scopes, k.expires_at, k.created_by, k.created_at, \
+         k.revoked_at, s.last_used_at FROM api_keys k \
+         LEFT JOIN api_key_secrets s ON s.key_id = k.id \
+         WHERE k.org_id = $1 ORDER BY k.created_at DESC, k.id DESC LIMIT $2 OFFSET $3",
+    )
+    .bind(org_id)
+    .bind(i64::from(per_page))
+    .bind(i64::from(page.saturating_sub(1)) * i64::from(per_page))
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE org_id = $1")
+        .bind(org_id)
+        .fetch_one(pool)
+        .await?;
+    Ok((rows, u64::try_from(total).unwrap_or(0)))
+}
+
+/// Which users to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserQuery {
+    /// Page number, from 1.
+    pub page: u32,
+    /// Rows per page.
+    pub per_page: u32,
+    /// Part of the username or email address, case-insensitive.
+    pub search: Option<String>,
+    /// Only active (or only inactive) ones.
+    pub is_active: Option<bool>,
+    /// Only the members of this organization (`None`: everyone, for a superadmin).
+    pub org_id: Option<Uuid>,
+}
+
+/// A page of users by username, with the total.
+pub async fn list_users(
+    pool: &PgPool,
+    query: &UserQuery,
+) -> Result<(Vec<UserRow>, u64), sqlx::Error> {
+    const VISIBLE: &str = "($1::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships m \
+         WHERE m.user_id = u.id AND m.org_id = $1)) \
+         AND ($2::text IS NULL OR u.username ILIKE $2 OR u.email ILIKE $2) \
+         AND ($3::boolean IS NULL OR u.is_active = $3)";
+    let pattern = query.search.as_deref().map(crate::factory::like_pattern);
+    let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
+    let rows = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT u.id, u.username, u.email, u.full_name, u.is_superadmin, u.is_active, \
+         u.created_at FROM users u WHERE {VISIBLE} \
+         ORDER BY lower(u.username), u.id LIMIT $4 OFFSET $5"
+    )))
+    .bind(query.org_id)
+    .bind(pattern.as_deref())
+    .bind(query.is_active)
+    .bind(i64::from(query.per_page))
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM users u WHERE {VISIBLE}"
+    )))
+    .bind(query.org_id)
+    .bind(pattern.as_deref())
+    .bind(query.is_active)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, u64::try_from(total).unwrap_or(0)))
+}
+
+/// Whether a user belongs to an organization.
+pub async fn is_member(pool: &PgPool, org_id: Uuid, user_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM memberships WHERE org_id = $1 AND user_id = $2)",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .fetch_one(pool)
     .await
 }

@@ -156,8 +156,9 @@ fn organization_of(req: &HttpRequest, query: &LiveQuery) -> Result<Option<uuid::
         .map(str::trim)
         .filter(|o| !o.is_empty())
         .map(|o| {
-            uuid::Uuid::try_parse(o)
-                .map_err(|_| ApiError::invalid_field("organization_id", "must be an organization's id"))
+            uuid::Uuid::try_parse(o).map_err(|_| {
+                ApiError::invalid_field("organization_id", "must be an organization's id")
+            })
         })
         .transpose()
 }
