@@ -391,6 +391,80 @@ async fn another_organization_sees_none_of_the_first_ones_events() {
 }
 
 #[actix_web::test]
+async fn two_organizations_created_through_the_api_each_hear_only_their_own_events() {
+    let app = TestApp::spawn().await;
+    let root = app.token().await;
+    let post = |path: &'static str, body: Value| {
+        let req = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(&root)
+            .json(&body);
+        async move {
+            let res = req.send().await.unwrap();
+            assert!(res.status().is_success(), "{path}: {}", res.status());
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    let beta = post("/api/v1/organizations", json!({"name": "Beta"})).await;
+    let beta_id = beta["id"].as_str().unwrap().to_owned();
+    post(
+        "/api/v1/users",
+        json!({"username": "bea", "email": "bea@example.com", "password": "long enough",
+               "organization_id": beta_id, "role": "member"}),
+    )
+    .await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"username": "bea", "password": "long enough"}))
+        .send()
+        .await
+        .unwrap();
+    let bea: Value = res.json().await.unwrap();
+    let bea = bea["access_token"].as_str().unwrap().to_owned();
+
+    let (mut theirs, connected) = Ws::connect(&app, &bea, "?channels=*").await;
+    assert_eq!(connected["organization_id"], beta_id.as_str());
+    let (mut ours, _) = Ws::connect(&app, &root, "?channels=*").await;
+    // The superadmin may follow Beta by naming it; a member of Beta may not follow another.
+    let (mut crossing, connected) = Ws::connect(
+        &app,
+        &root,
+        &format!("?channels=*&organization_id={beta_id}"),
+    )
+    .await;
+    assert_eq!(connected["organization_id"], beta_id.as_str());
+    let default_org = {
+        let (_, c) = Ws::connect(&app, &root, "").await;
+        c["organization_id"].as_str().unwrap().to_owned()
+    };
+    match tokio_tungstenite::connect_async(with_token(
+        &ws_url(&app, &format!("?organization_id={default_org}")),
+        Some(&bea),
+    ))
+    .await
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 404);
+        }
+        other => panic!("expected a 404, got {other:?}"),
+    }
+
+    create_project(&app, &root, "ours").await;
+    create_project(&app, &bea, "theirs").await;
+    create_project(&app, &root, "ours-again").await;
+    // Beta's connections hear Beta's project only; the default organization's, its own only.
+    assert_eq!(theirs.event().await["data"]["name"], "theirs");
+    assert_eq!(crossing.event().await["data"]["name"], "theirs");
+    assert_eq!(ours.event().await["data"]["name"], "ours");
+    assert_eq!(ours.event().await["data"]["name"], "ours-again");
+    create_project(&app, &bea, "theirs-again").await;
+    assert_eq!(theirs.event().await["data"]["name"], "theirs-again");
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn bad_or_missing_credentials_are_refused_before_the_upgrade_or_with_close_code_4401() {
     let app = TestApp::spawn().await;
     let token = app.token().await;

@@ -8,9 +8,10 @@ use bytestring::ByteString;
 use serde::Serialize;
 use uuid::Uuid;
 
-/// Stream categories that are the store's or the command layer's bookkeeping, not resources:
-/// never sent to clients.
-const INTERNAL_CATEGORIES: &[&str] = &["reservation"];
+/// Stream categories never sent to clients: the command layer's bookkeeping (reservations), and
+/// credentials' lives (who logged in when, which keys exist) that an organization's viewers
+/// have no business following.
+const INTERNAL_CATEGORIES: &[&str] = &["reservation", "session", "apikey"];
 
 /// One event of the log as the live feed sends it.
 #[derive(Debug)]
@@ -225,13 +226,24 @@ mod tests {
 
     #[test]
     fn internal_streams_are_never_sent() {
-        let e = record(
-            "reservation-project-name-x",
-            "Reserved",
-            json!({}),
-            json!({}),
-        );
-        assert!(FeedEvent::new(e).is_none());
+        for (stream, event_type) in [
+            ("reservation-project-name-x", "Reserved"),
+            (
+                "session-00000000-0000-0000-0000-000000000001",
+                "SessionStarted",
+            ),
+            (
+                "apikey-00000000-0000-0000-0000-000000000001",
+                "ApiKeyCreated",
+            ),
+        ] {
+            let org = json!({"org_id": Uuid::from_u128(1)});
+            let e = record(stream, event_type, json!({}), org.clone());
+            assert!(FeedEvent::new(e).is_none(), "{stream}");
+            // The same event in a resource's stream is sent.
+            let e = record("project-p1", event_type, json!({}), org);
+            assert!(FeedEvent::new(e).is_some());
+        }
     }
 
     #[test]
