@@ -25,3 +25,12 @@ CREATE TABLE api_keys (
     revoked_at timestamptz
 );
 CREATE INDEX api_keys_org ON api_keys (org_id, created_at, id);
+
+-- Invitations: a user created without a password sets one with a token shown once to whoever
+-- invited them. Only the token's SHA-256 hash is kept, until it is used or expires.
+CREATE TABLE invitations (
+    token_hash bytea PRIMARY KEY,
+    user_id    uuid NOT NULL UNIQUE,
+    org_id     uuid NOT NULL,
+    expires_at timestamptz NOT NULL
+);

@@ -1182,3 +1182,168 @@ async fn users_are_listed_read_and_changed_by_those_allowed_to() {
     assert_eq!(granted["is_superadmin"], true);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn an_invited_user_sets_their_password_with_a_token_that_works_once() {
+    let app = TestApp::spawn().await;
+    let root = app.token().await;
+    let invited = post(
+        &app,
+        &root,
+        "/api/v1/users",
+        json!({"username": "ina", "email": "ina@example.com", "invite": true}),
+    )
+    .await;
+    let token = invited["invitation_token"].as_str().unwrap().to_owned();
+    assert!(invited["invitation_expires_at"].is_string());
+    // Not both, not neither.
+    let (status, problem) = call(
+        &app,
+        Auth::Bearer(&root),
+        Method::POST,
+        "/api/v1/users",
+        None,
+        Some(json!({"username": "ivo", "email": "ivo@example.com"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(problem["errors"][0]["field"], "password");
+    let (status, _) = call(&app, Auth::Bearer(&root), Method::POST, "/api/v1/users", None, Some(json!({"username": "ivo", "email": "ivo@example.com", "password": "long enough", "invite": true}))).await;
+    assert_eq!(status, 400);
+    // No login before acceptance.
+    let login_as = |password: &'static str| {
+        app.client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({"username": "ina", "password": password}))
+            .send()
+    };
+    assert_eq!(login_as("long enough").await.unwrap().status(), 401);
+    let accept = |token: String, password: &'static str| {
+        app.client
+            .post(app.url("/api/v1/auth/accept-invitation"))
+            .json(&json!({"token": token, "password": password}))
+            .send()
+    };
+    assert_eq!(accept(token.clone(), "short").await.unwrap().status(), 400);
+    assert_eq!(
+        accept("0".repeat(64), "long enough")
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let res = accept(token.clone(), "long enough").await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["username"], "ina");
+    assert_eq!(login_as("long enough").await.unwrap().status(), 200);
+    // Used up.
+    assert_eq!(accept(token, "another one").await.unwrap().status(), 400);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn no_password_token_or_key_reaches_the_event_log() {
+    let app = TestApp::spawn().await;
+    let root_login: Value = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"username": common::ADMIN, "password": common::PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let root = root_login["access_token"].as_str().unwrap().to_owned();
+    let refreshed: Value = app
+        .client
+        .post(app.url("/api/v1/auth/refresh"))
+        .header(
+            "refresh-token",
+            root_login["refresh_token"].as_str().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = post(
+        &app,
+        &root,
+        "/api/v1/api-keys",
+        json!({"name": "ci", "scopes": ["read"]}),
+    )
+    .await;
+    let invited = post(
+        &app,
+        &root,
+        "/api/v1/users",
+        json!({"username": "una", "email": "una@example.com", "invite": true}),
+    )
+    .await;
+    post(
+        &app,
+        &root,
+        "/api/v1/users",
+        json!({"username": "uli", "email": "uli@example.com", "password": "uli's secret password"}),
+    )
+    .await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"username": "uli", "password": "uli's secret password"}))
+        .send()
+        .await
+        .unwrap();
+    let uli = res.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = call(
+        &app,
+        Auth::Bearer(&uli),
+        Method::POST,
+        "/api/v1/auth/change-password",
+        None,
+        Some(json!({"current_password": "uli's secret password", "new_password": "uli's next password"})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let secrets = [
+        common::PASSWORD.to_owned(),
+        "uli's secret password".to_owned(),
+        "uli's next password".to_owned(),
+        uli.clone(),
+        root.clone(),
+        root_login["refresh_token"].as_str().unwrap().to_owned(),
+        refreshed["access_token"].as_str().unwrap().to_owned(),
+        refreshed["refresh_token"].as_str().unwrap().to_owned(),
+        key["key"].as_str().unwrap().to_owned(),
+        // The secret part of the key alone.
+        key["key"]
+            .as_str()
+            .unwrap()
+            .rsplit('_')
+            .next()
+            .unwrap()
+            .to_owned(),
+        invited["invitation_token"].as_str().unwrap().to_owned(),
+    ];
+    let events: Vec<(String, String)> =
+        sqlx::query_as("SELECT data::text, metadata::text FROM events")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(events.len() > 10, "{} events", events.len());
+    for (data, metadata) in &events {
+        for secret in &secrets {
+            assert!(
+                !data.contains(secret.as_str()) && !metadata.contains(secret.as_str()),
+                "a secret in {data} {metadata}"
+            );
+        }
+        assert!(!data.contains("argon2"), "a hash in {data}");
+    }
+    app.stop().await;
+}

@@ -365,6 +365,43 @@ impl Identity {
         Ok(())
     }
 
+    /// Stores an invitation: the SHA-256 hash of its token, for a user of an organization.
+    pub async fn store_invitation(
+        &self,
+        user_id: Uuid,
+        org_id: Uuid,
+        token_hash: &[u8],
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), IdentityError> {
+        sqlx::query(
+            "INSERT INTO invitations (token_hash, user_id, org_id, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(org_id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Uses up the invitation with this token hash: its user and organization, if it exists and
+    /// has not expired (an expired one is deleted all the same).
+    pub async fn take_invitation(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<(Uuid, Uuid)>, IdentityError> {
+        let row: Option<(Uuid, Uuid, bool)> = sqlx::query_as(
+            "DELETE FROM invitations WHERE token_hash = $1 \
+             RETURNING user_id, org_id, expires_at > now()",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(user, org, current)| current.then_some((user, org))))
+    }
+
     /// Stores the SHA-256 hash of an API key's secret.
     pub async fn store_key_secret(&self, key_id: Uuid, hash: &[u8]) -> Result<(), IdentityError> {
         sqlx::query("INSERT INTO api_key_secrets (key_id, secret_hash) VALUES ($1, $2)")

@@ -32,8 +32,9 @@ pub struct NewUser {
     pub username: Username,
     /// Their email and name.
     pub profile: UserProfile,
-    /// Their password (checked against the rules by the caller; hashed, never kept).
-    pub password: String,
+    /// Their password (checked against the rules by the caller; hashed, never kept); `None`
+    /// invites them: they set it with the invitation's token.
+    pub password: Option<String>,
     /// Whether they administer the platform (only a superadmin may grant it).
     pub is_superadmin: bool,
     /// The organization they join, and as what.
@@ -72,6 +73,41 @@ pub enum UserCreateError {
     /// The actor may not make this change.
     #[error("{0}")]
     NotAllowed(&'static str),
+}
+
+/// How long an invitation can be accepted.
+pub const INVITATION_TTL_DAYS: i64 = 7;
+
+/// An invitation's token, shown once to whoever invited the user.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Invitation {
+    /// The token to accept it with.
+    pub token: String,
+    /// Until when.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl std::fmt::Debug for Invitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invitation")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// A user just created.
+#[derive(Debug, Clone)]
+pub struct CreatedUser {
+    /// What was written.
+    pub written: Written<User>,
+    /// Their invitation, when they were invited rather than given a password.
+    pub invitation: Option<Invitation>,
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).to_vec()
 }
 
 /// Changes to a user; `None` leaves a field as it is.
@@ -284,7 +320,7 @@ impl UserService {
         ctx: &CommandContext,
         actor: &Actor,
         new: NewUser,
-    ) -> Result<Written<User>, UserCreateError> {
+    ) -> Result<CreatedUser, UserCreateError> {
         if new.is_superadmin && !actor.is_superadmin {
             return Err(UserCreateError::SuperadminOnly);
         }
@@ -354,18 +390,77 @@ impl UserService {
             },
         )
         .await?;
-        // Last: the login. A failure here leaves a user who cannot log in yet (an operator
-        // sets a password), never a login without a user.
+        // Last: the login, or the invitation to set one. A failure here leaves a user who
+        // cannot log in yet (an operator sets a password), never a login without a user.
+        let invitation = match &new.password {
+            Some(password) => {
+                self.identity
+                    .add_credentials(
+                        id,
+                        new.username.as_str(),
+                        &email_address,
+                        password,
+                        new.org_id,
+                        new.is_superadmin,
+                    )
+                    .await?;
+                None
+            }
+            None => {
+                use rand::RngExt;
+                let mut bytes = [0u8; 32];
+                rand::rng().fill(&mut bytes[..]);
+                let token = hex::encode(bytes);
+                let expires_at = ctx.occurred_at + chrono::Duration::days(INVITATION_TTL_DAYS);
+                self.identity
+                    .store_invitation(id, new.org_id, &token_hash(&token), expires_at)
+                    .await?;
+                Some(Invitation { token, expires_at })
+            }
+        };
+        Ok(CreatedUser {
+            written: registered,
+            invitation,
+        })
+    }
+
+    /// Accepts an invitation: the invited user's password is set and they can log in. `None`
+    /// when the token is unknown, used or expired.
+    #[tracing::instrument(name = "users.accept_invitation", skip_all)]
+    pub async fn accept_invitation(
+        &self,
+        token: &str,
+        password: &str,
+    ) -> Result<Option<Written<User>>, UserCreateError> {
+        let Some((user_id, org_id)) = self.identity.take_invitation(&token_hash(token)).await?
+        else {
+            return Ok(None);
+        };
+        let (user, _) = load::<User>(self.store.as_ref(), &Self::stream(user_id)).await?;
+        let Some(u) = user.data() else {
+            return Ok(None);
+        };
         self.identity
             .add_credentials(
-                id,
-                new.username.as_str(),
-                &email_address,
-                &new.password,
-                new.org_id,
-                new.is_superadmin,
+                user_id,
+                u.username.as_str(),
+                u.profile.email.as_str(),
+                password,
+                org_id,
+                u.is_superadmin,
             )
             .await?;
-        Ok(registered)
+        let ctx = CommandContext::new(org_id, user_id.to_string());
+        let written = execute::<User>(
+            self.store.as_ref(),
+            &Self::stream(user_id),
+            &ctx,
+            None,
+            UserCommand::ChangePassword {
+                at: ctx.occurred_at,
+            },
+        )
+        .await?;
+        Ok(Some(written))
     }
 }

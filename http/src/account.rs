@@ -186,11 +186,66 @@ pub async fn change_password(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// An invitation to accept.
+#[derive(Clone, Deserialize, ToSchema)]
+pub struct AcceptInvitationBody {
+    /// The token the user was given.
+    pub token: String,
+    /// Their password, at least 8 characters.
+    #[schema(format = Password)]
+    pub password: String,
+}
+
+/// Accepts an invitation: sets the invited user's password; they can log in then.
+#[utoipa::path(
+    post, path = "/api/v1/auth/accept-invitation", tag = "auth",
+    request_body = AcceptInvitationBody,
+    responses(
+        (status = 200, description = "Accepted: the user can log in", body = crate::identity::UserView),
+        (status = 400, description = "The password breaks the rules, or the token is unknown, used or expired", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "http.auth.accept_invitation", skip_all)]
+pub async fn accept_invitation(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_body::<AcceptInvitationBody>(&req, &body)?;
+    check_password("password", &body.password).map_err(|e| {
+        ApiError::validation(vec![FieldError {
+            field: e.field.to_owned(),
+            message: e.message,
+        }])
+    })?;
+    let written = state
+        .users
+        .accept_invitation(body.token.trim(), &body.password)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "token",
+                "is not a current invitation (unknown, used or expired)",
+            )
+        })?;
+    let user = written
+        .state
+        .data()
+        .ok_or_else(|| ApiError::internal(&"invited user missing"))?;
+    tracing::info!(user_id = %user.id, "invitation accepted");
+    Ok(HttpResponse::Ok().json(crate::identity::user_view(user)))
+}
+
 /// Registers the account routes (at the application's root).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/api/v1/auth/me").route(web::get().to(me)))
         .service(web::resource("/api/v1/auth/verify").route(web::post().to(verify)))
         .service(
             web::resource("/api/v1/auth/change-password").route(web::post().to(change_password)),
+        )
+        .service(
+            web::resource("/api/v1/auth/accept-invitation")
+                .route(web::post().to(accept_invitation)),
         );
 }

@@ -53,6 +53,7 @@ pub const BEARER: &str = "bearer";
         crate::account::me,
         crate::account::verify,
         crate::account::change_password,
+        crate::account::accept_invitation,
         crate::factory::list,
         crate::factory::create,
         crate::factory::get,

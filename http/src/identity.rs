@@ -638,9 +638,14 @@ pub struct UserBody {
     pub username: String,
     /// Unique on the platform, whatever the case.
     pub email: String,
-    /// At least 8 characters.
+    /// At least 8 characters; required unless `invite` is true.
     #[schema(format = Password)]
-    pub password: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Invite them instead: no password; the answer carries a token, shown once, with which
+    /// they set theirs (`POST /api/v1/auth/accept-invitation`).
+    #[serde(default)]
+    pub invite: bool,
     /// Their name.
     #[serde(default)]
     pub full_name: Option<String>,
@@ -699,9 +704,24 @@ impl UserBody {
         let full_name = UserProfile::full_name(self.full_name.as_deref())
             .map_err(&mut keep)
             .ok();
-        let password = check_password("password", &self.password)
-            .map_err(&mut keep)
-            .ok();
+        let password = match (&self.password, self.invite) {
+            (Some(p), false) => check_password("password", p).map_err(&mut keep).ok(),
+            (None, true) => Some(()),
+            (Some(_), true) => {
+                keep(atelier_domain::value::invalid(
+                    "password",
+                    "must be absent when inviting (the user sets it)",
+                ));
+                None
+            }
+            (None, false) => {
+                keep(atelier_domain::value::invalid(
+                    "password",
+                    "is required (or invite the user with `invite: true`)",
+                ));
+                None
+            }
+        };
         let role = match self.role.as_deref() {
             None => Some(Role::Member),
             Some(r) => Role::parse(r).map_err(&mut keep).ok(),
@@ -711,7 +731,7 @@ impl UserBody {
                 Ok(atelier_commands::users::NewUser {
                     username,
                     profile: UserProfile { email, full_name },
-                    password: self.password.clone(),
+                    password: self.password.clone().filter(|_| !self.invite),
                     is_superadmin: self.is_superadmin,
                     org_id: self.organization_id.unwrap_or(default_org),
                     role,
@@ -722,13 +742,27 @@ impl UserBody {
     }
 }
 
-/// Creates a user in an organization; a superadmin may, and so may the organization's admins
-/// and owners (who cannot create superadmins).
+/// A user just created, with their invitation when they were invited.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedUserView {
+    /// The user.
+    #[serde(flatten)]
+    pub user: UserView,
+    /// The invitation's token, shown this once: the user accepts it with their password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invitation_token: Option<String>,
+    /// Until when it can be accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invitation_expires_at: Option<DateTime<Utc>>,
+}
+
+/// Creates (or invites) a user in an organization; a superadmin may, and so may the
+/// organization's admins and owners (who cannot create superadmins).
 #[utoipa::path(
     post, path = "/api/v1/users", tag = "identity",
     request_body = UserBody,
     responses(
-        (status = 201, description = "Created; they can log in", body = UserView),
+        (status = 201, description = "Created: they can log in, or accept their invitation", body = CreatedUserView),
         (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller may not add members to that organization, or create a superadmin", body = Problem, content_type = "application/problem+json"),
@@ -746,7 +780,7 @@ pub async fn create_user(
 ) -> Result<HttpResponse, ApiError> {
     let new = json_body::<UserBody>(&req, &body)?.parse(principal.org_id)?;
     let ctx = org_context(&principal, new.org_id);
-    let written = state
+    let created = state
         .users
         .create(
             &ctx,
@@ -755,17 +789,25 @@ pub async fn create_user(
         )
         .await
         .map_err(user_error)?;
+    let written = created.written;
     let user = written
         .state
         .data()
         .ok_or_else(|| ApiError::internal(&"created user missing"))?;
-    Ok(Reply::json(StatusCode::CREATED, &user_view(user))
+    let view = CreatedUserView {
+        user: user_view(user),
+        invitation_token: created.invitation.as_ref().map(|i| i.token.clone()),
+        invitation_expires_at: created.invitation.as_ref().map(|i| i.expires_at),
+    };
+    Ok(Reply::json(StatusCode::CREATED, &view)
+        .header("cache-control", "no-store")
         .etag(written.revision)
         .position(written.position)
         .into_response())
 }
 
-fn user_view(user: &atelier_domain::identity::user::UserData) -> UserView {
+/// The view of a user as a command left them.
+pub fn user_view(user: &atelier_domain::identity::user::UserData) -> UserView {
     UserView {
         id: user.id,
         username: user.username.as_str().to_owned(),
