@@ -465,6 +465,92 @@ async fn two_organizations_created_through_the_api_each_hear_only_their_own_even
 }
 
 #[actix_web::test]
+async fn a_logout_or_a_revoked_key_closes_the_live_connections_that_used_them() {
+    let app = TestApp::spawn().await;
+    let login: Value = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"username": common::ADMIN, "password": common::PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let other = app.token().await;
+    let (mut ws, _) = Ws::connect(&app, &token, "?channels=*").await;
+    let (mut untouched, _) = Ws::connect(&app, &other, "?channels=*").await;
+    // A key's connection, on the WebSocket (header) and over SSE.
+    let key: Value = app
+        .client
+        .post(app.url("/api/v1/api-keys"))
+        .bearer_auth(&other)
+        .json(&json!({"name": "watcher", "scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut request = ws_url(&app, "?channels=*").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("api-key", key["key"].as_str().unwrap().parse().unwrap());
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut keyed = Ws { socket };
+    assert_eq!(keyed.recv().await["type"], "connected");
+    let mut sse = app
+        .client
+        .get(app.url("/api/v1/stream"))
+        .header("api-key", key["key"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+
+    let res = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let (code, _) = ws.closed().await;
+    assert_eq!(code, 4401, "the logged-out session's connection closes");
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/v1/api-keys/{}", key["id"].as_str().unwrap())))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        keyed.closed().await.0,
+        4401,
+        "the revoked key's connection closes"
+    );
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(PATIENCE, sse.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        text.contains("event: error") && text.contains("UNAUTHORIZED"),
+        "{text}"
+    );
+    // The other session still hears events.
+    create_project(&app, &other, "still-here").await;
+    assert_eq!(untouched.event().await["data"]["name"], "still-here");
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn bad_or_missing_credentials_are_refused_before_the_upgrade_or_with_close_code_4401() {
     let app = TestApp::spawn().await;
     let token = app.token().await;

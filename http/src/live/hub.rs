@@ -27,6 +27,51 @@ pub const LAGGED: &str = "atelier_live_lagged_total";
 /// The position the hub has dispatched up to.
 pub const HUB_POSITION_COMMIT: &str = "atelier_live_hub_position_commit";
 
+/// An event that may withdraw live clients' right to their feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// A session ended (logout, refresh-token reuse).
+    Session(Uuid),
+    /// An API key was revoked.
+    Key(Uuid),
+    /// A user was deactivated, changed password or lost superadmin rights.
+    User(Uuid),
+    /// An organization's members or roles changed, or it was deactivated or deleted.
+    Organization(Uuid),
+}
+
+/// The latest revocation, numbered: a connection that sees the number jump by more than one
+/// missed some and checks itself anyway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Revocations {
+    /// How many there were.
+    pub seq: u64,
+    /// The last one.
+    pub last: Option<Revoked>,
+}
+
+/// What an event revokes, if anything.
+fn revoked_by(record: &atelier_store::RecordedEvent) -> Option<Revoked> {
+    let (category, id) = record.stream.as_str().split_once('-')?;
+    let id = Uuid::try_parse(id).ok()?;
+    let ty = record.event_type.as_str();
+    match (category, ty) {
+        ("session", "SessionEnded") => Some(Revoked::Session(id)),
+        ("apikey", "ApiKeyRevoked") => Some(Revoked::Key(id)),
+        ("user", "UserDeactivated" | "PasswordChanged" | "SuperadminChanged") => {
+            Some(Revoked::User(id))
+        }
+        (
+            "org",
+            "MemberRemoved"
+            | "MemberRoleChanged"
+            | "OrganizationDeactivated"
+            | "OrganizationDeleted",
+        ) => Some(Revoked::Organization(id)),
+        _ => None,
+    }
+}
+
 /// The server's single fan-out of the log to live clients.
 #[derive(Clone)]
 pub struct Hub {
@@ -48,6 +93,8 @@ struct Inner {
     dispatched: tokio::sync::watch::Sender<Position>,
     /// Set when the server stops: every live connection closes.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Revocations seen in the log: the connections they concern check their credentials.
+    revocations: tokio::sync::watch::Sender<Revocations>,
     store: Arc<dyn EventStore>,
     settings: LiveSettings,
     connections: AtomicUsize,
@@ -83,6 +130,7 @@ impl Hub {
                 }),
                 dispatched: tokio::sync::watch::Sender::new(head),
                 closing: tokio::sync::watch::Sender::new(false),
+                revocations: tokio::sync::watch::Sender::new(Revocations::default()),
                 store: store.clone(),
                 settings,
                 connections: AtomicUsize::new(0),
@@ -141,6 +189,11 @@ impl Hub {
         }
     }
 
+    /// Follows the revocations the hub sees in the log.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<Revocations> {
+        self.inner.revocations.subscribe()
+    }
+
     /// Waits until the hub has dispatched `position` (false: not within `timeout`).
     pub async fn wait_for(&self, position: Position, timeout: std::time::Duration) -> bool {
         let mut rx = self.inner.dispatched.subscribe();
@@ -160,6 +213,12 @@ impl Hub {
     #[tracing::instrument(name = "live.dispatch", level = "debug", skip_all, fields(position = %record.position))]
     fn dispatch(&self, record: Arc<atelier_store::RecordedEvent>) -> Position {
         let position = record.position;
+        if let Some(revoked) = revoked_by(&record) {
+            self.inner.revocations.send_modify(|r| {
+                r.seq += 1;
+                r.last = Some(revoked);
+            });
+        }
         let org = super::feed::org_of(&record);
         let mut state = self.lock();
         state.position = position;

@@ -163,21 +163,117 @@ fn organization_of(req: &HttpRequest, query: &LiveQuery) -> Result<Option<uuid::
         .transpose()
 }
 
+/// The credentials a live connection was opened with, kept to check them again when a
+/// revocation concerns it. Never shown.
+#[derive(Clone)]
+pub(crate) enum Credential {
+    /// An access token.
+    Bearer(String),
+    /// An API key.
+    ApiKey(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::Bearer(_) => "Bearer(<redacted>)",
+            Credential::ApiKey(_) => "ApiKey(<redacted>)",
+        })
+    }
+}
+
+impl Credential {
+    fn presented(&self) -> Presented<'_> {
+        match self {
+            Credential::Bearer(t) => Presented::Bearer(t),
+            Credential::ApiKey(k) => Presented::ApiKey(k),
+        }
+    }
+}
+
 /// Who the request's credentials (a token, else an API key) belong to, if it carries any.
 async fn principal_of(
     req: &HttpRequest,
     query: &LiveQuery,
     auth: &AuthState,
-) -> Result<Option<Principal>, ApiError> {
+) -> Result<Option<(Principal, Credential)>, ApiError> {
     let org = organization_of(req, query)?;
-    let presented = match token_of(req, query)? {
-        Some(token) => Presented::Bearer(token),
+    let credential = match token_of(req, query)? {
+        Some(token) => Credential::Bearer(token.to_owned()),
         None => match crate::auth::api_key(req)? {
-            Some(key) => Presented::ApiKey(key),
+            Some(key) => Credential::ApiKey(key.to_owned()),
             None => return Ok(None),
         },
     };
-    auth.principal(presented, org).await.map(Some)
+    let principal = auth.principal(credential.presented(), org).await?;
+    Ok(Some((principal, credential)))
+}
+
+/// Keeps a live connection's credentials honest: when the log shows a revocation that concerns
+/// it (its session ended, its key was revoked, its user or organization changed), or when it
+/// may have missed one, it checks them again, as the next request would.
+pub(crate) struct Watch {
+    auth: std::sync::Arc<AuthState>,
+    credential: Credential,
+    revocations: tokio::sync::watch::Receiver<hub::Revocations>,
+    seen: u64,
+    /// A check was interrupted (its future dropped): do it before waiting again.
+    unfinished: bool,
+}
+
+impl Watch {
+    pub(crate) fn new(
+        auth: std::sync::Arc<AuthState>,
+        credential: Credential,
+        hub: &hub::Hub,
+    ) -> Self {
+        let mut revocations = hub.revocations();
+        let seen = revocations.borrow_and_update().seq;
+        Self {
+            auth,
+            credential,
+            revocations,
+            seen,
+            unfinished: false,
+        }
+    }
+
+    /// Replaces the credentials (a client sent a new token).
+    pub(crate) fn renew(&mut self, credential: Credential) {
+        self.credential = credential;
+    }
+
+    /// Waits for a revocation that concerns `principal`, then checks the credentials again:
+    /// who they are now (their role may have changed), or why they no longer hold. Cancel-safe.
+    pub(crate) async fn revoked(&mut self, principal: &Principal) -> Result<Principal, ApiError> {
+        loop {
+            if !self.unfinished {
+                if self.revocations.changed().await.is_err() {
+                    // The hub is gone: so is the server.
+                    std::future::pending::<()>().await;
+                }
+                let r = *self.revocations.borrow_and_update();
+                let missed = r.seq > self.seen + 1;
+                self.seen = r.seq;
+                let concerned = r.last.is_some_and(|revoked| match revoked {
+                    hub::Revoked::Session(id) => principal.session_id == Some(id),
+                    hub::Revoked::Key(id) => principal.key_id == Some(id),
+                    hub::Revoked::User(id) => principal.user_id == id,
+                    hub::Revoked::Organization(id) => principal.org_id == id,
+                });
+                if !missed && !concerned {
+                    continue;
+                }
+            }
+            self.unfinished = true;
+            let checked = self
+                .auth
+                .principal(self.credential.presented(), Some(principal.org_id))
+                .await;
+            self.unfinished = false;
+            return checked;
+        }
+    }
 }
 
 /// The 503 answered when the server holds as many live connections as it may.

@@ -7,8 +7,6 @@
 //! does not rescan the log. A client that falls behind gets an `event: lagged` and the stream
 //! ends; its `EventSource` reconnects by itself from there.
 
-use std::time::Duration;
-
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use atelier_store::Position;
@@ -19,7 +17,7 @@ use super::channels::Channel;
 use super::feed::FeedEvent;
 use super::hub::{ConnectionGuard, Hub};
 use super::session::{Next, Session};
-use super::{LiveQuery, principal_of, too_many_connections};
+use super::{LiveQuery, Watch, principal_of, too_many_connections};
 use crate::auth::AuthState;
 use crate::problem::ApiError;
 
@@ -45,7 +43,7 @@ pub async fn stream(
     auth: web::Data<AuthState>,
     query: web::Query<LiveQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = principal_of(&req, &query, &auth).await?.ok_or_else(|| {
+    let (principal, credential) = principal_of(&req, &query, &auth).await?.ok_or_else(|| {
         ApiError::unauthorized(
             "an access token is required (Authorization: Bearer <token>, or access_token=<token>)",
         )
@@ -82,12 +80,14 @@ pub async fn stream(
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let now = jsonwebtoken::get_current_timestamp();
+    let expires = super::ws::instant_at(principal.expires_at);
     let feed = Feed {
+        watch: Watch::new(auth.into_inner(), credential, &hub),
+        principal,
         closing: Box::pin(hub.closing()),
         session,
         heartbeat,
-        expires: Instant::now() + Duration::from_secs(principal.expires_at.saturating_sub(now)),
+        expires,
         started: false,
         done: false,
         pending: None,
@@ -101,6 +101,9 @@ pub async fn stream(
 }
 
 struct Feed {
+    /// Checks the credentials again when a revocation concerns them.
+    watch: Watch,
+    principal: crate::auth::Principal,
     session: Session,
     closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     heartbeat: Interval,
@@ -132,6 +135,18 @@ impl Feed {
             Some(next) => next,
             None => tokio::select! {
                 _ = &mut self.closing => return None,
+                checked = self.watch.revoked(&self.principal) => match checked {
+                    Ok(p) => {
+                        self.principal = p;
+                        return Some(Bytes::from_static(b": credentials checked\n\n"));
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        let message = e.problem().detail.clone().unwrap_or_default();
+                        let data = json!({"type": "error", "code": "UNAUTHORIZED", "message": message});
+                        return Some(Bytes::from(format!("event: error\ndata: {data}\n\n")));
+                    }
+                },
                 next = self.session.next() => next,
                 _ = self.heartbeat.tick() => return Some(Bytes::from(match self.session.position() {
                     Some(p) => format!(": heartbeat\nid: {p}\n\n"),

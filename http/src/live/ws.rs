@@ -12,7 +12,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::channels::Channel;
 use super::hub::{ConnectionGuard, Hub};
 use super::session::{Next, Session};
-use super::{LiveQuery, principal_of, too_many_connections};
+use super::{Credential, LiveQuery, Watch, principal_of, too_many_connections};
 use crate::auth::{AuthState, Presented, Principal};
 use crate::problem::ApiError;
 
@@ -70,10 +70,10 @@ pub async fn connect(
         "live.ws.connection",
         user = principal
             .as_ref()
-            .map(|p| tracing::field::display(p.user_id)),
+            .map(|(p, _)| tracing::field::display(p.user_id)),
         org = principal
             .as_ref()
-            .map(|p| tracing::field::display(p.org_id)),
+            .map(|(p, _)| tracing::field::display(p.org_id)),
     );
     actix_web::rt::spawn(tracing::Instrument::instrument(
         connection.run(principal, channels, from),
@@ -239,15 +239,17 @@ fn now() -> String {
 }
 
 /// Seconds since the epoch → the instant it will be.
-fn instant_at(unix_secs: u64) -> Instant {
+pub(crate) fn instant_at(unix_secs: u64) -> Instant {
     let now = jsonwebtoken::get_current_timestamp();
-    Instant::now() + Duration::from_secs(unix_secs.saturating_sub(now))
+    // A key that never expires says `u64::MAX`: a year is as good as never here.
+    let left = Duration::from_secs(unix_secs.saturating_sub(now).min(365 * 24 * 3600));
+    Instant::now() + left
 }
 
 impl Connection {
     async fn run(
         mut self,
-        principal: Option<Principal>,
+        principal: Option<(Principal, Credential)>,
         channels: Vec<Channel>,
         from: Option<Position>,
     ) {
@@ -281,7 +283,7 @@ impl Connection {
     }
 
     /// Waits for `{type:"auth", token}` as the first message.
-    async fn authenticate(&mut self) -> Result<Principal, End> {
+    async fn authenticate(&mut self) -> Result<(Principal, Credential), End> {
         let deadline = tokio::time::sleep(self.hub.settings().auth_timeout);
         tokio::pin!(deadline);
         loop {
@@ -306,9 +308,10 @@ impl Connection {
                 }
                 Some(Ok(AggregatedMessage::Text(text))) => {
                     return match parse(&text) {
-                        Ok(Request::Auth(token)) => self.auth.principal(Presented::Bearer(&token), self.org).await.map_err(|e| {
-                            End::Close(CLOSE_UNAUTHORIZED, e.problem().detail.clone().unwrap_or_default())
-                        }),
+                        Ok(Request::Auth(token)) => match self.auth.principal(Presented::Bearer(&token), self.org).await {
+                            Ok(p) => Ok((p, Credential::Bearer(token))),
+                            Err(e) => Err(End::Close(CLOSE_UNAUTHORIZED, e.problem().detail.clone().unwrap_or_default())),
+                        },
                         _ => Err(End::Close(
                             CLOSE_UNAUTHORIZED,
                             "authentication required: the first message must be {\"type\":\"auth\",\"token\":…}".into(),
@@ -321,7 +324,7 @@ impl Connection {
 
     async fn serve(
         &mut self,
-        principal: Principal,
+        principal: (Principal, Credential),
         channels: Vec<Channel>,
         from: Option<Position>,
     ) -> End {
@@ -333,11 +336,12 @@ impl Connection {
 
     async fn serve_inner(
         &mut self,
-        mut principal: Principal,
+        (mut principal, credential): (Principal, Credential),
         channels: Vec<Channel>,
         from: Option<Position>,
     ) -> Result<std::convert::Infallible, End> {
         let settings = self.hub.settings().clone();
+        let mut watch = Watch::new(self.auth.clone(), credential, &self.hub);
         let mut session = Session::new(self.hub.clone(), principal.org_id);
         session.start_after(from);
         if !channels.is_empty()
@@ -368,6 +372,11 @@ impl Connection {
         loop {
             tokio::select! {
                 _ = &mut closing => return Err(End::Close(1001, "the server is stopping".into())),
+                checked = watch.revoked(&principal) => match checked {
+                    // Still allowed (perhaps with another role).
+                    Ok(p) => principal = p,
+                    Err(e) => return Err(End::Close(CLOSE_UNAUTHORIZED, e.problem().detail.clone().unwrap_or_default())),
+                },
                 message = self.stream.recv() => {
                     last_heard = Instant::now();
                     match message {
@@ -399,6 +408,7 @@ impl Connection {
                                     Ok(p) if p.user_id == principal.user_id && p.org_id == principal.org_id => {
                                         expiry.as_mut().reset(instant_at(p.expires_at));
                                         principal = p;
+                                        watch.renew(Credential::Bearer(token));
                                         json!({"type": "authenticated", "expires_at": principal.expires_at}).to_string()
                                     }
                                     Ok(_) => error_message("FORBIDDEN", "a connection cannot change its user or organization; open a new one"),
