@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atelier_http::HttpSettings;
+use atelier_http::auth::AuthSettings;
 use atelier_http::live::LiveSettings;
 use atelier_http::server::{BuildSettings, DriverSettings, ServerConfig, default_runner_id};
 use atelier_projections::{Registry, runtime};
@@ -105,6 +106,18 @@ pub struct ServeArgs {
     /// development).
     #[arg(long, env = "ATELIER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "ATELIER_ACCESS_TOKEN_TTL_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub access_token_ttl_secs: u64,
+    /// How long a login session can be refreshed, in seconds (30 days with `remember_me`).
+    #[arg(long, env = "ATELIER_SESSION_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_ttl_secs: u64,
+    /// Login attempts allowed at once from one IP address (then one every 2 s).
+    #[arg(long, env = "ATELIER_LOGIN_BURST_PER_IP", default_value_t = 30)]
+    pub login_burst_per_ip: u32,
+    /// Login attempts allowed at once for one account (then one every 30 s).
+    #[arg(long, env = "ATELIER_LOGIN_BURST_PER_ACCOUNT", default_value_t = 10)]
+    pub login_burst_per_account: u32,
     /// Allowed CORS origins, comma-separated (`*` for any).
     #[arg(
         long,
@@ -287,6 +300,16 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
         admin_username: args.admin_username.clone(),
         admin_email: args.admin_email.clone(),
         admin_password: args.admin_password.clone(),
+        auth: {
+            let mut auth = AuthSettings {
+                access_ttl: Duration::from_secs(args.access_token_ttl_secs),
+                session_ttl: Duration::from_secs(args.session_ttl_secs),
+                ..AuthSettings::default()
+            };
+            auth.login_limits.per_ip.burst = args.login_burst_per_ip;
+            auth.login_limits.per_account.burst = args.login_burst_per_account;
+            auth
+        },
         http: HttpSettings {
             body_limit: args.body_limit,
             read_wait: Duration::from_millis(args.read_wait_ms),
@@ -299,7 +322,6 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
             },
         },
         builds: args.build_settings(),
-        ..ServerConfig::default()
     };
     let (services, bootstrap) = atelier_http::server::start(pool, Arc::new(store), config)
         .await

@@ -753,7 +753,20 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
         .0,
         201
     );
-    // A key acts in its organization only, and never manages keys.
+    // A key acts in its organization only (its creator, the superadmin, sees two), and never
+    // manages keys.
+    let (status, orgs) = call(
+        &app,
+        Auth::Key(&read_key),
+        Method::GET,
+        "/api/v1/organizations",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(orgs["pagination"]["total"], 1, "{orgs}");
+    assert_eq!(orgs["data"][0]["id"], org.as_str());
     assert_eq!(
         call(
             &app,

@@ -25,6 +25,16 @@ pub struct MembershipView {
     pub role: String,
 }
 
+impl From<atelier_projections::identity::MembershipRow> for MembershipView {
+    fn from(m: atelier_projections::identity::MembershipRow) -> Self {
+        Self {
+            organization_id: m.org_id,
+            name: m.name,
+            role: m.role,
+        }
+    }
+}
+
 /// Who the caller is (WindFlow's `UserInfo`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MeView {
@@ -108,11 +118,7 @@ pub async fn me(
             role: principal.role.map(|r| r.as_str().to_owned()),
             organizations: organizations
                 .into_iter()
-                .map(|m| MembershipView {
-                    organization_id: m.org_id,
-                    name: m.name,
-                    role: m.role,
-                })
+                .map(MembershipView::from)
                 .collect(),
         }))
 }

@@ -12,7 +12,6 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Payload;
@@ -27,7 +26,7 @@ use atelier_commands::sessions::SessionService;
 use atelier_domain::identity::api_key::Scope;
 use atelier_domain::identity::organization::Organization;
 use atelier_domain::identity::session::Session;
-use atelier_domain::identity::user::{User, UserData};
+use atelier_domain::identity::user::UserData;
 use atelier_domain::identity::{Permission, Role};
 use chrono::Utc;
 use jsonwebtoken::errors::ErrorKind;
@@ -213,13 +212,23 @@ impl AuthState {
     }
 
     /// The user, if they exist and may log in now.
-    pub(crate) async fn active_user(&self, user_id: Uuid) -> Result<Arc<User>, ApiError> {
+    pub(crate) async fn active_user(&self, user_id: Uuid) -> Result<UserData, ApiError> {
         let user = self.access.user(user_id).await.map_err(internal)?;
         match user.data() {
-            Some(u) if u.is_active => Ok(user),
+            Some(u) if u.is_active => Ok(u.clone()),
             Some(_) => Err(ApiError::unauthorized("the account is deactivated")),
             None => Err(ApiError::unauthorized("the account does not exist")),
         }
+    }
+
+    /// The id of the API key this is, if it is one of ours (revoked or not: see
+    /// [`usable`]).
+    pub(crate) async fn authenticate_key(&self, key: &str) -> Result<Uuid, ApiError> {
+        self.keys
+            .authenticate(key)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))
     }
 
     /// Who presented this, acting in `org` (the `X-Organization-Id` header) or by default in
@@ -240,12 +249,7 @@ impl AuthState {
                 }
             }
             Presented::ApiKey(key) => {
-                let kid = self
-                    .keys
-                    .authenticate(key)
-                    .await
-                    .map_err(internal)?
-                    .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
+                let kid = self.authenticate_key(key).await?;
                 self.key_principal(kid, org, None).await
             }
         }
@@ -257,7 +261,7 @@ impl AuthState {
         sid: Uuid,
         org: Option<Uuid>,
     ) -> Result<Principal, ApiError> {
-        let (session, user) = futures::try_join!(
+        let (session, u) = futures::try_join!(
             async { self.access.session(sid).await.map_err(internal) },
             self.active_user(claims.sub)
         )?;
@@ -265,9 +269,6 @@ impl AuthState {
             return Err(ApiError::unauthorized(
                 "the session has ended; log in again",
             ));
-        };
-        let Some(u) = user.data() else {
-            return Err(ApiError::unauthorized("the account does not exist"));
         };
         if session.user_id != u.id {
             return Err(ApiError::unauthorized("the access token is malformed"));
@@ -310,10 +311,7 @@ impl AuthState {
         if org.is_some_and(|o| o != k.org_id) {
             return Err(ApiError::not_found("no such organization"));
         }
-        let user = self.active_user(k.created_by).await?;
-        let Some(u) = user.data() else {
-            return Err(ApiError::unauthorized("the account does not exist"));
-        };
+        let u = self.active_user(k.created_by).await?;
         // A key acts with its scopes, within what its creator may do there now.
         let role = self.role_in(k.org_id, u.id, u.is_superadmin, false).await?;
         let role = if u.is_superadmin {

@@ -139,6 +139,7 @@ pub async fn list(
         per_page,
         search,
         is_active,
+        only: principal.key_id.map(|_| principal.org_id),
     };
     let (rows, total) = list_organizations(
         &state.pool,

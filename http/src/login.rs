@@ -170,6 +170,12 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(&e)
 }
 
+/// The address a request came from (the TCP peer: behind a proxy, the proxy's).
+fn client_ip(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
+}
+
 fn no_store(body: &TokenResponse) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -206,11 +212,7 @@ async fn user_info(app: &AppState, user: &UserData, org_id: Uuid) -> Result<User
         .await
         .map_err(internal)?
         .into_iter()
-        .map(|m| MembershipView {
-            organization_id: m.org_id,
-            name: m.name,
-            role: m.role,
-        })
+        .map(MembershipView::from)
         .collect();
     Ok(UserInfo {
         user_id: user.id,
@@ -241,10 +243,7 @@ pub async fn login(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let request = LoginRequest::parse(&body)?;
-    let ip = req
-        .peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
-    auth.throttle.attempt(&ip, &request.username)?;
+    auth.throttle.attempt(&client_ip(&req), &request.username)?;
     let record = auth
         .identity
         .authenticate(&request.username, &request.password)
@@ -257,10 +256,7 @@ pub async fn login(
         ));
     };
     tracing::Span::current().record("user_id", tracing::field::display(record.user_id));
-    let user = auth.active_user(record.user_id).await?;
-    let user = user
-        .data()
-        .ok_or_else(|| ApiError::unauthorized("the account does not exist"))?;
+    let user = &auth.active_user(record.user_id).await?;
     let ttl = if request.remember_me {
         auth.settings.remember_me_ttl
     } else {
@@ -297,17 +293,9 @@ pub async fn login_key(
 ) -> Result<HttpResponse, ApiError> {
     let key = api_key(&req)?
         .ok_or_else(|| ApiError::unauthorized("an API key is required in the `api-key` header"))?;
-    let ip = req
-        .peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
     // Keys are not guessable, but an address trying many is throttled all the same.
-    auth.throttle.attempt(&ip, "\u{0}api-key")?;
-    let key_id = auth
-        .keys
-        .authenticate(key)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
+    auth.throttle.attempt(&client_ip(&req), "\u{0}api-key")?;
+    let key_id = auth.authenticate_key(key).await?;
     Ok(no_store(&key_tokens(&auth, &app, key_id).await?))
 }
 
@@ -323,10 +311,7 @@ async fn key_tokens(
             "the API key has been revoked or has expired",
         ));
     };
-    let user = auth.active_user(k.created_by).await?;
-    let user = user
-        .data()
-        .ok_or_else(|| ApiError::unauthorized("the account does not exist"))?;
+    let user = &auth.active_user(k.created_by).await?;
     let mut claims = AuthState::claims(user, k.org_id);
     claims.kid = Some(key_id);
     let left = |ttl: std::time::Duration| {
@@ -391,10 +376,7 @@ pub async fn refresh(
         return Err(ApiError::unauthorized("the refresh token is malformed"));
     };
     tracing::Span::current().record("session_id", tracing::field::display(sid));
-    let user = auth.active_user(claims.sub).await?;
-    let user = user
-        .data()
-        .ok_or_else(|| ApiError::unauthorized("the account does not exist"))?;
+    let user = &auth.active_user(claims.sub).await?;
     if user.password_changes != claims.pwd {
         return Err(ApiError::unauthorized(
             "the password has changed since this token was issued; log in again",

@@ -418,6 +418,8 @@ pub struct OrganizationQuery {
     pub search: Option<String>,
     /// Only active (or only inactive) ones.
     pub is_active: Option<bool>,
+    /// Only this one (an API key sees its own organization only).
+    pub only: Option<Uuid>,
 }
 
 /// The organizations `viewer` may see (a superadmin: all; anyone else: those they are a member
@@ -436,7 +438,8 @@ pub async fn list_organizations(
     }
     const VISIBLE: &str = "($2 OR EXISTS (SELECT 1 FROM memberships m \
          WHERE m.org_id = o.id AND m.user_id = $1)) \
-         AND ($3::text IS NULL OR o.name ILIKE $3) AND ($4::boolean IS NULL OR o.is_active = $4)";
+         AND ($3::text IS NULL OR o.name ILIKE $3) AND ($4::boolean IS NULL OR o.is_active = $4) \
+         AND ($7::uuid IS NULL OR o.id = $7)";
     let pattern = query.search.as_deref().map(crate::factory::like_pattern);
     let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
     let rows = sqlx::query_as::<_, Counted>(sqlx::AssertSqlSafe(format!(
@@ -450,6 +453,7 @@ pub async fn list_organizations(
     .bind(query.is_active)
     .bind(i64::from(query.per_page))
     .bind(offset)
+    .bind(query.only)
     .fetch_all(pool)
     .await?;
     let total = match rows.first() {
@@ -463,6 +467,9 @@ pub async fn list_organizations(
             .bind(viewer_is_superadmin)
             .bind(pattern.as_deref())
             .bind(query.is_active)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(query.only)
             .fetch_one(pool)
             .await?
         }
