@@ -106,7 +106,7 @@ impl ApiKeyService {
         created_by: Uuid,
         new: NewKey,
     ) -> Result<CreatedKey, KeyServiceError> {
-        let key_id = Uuid::new_v4();
+        let key_id = Uuid::now_v7();
         let mut bytes = [0u8; SECRET_BYTES];
         rand::rng().fill(&mut bytes[..]);
         let secret = hex::encode(bytes);

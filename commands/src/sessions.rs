@@ -45,7 +45,7 @@ impl SessionService {
         user_id: Uuid,
         expires_at: DateTime<Utc>,
     ) -> Result<SessionData, CommandError<SessionError>> {
-        let session_id = Uuid::new_v4();
+        let session_id = Uuid::now_v7();
         let written = execute::<Session>(
             self.store.as_ref(),
             &stream_of::<Session>(session_id),

@@ -23,10 +23,11 @@ use atelier_commands::api_keys::{ApiKeyService, usable};
 use atelier_commands::handler::Store;
 use atelier_commands::identity::Identity;
 use atelier_commands::sessions::SessionService;
+use atelier_domain::identity::api_key::ApiKey;
 use atelier_domain::identity::api_key::Scope;
 use atelier_domain::identity::organization::Organization;
 use atelier_domain::identity::session::Session;
-use atelier_domain::identity::user::UserData;
+use atelier_domain::identity::user::{User, UserData};
 use atelier_domain::identity::{Permission, Role};
 use chrono::Utc;
 use jsonwebtoken::errors::ErrorKind;
@@ -157,6 +158,37 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(&e)
 }
 
+/// The user, if they exist and may log in now.
+fn active(user: &User) -> Result<&UserData, ApiError> {
+    match user.data() {
+        Some(u) if u.is_active => Ok(u),
+        Some(_) => Err(ApiError::unauthorized("the account is deactivated")),
+        None => Err(ApiError::unauthorized("the account does not exist")),
+    }
+}
+
+/// The user's role in the organization. An organization that does not exist, or that they do
+/// not belong to when they named it explicitly, is a 404 (a superadmin may act in any existing
+/// one); a deactivated one is a 403 for all but superadmins.
+fn role_in(
+    org: &Organization,
+    user_id: Uuid,
+    is_superadmin: bool,
+    explicit: bool,
+) -> Result<Option<Role>, ApiError> {
+    let Organization::Present(data) = org else {
+        return Err(ApiError::not_found("no such organization"));
+    };
+    let role = org.role_of(user_id);
+    if role.is_none() && explicit && !is_superadmin {
+        return Err(ApiError::not_found("no such organization"));
+    }
+    if !data.is_active && !is_superadmin {
+        return Err(ApiError::forbidden("the organization is deactivated"));
+    }
+    Ok(role)
+}
+
 impl AuthState {
     /// Signs and checks tokens with this HS256 secret (see
     /// [`Identity::jwt_secret`](atelier_commands::identity::Identity::jwt_secret)).
@@ -214,11 +246,7 @@ impl AuthState {
     /// The user, if they exist and may log in now.
     pub(crate) async fn active_user(&self, user_id: Uuid) -> Result<UserData, ApiError> {
         let user = self.access.user(user_id).await.map_err(internal)?;
-        match user.data() {
-            Some(u) if u.is_active => Ok(u.clone()),
-            Some(_) => Err(ApiError::unauthorized("the account is deactivated")),
-            None => Err(ApiError::unauthorized("the account does not exist")),
-        }
+        active(&user).cloned()
     }
 
     /// The id of the API key this is, if it is one of ours (revoked or not: see
@@ -244,7 +272,7 @@ impl AuthState {
                 let claims = self.decode(token, ACCESS_TYPE)?;
                 match (claims.sid, claims.kid) {
                     (Some(sid), None) => self.session_principal(&claims, sid, org).await,
-                    (None, Some(kid)) => self.key_principal(kid, org, Some(claims.exp)).await,
+                    (None, Some(kid)) => self.key_principal(kid, org, Some(&claims)).await,
                     _ => Err(ApiError::unauthorized("the access token is malformed")),
                 }
             }
@@ -261,16 +289,21 @@ impl AuthState {
         sid: Uuid,
         org: Option<Uuid>,
     ) -> Result<Principal, ApiError> {
-        let (session, u) = futures::try_join!(
-            async { self.access.session(sid).await.map_err(internal) },
-            self.active_user(claims.sub)
-        )?;
+        let explicit = org.is_some();
+        // The token names the session's organization: the default one.
+        let org_id = org.unwrap_or(claims.org);
+        let (session, user, organization) = self
+            .access
+            .session_access(sid, claims.sub, org_id)
+            .await
+            .map_err(internal)?;
         let Session::Active(session) = &*session else {
             return Err(ApiError::unauthorized(
                 "the session has ended; log in again",
             ));
         };
-        if session.user_id != u.id {
+        let u = active(&user)?;
+        if session.user_id != u.id || session.org_id != claims.org {
             return Err(ApiError::unauthorized("the access token is malformed"));
         }
         if u.password_changes != claims.pwd {
@@ -278,11 +311,7 @@ impl AuthState {
                 "the password has changed since this token was issued; log in again",
             ));
         }
-        let explicit = org.is_some();
-        let org_id = org.unwrap_or(session.org_id);
-        let role = self
-            .role_in(org_id, u.id, u.is_superadmin, explicit)
-            .await?;
+        let role = role_in(&organization, u.id, u.is_superadmin, explicit)?;
         Ok(Principal {
             user_id: u.id,
             username: u.username.as_str().to_owned(),
@@ -296,24 +325,45 @@ impl AuthState {
         })
     }
 
+    /// The principal of an API key: `claimed` is who and where a key login's token says it
+    /// acts (checked against the key); a key presented as such is read first.
     async fn key_principal(
         &self,
         kid: Uuid,
         org: Option<Uuid>,
-        token_exp: Option<u64>,
+        claimed: Option<&Claims>,
     ) -> Result<Principal, ApiError> {
-        let key = self.access.key(kid).await.map_err(internal)?;
+        let (creator, key_org) = match claimed {
+            Some(c) => (c.sub, c.org),
+            None => {
+                let key = self.access.key(kid).await.map_err(internal)?;
+                match &*key {
+                    ApiKey::Present(k) => (k.created_by, k.org_id),
+                    ApiKey::Absent => {
+                        return Err(ApiError::unauthorized("the API key is not valid"));
+                    }
+                }
+            }
+        };
+        if org.is_some_and(|o| o != key_org) {
+            return Err(ApiError::not_found("no such organization"));
+        }
+        let (key, user, organization) = self
+            .access
+            .key_access(kid, creator, key_org)
+            .await
+            .map_err(internal)?;
         let Some(k) = usable(&key, Utc::now()) else {
             return Err(ApiError::unauthorized(
                 "the API key has been revoked or has expired",
             ));
         };
-        if org.is_some_and(|o| o != k.org_id) {
-            return Err(ApiError::not_found("no such organization"));
+        if k.created_by != creator || k.org_id != key_org {
+            return Err(ApiError::unauthorized("the access token is malformed"));
         }
-        let u = self.active_user(k.created_by).await?;
+        let u = active(&user)?;
         // A key acts with its scopes, within what its creator may do there now.
-        let role = self.role_in(k.org_id, u.id, u.is_superadmin, false).await?;
+        let role = role_in(&organization, u.id, u.is_superadmin, false)?;
         let role = if u.is_superadmin {
             Some(Role::Owner)
         } else {
@@ -331,35 +381,11 @@ impl AuthState {
             scopes: Some(k.scopes.clone()),
             session_id: None,
             key_id: Some(kid),
-            expires_at: match (token_exp, key_exp) {
+            expires_at: match (claimed.map(|c| c.exp), key_exp) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(u64::MAX),
             },
         })
-    }
-
-    /// The user's role in the organization. An organization that does not exist, or that
-    /// they do not belong to when they named it explicitly, is a 404 (a superadmin may act in
-    /// any existing one).
-    async fn role_in(
-        &self,
-        org_id: Uuid,
-        user_id: Uuid,
-        is_superadmin: bool,
-        explicit: bool,
-    ) -> Result<Option<Role>, ApiError> {
-        let org = self.access.organization(org_id).await.map_err(internal)?;
-        let Organization::Present(data) = &*org else {
-            return Err(ApiError::not_found("no such organization"));
-        };
-        let role = org.role_of(user_id);
-        if role.is_none() && explicit && !is_superadmin {
-            return Err(ApiError::not_found("no such organization"));
-        }
-        if !data.is_active && !is_superadmin {
-            return Err(ApiError::forbidden("the organization is deactivated"));
-        }
-        Ok(role)
     }
 
     /// Claims for a new session's or key's tokens.

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -29,6 +29,9 @@ pub const OPENAPI_PATH: &str = "/api/openapi.json";
 pub const DOCS_PATH: &str = "/api/docs";
 /// The name of the JWT bearer security scheme: `security(("bearer" = []))`.
 pub const BEARER: &str = "bearer";
+
+/// The name of the API-key security scheme in the document.
+pub const API_KEY: &str = "api_key";
 
 /// The API's OpenAPI document. Add an operation with one line in `paths(...)`.
 #[derive(OpenApi)]
@@ -91,9 +94,9 @@ pub const BEARER: &str = "bearer";
     modifiers(&SecurityAddon),
     tags(
         (name = "platform", description = "Health, readiness, status and metrics"),
-        (name = "auth", description = "Login and access tokens"),
+        (name = "auth", description = "Logins (password or API key), refresh-token rotation, logout, the caller's account, invitations"),
         (name = "factory", description = "The software factory: projects, builds, logs and stats"),
-        (name = "identity", description = "Organizations and their members"),
+        (name = "identity", description = "Organizations, members and roles, users, API keys. A user of several organizations picks one with `X-Organization-Id`; another organization's resources are 404s"),
         (name = "live", description = "The event log, live: WebSocket `/ws` and server-sent events, per organization and channel, resumable by position"),
     )
 )]
@@ -116,6 +119,14 @@ impl Modify for SecurityAddon {
                     ))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            API_KEY,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "api-key",
+                "An API key from `POST /api-keys` (also accepted as `X-API-Key`); it acts in its \
+                 organization with its scopes",
+            ))),
         );
     }
 }

@@ -26,6 +26,11 @@ use crate::auth::{ACCESS_TYPE, AuthState, Principal, REFRESH_TYPE, api_key};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 
+/// Password logins, by `outcome` (`succeeded`, `refused`; throttled ones are counted apart).
+pub const LOGINS: &str = "atelier_logins_total";
+/// Spent refresh tokens presented again (each ended a session).
+pub const REFRESH_REUSED: &str = "atelier_refresh_token_reuse_total";
+
 /// The longest username or email accepted at login, in characters.
 const MAX_USERNAME_CHARS: usize = 256;
 
@@ -250,6 +255,7 @@ pub async fn login(
         .await
         .map_err(internal)?;
     let Some(record) = record else {
+        metrics::counter!(LOGINS, "outcome" => "refused").increment(1);
         tracing::info!("login refused");
         return Err(ApiError::unauthorized(
             "the username or password is incorrect",
@@ -269,6 +275,7 @@ pub async fn login(
         .start(&ctx, user.id, expires_at)
         .await
         .map_err(internal)?;
+    metrics::counter!(LOGINS, "outcome" => "succeeded").increment(1);
     tracing::info!(session_id = %session.id, "login succeeded");
     Ok(no_store(
         &session_tokens(&auth, &app, user, &session).await?,
@@ -402,11 +409,14 @@ pub async fn refresh(
             &session_tokens(&auth, &app, user, &session).await?,
         )),
         Refreshed::Rotated(_) => Err(ApiError::unauthorized("the refresh token is malformed")),
-        Refreshed::Reused => Err(ApiError::new(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "REFRESH_TOKEN_REUSED",
-            "this refresh token was already used: the session has been ended, log in again",
-        )),
+        Refreshed::Reused => Err({
+            metrics::counter!(REFRESH_REUSED).increment(1);
+            ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "REFRESH_TOKEN_REUSED",
+                "this refresh token was already used: the session has been ended, log in again",
+            )
+        }),
     }
 }
 

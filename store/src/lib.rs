@@ -89,6 +89,21 @@ pub trait EventStore: Send + Sync + 'static {
         stream: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<(), StoreError>;
+
+    /// The revision of the last event appended to each stream, in order (`None`: never
+    /// written), for callers that keep streams folded and only need to know whether they moved.
+    /// Adapters that can answer for all the streams in one round trip should; this default
+    /// reads each stream's last event.
+    async fn last_revisions(&self, streams: &[StreamName]) -> Result<Vec<Option<u64>>, StoreError> {
+        let mut out = Vec::with_capacity(streams.len());
+        for stream in streams {
+            let last = self
+                .read_stream(stream, ReadStream::backward().max(1))
+                .await?;
+            out.push(last.first().map(|e| e.revision));
+        }
+        Ok(out)
+    }
 }
 
 /// Whether a stream whose apparent last revision is `actual` satisfies `expected`.

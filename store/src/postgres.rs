@@ -685,6 +685,26 @@ impl EventStore for PgEventStore {
         Ok(out)
     }
 
+    #[tracing::instrument(name = "store.last_revisions", skip_all, fields(streams = streams.len()))]
+    async fn last_revisions(&self, streams: &[StreamName]) -> Result<Vec<Option<u64>>, StoreError> {
+        let names: Vec<&str> = streams.iter().map(StreamName::as_str).collect();
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT stream_name, revision FROM event_streams WHERE stream_name = ANY($1)",
+        )
+        .bind(&names)
+        .fetch_all(&self.shared.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(names
+            .iter()
+            .map(|name| {
+                rows.iter()
+                    .find(|(n, _)| n == name)
+                    .and_then(|(_, r)| u64::try_from(*r).ok())
+            })
+            .collect())
+    }
+
     #[tracing::instrument(name = "store.read_all", skip_all, fields(after = %after, max))]
     async fn read_all(
         &self,

@@ -493,6 +493,44 @@ async fn events_are_read_back_as_written<H: Harness>() {
     assert_eq!(all, read);
 }
 
+async fn last_revisions_name_each_streams_last_event_in_the_order_asked<H: Harness>() {
+    let h = H::new().await;
+    let s = h.store();
+    let (one, three, never) = (
+        unique("last-one"),
+        unique("last-three"),
+        unique("last-never"),
+    );
+    s.append(
+        &one,
+        ExpectedRevision::NoStream,
+        vec![EventData::new("A", json!({}))],
+    )
+    .await
+    .unwrap();
+    let batch = (0..3).map(|_| EventData::new("B", json!({}))).collect();
+    s.append(&three, ExpectedRevision::NoStream, batch)
+        .await
+        .unwrap();
+    let names = [three.clone(), never.clone(), one.clone()];
+    assert_eq!(
+        s.last_revisions(&names).await.unwrap(),
+        [Some(2), None, Some(0)]
+    );
+    s.append(
+        &one,
+        ExpectedRevision::Exact(0),
+        vec![EventData::new("A", json!({}))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.last_revisions(&[one]).await.unwrap(), [Some(1)]);
+    assert_eq!(
+        s.last_revisions(&[]).await.unwrap(),
+        Vec::<Option<u64>>::new()
+    );
+}
+
 async fn a_stream_reads_forwards_and_backwards_from_a_revision_with_a_limit<H: Harness>() {
     let h = H::new().await;
     let s = h.store();
@@ -1195,6 +1233,7 @@ for_each_adapter!(
     an_idempotent_retry_writes_nothing_and_returns_the_first_result,
     a_batch_that_partly_overlaps_written_events_is_a_conflict,
     events_are_read_back_as_written,
+    last_revisions_name_each_streams_last_event_in_the_order_asked,
     a_stream_reads_forwards_and_backwards_from_a_revision_with_a_limit,
     filters_select_by_stream_prefix_event_type_and_category,
     a_held_open_transaction_holds_back_later_events_and_none_is_skipped_or_repeated,
