@@ -1001,6 +1001,27 @@ async fn users_are_listed_read_and_changed_by_those_allowed_to() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(all["pagination"]["total"], 4);
+    let (status, in_beta) = call(
+        &app,
+        Auth::Bearer(&root),
+        Method::GET,
+        &format!("/api/v1/users?organization_id={beta}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let names: Vec<_> = in_beta["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        [json!("admin"), json!("cid")],
+        "Beta's creator and cid"
+    );
     let (status, mine) = call(
         &app,
         Auth::Bearer(&amy_token),

@@ -17,7 +17,9 @@ use std::sync::{Arc, OnceLock};
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -102,7 +104,22 @@ pub const API_KEY: &str = "api_key";
 )]
 pub struct ApiDoc;
 
-/// Adds the `bearer` security scheme (a JWT access token in `Authorization: Bearer …`).
+/// Operations that take a user's token but never an API key (a person's own account, and the
+/// management of keys and users).
+const USER_ONLY: &[(&str, &str)] = &[
+    ("post", "/api/v1/auth/logout"),
+    ("post", "/api/v1/auth/change-password"),
+    ("post", "/api/v1/api-keys"),
+    ("delete", "/api/v1/api-keys/{id}"),
+    ("put", "/api/v1/users/{id}"),
+    ("delete", "/api/v1/users/{id}"),
+    ("post", "/api/v1/organizations/{id}/deactivate"),
+    ("post", "/api/v1/organizations/{id}/reactivate"),
+];
+
+/// Adds the `bearer` security scheme (a JWT access token in `Authorization: Bearer …`) and the
+/// `api_key` one, which every operation that takes a token also accepts unless it is
+/// [`USER_ONLY`].
 pub struct SecurityAddon;
 
 impl Modify for SecurityAddon {
@@ -128,6 +145,26 @@ impl Modify for SecurityAddon {
                  organization with its scopes",
             ))),
         );
+        let bearer = serde_json::json!({ BEARER: [] });
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for (method, operation) in [
+                ("get", &mut item.get),
+                ("put", &mut item.put),
+                ("post", &mut item.post),
+                ("delete", &mut item.delete),
+                ("patch", &mut item.patch),
+            ] {
+                let Some(security) = operation.as_mut().and_then(|o| o.security.as_mut()) else {
+                    continue;
+                };
+                let takes_token = security
+                    .iter()
+                    .any(|r| serde_json::to_value(r).is_ok_and(|v| v == bearer));
+                if takes_token && !USER_ONLY.contains(&(method, path.as_str())) {
+                    security.push(SecurityRequirement::new(API_KEY, Vec::<String>::new()));
+                }
+            }
+        }
     }
 }
 
@@ -232,9 +269,20 @@ mod tests {
             );
         }
         assert_eq!(
-            paths["/api/v1/projects"]["post"]["security"][0]["bearer"],
-            serde_json::json!([])
+            paths["/api/v1/projects"]["post"]["security"],
+            serde_json::json!([{"bearer": []}, {"api_key": []}])
         );
+        assert_eq!(
+            paths["/api/v1/auth/logout"]["post"]["security"],
+            serde_json::json!([{"bearer": []}]),
+            "an API key cannot log out"
+        );
+        for (method, path) in USER_ONLY {
+            assert!(
+                paths[*path][*method].is_object(),
+                "{method} {path} is documented"
+            );
+        }
         let schemas = &json["components"]["schemas"];
         for schema in [
             "ProjectView",

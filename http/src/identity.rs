@@ -859,6 +859,9 @@ pub struct UserParams {
     pub search: Option<String>,
     /// `true` or `false`: only active (or only deactivated) users.
     pub is_active: Option<String>,
+    /// Only the members of this organization (a superadmin's filter: an admin always sees
+    /// their organization's members only).
+    pub organization_id: Option<String>,
     /// Wait until the list reflects the write that returned this `Atelier-Position`.
     pub min_position: Option<String>,
 }
@@ -891,6 +894,17 @@ pub async fn list_users(
     });
     let is_active = crate::pagination::flag("is_active", params.is_active.as_deref(), &mut errors);
     let search = crate::pagination::search(params.search.as_deref(), &mut errors);
+    let only = match params.organization_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => Uuid::try_parse(raw)
+            .map_err(|_| {
+                errors.push(FieldError {
+                    field: "organization_id".into(),
+                    message: "must be an organization's id".into(),
+                })
+            })
+            .ok(),
+    };
     crate::pagination::validate(errors)?;
     await_projection(&state, &req, IDENTITY).await?;
     let query = atelier_projections::identity::UserQuery {
@@ -898,7 +912,11 @@ pub async fn list_users(
         per_page,
         search,
         is_active,
-        org_id: (!principal.is_superadmin).then_some(principal.org_id),
+        org_id: if principal.is_superadmin {
+            only
+        } else {
+            Some(principal.org_id)
+        },
     };
     let (rows, total) = atelier_projections::identity::list_users(&state.pool, &query)
         .await
