@@ -14,7 +14,9 @@ use atelier_store::{EventStore, StoreError, StreamName};
 use uuid::Uuid;
 
 use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
-use crate::reservation::{Reservation, release_quietly, reservation_stream, reserve};
+use crate::reservation::{
+    Reservation, release_quietly, reservation_stream, reserve, settle_key_change,
+};
 
 /// A project command's error.
 pub type ProjectCommandError = CommandError<ProjectError>;
@@ -138,25 +140,12 @@ impl ProjectService {
         };
         let written =
             execute::<Project>(self.store.as_ref(), &stream, ctx, if_match, command).await;
-        match &written {
-            Ok(w) => {
-                if let (Some(before), Some(after)) = (w.previous.active(), w.state.active())
-                    && before.name.key() != after.name.key()
-                {
-                    release_quietly(
-                        self.store.as_ref(),
-                        &name_reservation(ctx.org_id, &before.name),
-                        id,
-                    )
-                    .await;
-                }
-            }
-            Err(_) => {
-                if let Some(r) = new_reservation {
-                    release_quietly(self.store.as_ref(), &r, id).await;
-                }
-            }
-        }
+        settle_key_change(self.store.as_ref(), id, &written, new_reservation, |w| {
+            let (before, after) = (w.previous.active()?, w.state.active()?);
+            (before.name.key() != after.name.key())
+                .then(|| name_reservation(ctx.org_id, &before.name))
+        })
+        .await;
         written
     }
 

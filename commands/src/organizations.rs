@@ -11,7 +11,9 @@ use atelier_store::{EventStore, StoreError, StreamName};
 use uuid::Uuid;
 
 use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
-use crate::reservation::{PLATFORM, Reservation, release_quietly, reservation_stream, reserve};
+use crate::reservation::{
+    PLATFORM, Reservation, release_quietly, reservation_stream, reserve, settle_key_change,
+};
 
 /// An organization command's error.
 pub type OrgCommandError = CommandError<OrgError>;
@@ -143,25 +145,12 @@ impl OrganizationService {
             command,
         )
         .await;
-        match &written {
-            Ok(w) => {
-                if let (Some(before), Some(after)) = (w.previous.data(), w.state.data())
-                    && before.profile.name.key() != after.profile.name.key()
-                {
-                    release_quietly(
-                        self.store.as_ref(),
-                        &name_reservation(&before.profile.name.key()),
-                        id,
-                    )
-                    .await;
-                }
-            }
-            Err(_) => {
-                if let Some(r) = new_reservation {
-                    release_quietly(self.store.as_ref(), &r, id).await;
-                }
-            }
-        }
+        settle_key_change(self.store.as_ref(), id, &written, new_reservation, |w| {
+            let (before, after) = (w.previous.data()?, w.state.data()?);
+            (before.profile.name.key() != after.profile.name.key())
+                .then(|| name_reservation(&before.profile.name.key()))
+        })
+        .await;
         written
     }
 

@@ -125,6 +125,26 @@ pub async fn release(
 
 /// Releases `stream` if `owner` still holds it, logging a failure instead of returning it: a
 /// reservation left behind is taken over as stale by the next user of the key.
+/// Settles a change of a unique key after the write it protected: when the write succeeded, the
+/// old key's reservation (`given_up`, if the write did change the key) is released; when it
+/// failed, the new key's (`taken`, if one was taken). Failures to release are logged (a stale
+/// reservation is taken over by the next claimant).
+pub async fn settle_key_change<T, E>(
+    store: &dyn EventStore,
+    owner: Uuid,
+    outcome: &Result<T, E>,
+    taken: Option<StreamName>,
+    given_up: impl FnOnce(&T) -> Option<StreamName>,
+) {
+    let release = match outcome {
+        Ok(written) => given_up(written),
+        Err(_) => taken,
+    };
+    if let Some(stream) = release {
+        release_quietly(store, &stream, owner).await;
+    }
+}
+
 pub async fn release_quietly(store: &dyn EventStore, stream: &StreamName, owner: Uuid) {
     if let Err(e) = release(store, stream, owner).await {
         tracing::warn!(%stream, error = %e, "could not release a reservation");
