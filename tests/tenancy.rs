@@ -41,16 +41,63 @@ async fn call(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
-async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
-    let (status, body) = call(
+/// Someone calling: their credentials, and the organization they name, if any.
+#[derive(Clone, Copy)]
+struct Caller<'a> {
+    app: &'a TestApp,
+    auth: Auth<'a>,
+    org: Option<&'a str>,
+}
+
+fn bearer<'a>(app: &'a TestApp, token: &'a str) -> Caller<'a> {
+    Caller {
         app,
-        Auth::Bearer(token),
-        Method::POST,
-        path,
-        None,
-        Some(body),
-    )
-    .await;
+        auth: Auth::Bearer(token),
+        org: None,
+    }
+}
+
+fn key<'a>(app: &'a TestApp, key: &'a str) -> Caller<'a> {
+    Caller {
+        app,
+        auth: Auth::Key(key),
+        org: None,
+    }
+}
+
+impl<'a> Caller<'a> {
+    /// Naming this organization (`X-Organization-Id`).
+    fn in_org(self, org: &'a str) -> Self {
+        self.with_org(Some(org))
+    }
+
+    fn with_org(self, org: Option<&'a str>) -> Self {
+        Caller { org, ..self }
+    }
+
+    async fn send(self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        call(self.app, self.auth, method, path, self.org, body).await
+    }
+
+    async fn get(self, path: &str) -> (u16, Value) {
+        self.send(Method::GET, path, None).await
+    }
+
+    async fn post(self, path: &str, body: Value) -> (u16, Value) {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    async fn put(self, path: &str, body: Value) -> (u16, Value) {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
+    async fn delete(self, path: &str) -> (u16, Value) {
+        self.send(Method::DELETE, path, None).await
+    }
+}
+
+async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
+    let (status, body) = bearer(app, token).post(path, body).await;
     assert!((200..300).contains(&status), "POST {path}: {status} {body}");
     body
 }
@@ -264,15 +311,13 @@ async fn every_endpoint_answers_each_role_in_its_own_organization_and_404_in_ano
     // A project in each organization, made by the superadmin acting there.
     let mut projects = Vec::new();
     for org in [&alpha, &beta] {
-        let (status, made) = call(
-            &app,
-            Auth::Bearer(&root),
-            Method::POST,
-            "/api/v1/projects",
-            Some(org),
-            Some(json!({"name": "app", "repo": "https://example.com/a.git"})),
-        )
-        .await;
+        let (status, made) = bearer(&app, &root)
+            .in_org(org)
+            .post(
+                "/api/v1/projects",
+                json!({"name": "app", "repo": "https://example.com/a.git"}),
+            )
+            .await;
         assert_eq!(status, 201, "{made}");
         projects.push(id(&made));
     }
@@ -285,15 +330,9 @@ async fn every_endpoint_answers_each_role_in_its_own_organization_and_404_in_ano
         // Their own organization: allowed from the least role up, 403 below it. Alpha is
         // their only organization, so it is their default: no header needed.
         for op in operations(&alpha, &projects[0], &extra, &mut n) {
-            let (status, body) = call(
-                &app,
-                Auth::Bearer(token),
-                op.method.clone(),
-                &op.path,
-                None,
-                op.body.clone(),
-            )
-            .await;
+            let (status, body) = bearer(&app, token)
+                .send(op.method.clone(), &op.path, op.body.clone())
+                .await;
             let expected = if rank(role) >= rank(op.least) {
                 op.ok
             } else {
@@ -313,15 +352,10 @@ async fn every_endpoint_answers_each_role_in_its_own_organization_and_404_in_ano
                     // Without the header, an organization-wide path is their own organization's.
                     continue;
                 }
-                let (status, body) = call(
-                    &app,
-                    Auth::Bearer(token),
-                    op.method.clone(),
-                    &op.path,
-                    header,
-                    op.body.clone(),
-                )
-                .await;
+                let (status, body) = bearer(&app, token)
+                    .with_org(header)
+                    .send(op.method.clone(), &op.path, op.body.clone())
+                    .await;
                 // Acting in their own organization, a role too low for the operation is refused
                 // before anything is looked up (a 403 that says nothing of the other
                 // organization); otherwise, or when naming the other organization, a 404.
@@ -342,15 +376,10 @@ async fn every_endpoint_answers_each_role_in_its_own_organization_and_404_in_ano
     // The superadmin crosses organizations by naming them.
     for (org, project) in [(&alpha, &projects[0]), (&beta, &projects[1])] {
         for op in operations(org, project, &extra, &mut n) {
-            let (status, body) = call(
-                &app,
-                Auth::Bearer(&root),
-                op.method.clone(),
-                &op.path,
-                Some(org),
-                op.body.clone(),
-            )
-            .await;
+            let (status, body) = bearer(&app, &root)
+                .in_org(org)
+                .send(op.method.clone(), &op.path, op.body.clone())
+                .await;
             assert_eq!(
                 status, op.ok,
                 "superadmin {} {}: {body}",
@@ -394,15 +423,7 @@ async fn a_member_of_two_organizations_picks_one_with_x_organization_id() {
     )
     .await);
     let default_org = {
-        let (_, me) = call(
-            &app,
-            Auth::Bearer(&root),
-            Method::GET,
-            "/api/v1/auth/me",
-            None,
-            None,
-        )
-        .await;
+        let (_, me) = bearer(&app, &root).get("/api/v1/auth/me").await;
         me["organization_id"].as_str().unwrap().to_owned()
     };
     let ada = user(&app, &root, "ada", &default_org, "member").await;
@@ -416,58 +437,32 @@ async fn a_member_of_two_organizations_picks_one_with_x_organization_id() {
     let token = login(&app, "ada").await;
     let project = Some(json!({"name": "p", "repo": "https://example.com/p.git"}));
     // A member in the default organization, a viewer in Beta.
-    let (status, _) = call(
-        &app,
-        Auth::Bearer(&token),
-        Method::POST,
-        "/api/v1/projects",
-        None,
-        project.clone(),
-    )
-    .await;
+    let (status, _) = bearer(&app, &token)
+        .send(Method::POST, "/api/v1/projects", project.clone())
+        .await;
     assert_eq!(status, 201);
-    let (status, body) = call(
-        &app,
-        Auth::Bearer(&token),
-        Method::POST,
-        "/api/v1/projects",
-        Some(&beta),
-        project.clone(),
-    )
-    .await;
+    let (status, body) = bearer(&app, &token)
+        .in_org(&beta)
+        .send(Method::POST, "/api/v1/projects", project.clone())
+        .await;
     assert_eq!(status, 403, "{body}");
-    let (status, me) = call(
-        &app,
-        Auth::Bearer(&token),
-        Method::GET,
-        "/api/v1/auth/me",
-        Some(&beta),
-        None,
-    )
-    .await;
+    let (status, me) = bearer(&app, &token)
+        .in_org(&beta)
+        .get("/api/v1/auth/me")
+        .await;
     assert_eq!(status, 200);
     assert_eq!(me["organization_id"], beta.as_str());
     assert_eq!(me["role"], "viewer");
     // A malformed header is a 400; an organization that does not exist, a 404.
-    let (status, _) = call(
-        &app,
-        Auth::Bearer(&token),
-        Method::GET,
-        "/api/v1/projects",
-        Some("not-a-uuid"),
-        None,
-    )
-    .await;
+    let (status, _) = bearer(&app, &token)
+        .in_org("not-a-uuid")
+        .get("/api/v1/projects")
+        .await;
     assert_eq!(status, 400);
-    let (status, _) = call(
-        &app,
-        Auth::Bearer(&token),
-        Method::GET,
-        "/api/v1/projects",
-        Some(&uuid::Uuid::now_v7().to_string()),
-        None,
-    )
-    .await;
+    let (status, _) = bearer(&app, &token)
+        .in_org(&uuid::Uuid::now_v7().to_string())
+        .get("/api/v1/projects")
+        .await;
     assert_eq!(status, 404);
     // Removed from Beta: the same token is refused there on the next request.
     let res = app
@@ -478,15 +473,10 @@ async fn a_member_of_two_organizations_picks_one_with_x_organization_id() {
         .await
         .unwrap();
     assert_eq!(res.status(), 204);
-    let (status, _) = call(
-        &app,
-        Auth::Bearer(&token),
-        Method::GET,
-        "/api/v1/projects",
-        Some(&beta),
-        None,
-    )
-    .await;
+    let (status, _) = bearer(&app, &token)
+        .in_org(&beta)
+        .get("/api/v1/projects")
+        .await;
     assert_eq!(status, 404);
     app.stop().await;
 }
@@ -495,15 +485,7 @@ async fn a_member_of_two_organizations_picks_one_with_x_organization_id() {
 async fn a_role_change_a_deactivation_and_a_password_change_count_from_the_next_request() {
     let app = TestApp::spawn().await;
     let root = app.token().await;
-    let (_, me) = call(
-        &app,
-        Auth::Bearer(&root),
-        Method::GET,
-        "/api/v1/auth/me",
-        None,
-        None,
-    )
-    .await;
+    let (_, me) = bearer(&app, &root).get("/api/v1/auth/me").await;
     let org = me["organization_id"].as_str().unwrap().to_owned();
     let bo = user(&app, &root, "bob", &org, "member").await;
     let token = login(&app, "bob").await;
@@ -514,16 +496,10 @@ async fn a_role_change_a_deactivation_and_a_password_change_count_from_the_next_
         )
     };
     assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&token),
-            Method::POST,
-            "/api/v1/projects",
-            None,
-            project()
-        )
-        .await
-        .0,
+        bearer(&app, &token)
+            .send(Method::POST, "/api/v1/projects", project())
+            .await
+            .0,
         201
     );
     // Demoted to viewer: no more writes with the same token.
@@ -535,52 +511,23 @@ async fn a_role_change_a_deactivation_and_a_password_change_count_from_the_next_
     )
     .await;
     assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&token),
-            Method::POST,
-            "/api/v1/projects",
-            None,
-            project()
-        )
-        .await
-        .0,
+        bearer(&app, &token)
+            .send(Method::POST, "/api/v1/projects", project())
+            .await
+            .0,
         403
     );
-    assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&token),
-            Method::GET,
-            "/api/v1/projects",
-            None,
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(bearer(&app, &token).get("/api/v1/projects").await.0, 200);
     // A password change ends every session of the user.
-    let (status, _) = call(
-        &app,
-        Auth::Bearer(&token),
-        Method::POST,
-        "/api/v1/auth/change-password",
-        None,
-        Some(json!({"current_password": "long enough", "new_password": "longer still"})),
-    )
-    .await;
-    assert_eq!(status, 204);
-    for t in [&token, &other_session] {
-        let (status, body) = call(
-            &app,
-            Auth::Bearer(t),
-            Method::GET,
-            "/api/v1/projects",
-            None,
-            None,
+    let (status, _) = bearer(&app, &token)
+        .post(
+            "/api/v1/auth/change-password",
+            json!({"current_password": "long enough", "new_password": "longer still"}),
         )
         .await;
+    assert_eq!(status, 204);
+    for t in [&token, &other_session] {
+        let (status, body) = bearer(&app, t).get("/api/v1/projects").await;
         assert_eq!(status, 401, "{body}");
     }
     let res = app
@@ -596,25 +543,11 @@ async fn a_role_change_a_deactivation_and_a_password_change_count_from_the_next_
         .unwrap()
         .to_owned();
     // Deactivated by a superadmin: refused at once, and at login.
-    let (status, _) = call(
-        &app,
-        Auth::Bearer(&root),
-        Method::DELETE,
-        &format!("/api/v1/users/{bo}"),
-        None,
-        None,
-    )
-    .await;
+    let (status, _) = bearer(&app, &root)
+        .delete(&format!("/api/v1/users/{bo}"))
+        .await;
     assert_eq!(status, 204);
-    let (status, body) = call(
-        &app,
-        Auth::Bearer(&token),
-        Method::GET,
-        "/api/v1/projects",
-        None,
-        None,
-    )
-    .await;
+    let (status, body) = bearer(&app, &token).get("/api/v1/projects").await;
     assert_eq!(status, 401, "{body}");
     let res = app
         .client
@@ -631,15 +564,7 @@ async fn a_role_change_a_deactivation_and_a_password_change_count_from_the_next_
 async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked() {
     let app = TestApp::spawn().await;
     let root = app.token().await;
-    let (_, me) = call(
-        &app,
-        Auth::Bearer(&root),
-        Method::GET,
-        "/api/v1/auth/me",
-        None,
-        None,
-    )
-    .await;
+    let (_, me) = bearer(&app, &root).get("/api/v1/auth/me").await;
     let org = me["organization_id"].as_str().unwrap().to_owned();
     let beta = id(&post(
         &app,
@@ -653,15 +578,9 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
 
     // Members do not manage keys; admins do, and the key is in the answer only once.
     let body = json!({"name": "ci", "scopes": ["read"]});
-    let (status, _) = call(
-        &app,
-        Auth::Bearer(&ivy),
-        Method::POST,
-        "/api/v1/api-keys",
-        None,
-        Some(body.clone()),
-    )
-    .await;
+    let (status, _) = bearer(&app, &ivy)
+        .post("/api/v1/api-keys", body.clone())
+        .await;
     assert_eq!(status, 403);
     let read = post(&app, &root, "/api/v1/api-keys", body).await;
     let read_key = read["key"].as_str().unwrap().to_owned();
@@ -675,15 +594,7 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
     .await;
     let write_key = write["key"].as_str().unwrap().to_owned();
     settle_identity(&app).await;
-    let (status, list) = call(
-        &app,
-        Auth::Bearer(&root),
-        Method::GET,
-        "/api/v1/api-keys",
-        None,
-        None,
-    )
-    .await;
+    let (status, list) = bearer(&app, &root).get("/api/v1/api-keys").await;
     assert_eq!(status, 200);
     assert_eq!(list["pagination"]["total"], 2);
     assert!(
@@ -693,142 +604,66 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
     assert!(list["data"][0].get("key").is_none());
 
     // Bad fields are named.
-    let (status, problem) = call(
-        &app,
-        Auth::Bearer(&root),
-        Method::POST,
-        "/api/v1/api-keys",
-        None,
-        Some(json!({"name": "x", "scopes": ["root"]})),
-    )
-    .await;
+    let (status, problem) = bearer(&app, &root)
+        .post("/api/v1/api-keys", json!({"name": "x", "scopes": ["root"]}))
+        .await;
     assert_eq!(status, 400);
     assert_eq!(problem["errors"][0]["field"], "scopes");
-    let (status, _) = call(
-        &app,
-        Auth::Bearer(&root),
-        Method::POST,
-        "/api/v1/api-keys",
-        None,
-        Some(json!({"name": "old", "scopes": ["read"], "expires_at": "2020-01-01T00:00:00Z"})),
-    )
-    .await;
+    let (status, _) = bearer(&app, &root)
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": "old", "scopes": ["read"], "expires_at": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
     assert_eq!(status, 400);
 
     // A read key reads, and may not write; a write key writes.
     let project = Some(json!({"name": "keyed", "repo": "https://example.com/k.git"}));
-    assert_eq!(
-        call(
-            &app,
-            Auth::Key(&read_key),
-            Method::GET,
-            "/api/v1/projects",
-            None,
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    let (status, problem) = call(
-        &app,
-        Auth::Key(&read_key),
-        Method::POST,
-        "/api/v1/projects",
-        None,
-        project.clone(),
-    )
-    .await;
+    assert_eq!(key(&app, &read_key).get("/api/v1/projects").await.0, 200);
+    let (status, problem) = key(&app, &read_key)
+        .send(Method::POST, "/api/v1/projects", project.clone())
+        .await;
     assert_eq!(status, 403, "{problem}");
     assert_eq!(
-        call(
-            &app,
-            Auth::Key(&write_key),
-            Method::POST,
-            "/api/v1/projects",
-            None,
-            project
-        )
-        .await
-        .0,
+        key(&app, &write_key)
+            .send(Method::POST, "/api/v1/projects", project)
+            .await
+            .0,
         201
     );
     // A key acts in its organization only (its creator, the superadmin, sees two), and never
     // manages keys.
-    let (status, orgs) = call(
-        &app,
-        Auth::Key(&read_key),
-        Method::GET,
-        "/api/v1/organizations",
-        None,
-        None,
-    )
-    .await;
+    let (status, orgs) = key(&app, &read_key).get("/api/v1/organizations").await;
     assert_eq!(status, 200);
     assert_eq!(orgs["pagination"]["total"], 1, "{orgs}");
     assert_eq!(orgs["data"][0]["id"], org.as_str());
     assert_eq!(
-        call(
-            &app,
-            Auth::Key(&read_key),
-            Method::GET,
-            "/api/v1/projects",
-            Some(&beta),
-            None
-        )
-        .await
-        .0,
+        key(&app, &read_key)
+            .in_org(&beta)
+            .get("/api/v1/projects")
+            .await
+            .0,
         404
     );
     assert_eq!(
-        call(
-            &app,
-            Auth::Key(&write_key),
-            Method::GET,
-            &format!("/api/v1/organizations/{beta}"),
-            None,
-            None
-        )
-        .await
-        .0,
+        key(&app, &write_key)
+            .get(&format!("/api/v1/organizations/{beta}"))
+            .await
+            .0,
         404
     );
-    let (status, _) = call(
-        &app,
-        Auth::Key(&write_key),
-        Method::POST,
-        "/api/v1/api-keys",
-        None,
-        Some(json!({"name": "more", "scopes": ["admin"]})),
-    )
-    .await;
+    let (status, _) = key(&app, &write_key)
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": "more", "scopes": ["admin"]}),
+        )
+        .await;
     assert_eq!(status, 403);
     // A wrong or malformed key is a 401.
     let wrong = format!("{}{}", &read_key[..read_key.len() - 4], "0000");
+    assert_eq!(key(&app, &wrong).get("/api/v1/projects").await.0, 401);
     assert_eq!(
-        call(
-            &app,
-            Auth::Key(&wrong),
-            Method::GET,
-            "/api/v1/projects",
-            None,
-            None
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        call(
-            &app,
-            Auth::Key("atk_nonsense"),
-            Method::GET,
-            "/api/v1/projects",
-            None,
-            None
-        )
-        .await
-        .0,
+        key(&app, "atk_nonsense").get("/api/v1/projects").await.0,
         401
     );
 
@@ -844,29 +679,17 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
     let tokens: Value = res.json().await.unwrap();
     let key_token = tokens["access_token"].as_str().unwrap().to_owned();
     assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&key_token),
-            Method::GET,
-            "/api/v1/projects",
-            None,
-            None
-        )
-        .await
-        .0,
+        bearer(&app, &key_token).get("/api/v1/projects").await.0,
         200
     );
     assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&key_token),
-            Method::POST,
-            "/api/v1/projects",
-            None,
-            Some(json!({"name": "nope", "repo": "https://example.com/n.git"}))
-        )
-        .await
-        .0,
+        bearer(&app, &key_token)
+            .post(
+                "/api/v1/projects",
+                json!({"name": "nope", "repo": "https://example.com/n.git"})
+            )
+            .await
+            .0,
         403
     );
 
@@ -877,55 +700,12 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
     let olga = login(&app, "olga").await;
     let key_id = id(&read);
     let path = format!("/api/v1/api-keys/{key_id}");
+    assert_eq!(bearer(&app, &olga).delete(&path).await.0, 404);
+    assert_eq!(key(&app, &read_key).get("/api/v1/projects").await.0, 200);
+    assert_eq!(bearer(&app, &root).delete(&path).await.0, 204);
+    assert_eq!(key(&app, &read_key).get("/api/v1/projects").await.0, 401);
     assert_eq!(
-        call(&app, Auth::Bearer(&olga), Method::DELETE, &path, None, None)
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        call(
-            &app,
-            Auth::Key(&read_key),
-            Method::GET,
-            "/api/v1/projects",
-            None,
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        call(&app, Auth::Bearer(&root), Method::DELETE, &path, None, None)
-            .await
-            .0,
-        204
-    );
-    assert_eq!(
-        call(
-            &app,
-            Auth::Key(&read_key),
-            Method::GET,
-            "/api/v1/projects",
-            None,
-            None
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&key_token),
-            Method::GET,
-            "/api/v1/projects",
-            None,
-            None
-        )
-        .await
-        .0,
+        bearer(&app, &key_token).get("/api/v1/projects").await.0,
         401
     );
     let res = app
@@ -945,19 +725,7 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
         .unwrap();
     assert_eq!(res.status(), 401);
     // The write key still works.
-    assert_eq!(
-        call(
-            &app,
-            Auth::Key(&write_key),
-            Method::GET,
-            "/api/v1/projects",
-            None,
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(key(&app, &write_key).get("/api/v1/projects").await.0, 200);
     app.stop().await;
 }
 
@@ -965,15 +733,7 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
 async fn users_are_listed_read_and_changed_by_those_allowed_to() {
     let app = TestApp::spawn().await;
     let root = app.token().await;
-    let (_, me) = call(
-        &app,
-        Auth::Bearer(&root),
-        Method::GET,
-        "/api/v1/auth/me",
-        None,
-        None,
-    )
-    .await;
+    let (_, me) = bearer(&app, &root).get("/api/v1/auth/me").await;
     let org = me["organization_id"].as_str().unwrap().to_owned();
     let beta = id(&post(
         &app,
@@ -990,26 +750,12 @@ async fn users_are_listed_read_and_changed_by_those_allowed_to() {
     let ben_token = login(&app, "ben").await;
 
     // The superadmin lists everyone; an admin, the members of their organization; a member no one.
-    let (status, all) = call(
-        &app,
-        Auth::Bearer(&root),
-        Method::GET,
-        "/api/v1/users?per_page=100",
-        None,
-        None,
-    )
-    .await;
+    let (status, all) = bearer(&app, &root).get("/api/v1/users?per_page=100").await;
     assert_eq!(status, 200);
     assert_eq!(all["pagination"]["total"], 4);
-    let (status, in_beta) = call(
-        &app,
-        Auth::Bearer(&root),
-        Method::GET,
-        &format!("/api/v1/users?organization_id={beta}"),
-        None,
-        None,
-    )
-    .await;
+    let (status, in_beta) = bearer(&app, &root)
+        .get(&format!("/api/v1/users?organization_id={beta}"))
+        .await;
     assert_eq!(status, 200);
     let names: Vec<_> = in_beta["data"]
         .as_array()
@@ -1022,15 +768,7 @@ async fn users_are_listed_read_and_changed_by_those_allowed_to() {
         [json!("admin"), json!("cid")],
         "Beta's creator and cid"
     );
-    let (status, mine) = call(
-        &app,
-        Auth::Bearer(&amy_token),
-        Method::GET,
-        "/api/v1/users?search=b",
-        None,
-        None,
-    )
-    .await;
+    let (status, mine) = bearer(&app, &amy_token).get("/api/v1/users?search=b").await;
     assert_eq!(status, 200, "{mine}");
     let names: Vec<_> = mine["data"]
         .as_array()
@@ -1039,132 +777,58 @@ async fn users_are_listed_read_and_changed_by_those_allowed_to() {
         .map(|u| u["username"].clone())
         .collect();
     assert_eq!(names, [json!("ben")]);
-    assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&ben_token),
-            Method::GET,
-            "/api/v1/users",
-            None,
-            None
-        )
-        .await
-        .0,
-        403
-    );
-    let (status, _) = call(
-        &app,
-        Auth::Bearer(&amy_token),
-        Method::GET,
-        "/api/v1/users?is_active=maybe",
-        None,
-        None,
-    )
-    .await;
+    assert_eq!(bearer(&app, &ben_token).get("/api/v1/users").await.0, 403);
+    let (status, _) = bearer(&app, &amy_token)
+        .get("/api/v1/users?is_active=maybe")
+        .await;
     assert_eq!(status, 400);
     // Reading: oneself, a member for an admin; another organization's user is not found.
-    assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&ben_token),
-            Method::GET,
-            &format!("/api/v1/users/{ben}"),
-            None,
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&ben_token),
-            Method::GET,
-            &format!("/api/v1/users/{amy}"),
-            None,
-            None
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&amy_token),
-            Method::GET,
-            &format!("/api/v1/users/{ben}"),
-            None,
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&amy_token),
-            Method::GET,
-            &format!("/api/v1/users/{cid}"),
-            None,
-            None
-        )
-        .await
-        .0,
-        404
-    );
+    for (who, token, whom, expected) in [
+        ("ben", &ben_token, &ben, 200),
+        ("ben", &ben_token, &amy, 404),
+        ("amy", &amy_token, &ben, 200),
+        ("amy", &amy_token, &cid, 404),
+    ] {
+        let (status, body) = bearer(&app, token)
+            .get(&format!("/api/v1/users/{whom}"))
+            .await;
+        assert_eq!(status, expected, "{who} reads {whom}: {body}");
+    }
     // Changing: one's own email and name; nobody else's but for a superadmin.
-    let (status, changed) = call(
-        &app,
-        Auth::Bearer(&ben_token),
-        Method::PUT,
-        &format!("/api/v1/users/{ben}"),
-        None,
-        Some(json!({"email": "ben@new.example.com", "full_name": "Ben"})),
-    )
-    .await;
+    let (status, changed) = bearer(&app, &ben_token)
+        .put(
+            &format!("/api/v1/users/{ben}"),
+            json!({"email": "ben@new.example.com", "full_name": "Ben"}),
+        )
+        .await;
     assert_eq!(status, 200, "{changed}");
     assert_eq!(changed["email"], "ben@new.example.com");
     assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&ben_token),
-            Method::PUT,
-            &format!("/api/v1/users/{ben}"),
-            None,
-            Some(json!({"is_superadmin": true}))
-        )
-        .await
-        .0,
+        bearer(&app, &ben_token)
+            .put(
+                &format!("/api/v1/users/{ben}"),
+                json!({"is_superadmin": true})
+            )
+            .await
+            .0,
         403
     );
     assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&amy_token),
-            Method::PUT,
-            &format!("/api/v1/users/{ben}"),
-            None,
-            Some(json!({"full_name": "B"}))
-        )
-        .await
-        .0,
+        bearer(&app, &amy_token)
+            .put(&format!("/api/v1/users/{ben}"), json!({"full_name": "B"}))
+            .await
+            .0,
         404
     );
     // An email in use is a conflict; the new one logs in, the old one is free again.
     assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&amy_token),
-            Method::PUT,
-            &format!("/api/v1/users/{amy}"),
-            None,
-            Some(json!({"email": "BEN@new.example.com"}))
-        )
-        .await
-        .0,
+        bearer(&app, &amy_token)
+            .put(
+                &format!("/api/v1/users/{amy}"),
+                json!({"email": "BEN@new.example.com"})
+            )
+            .await
+            .0,
         409
     );
     let res = app
@@ -1176,42 +840,30 @@ async fn users_are_listed_read_and_changed_by_those_allowed_to() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&amy_token),
-            Method::PUT,
-            &format!("/api/v1/users/{amy}"),
-            None,
-            Some(json!({"email": "ben@example.com"}))
-        )
-        .await
-        .0,
+        bearer(&app, &amy_token)
+            .put(
+                &format!("/api/v1/users/{amy}"),
+                json!({"email": "ben@example.com"})
+            )
+            .await
+            .0,
         200
     );
     // A superadmin grants and withdraws, but not on themselves.
     let root_id = me["user_id"].as_str().unwrap();
     assert_eq!(
-        call(
-            &app,
-            Auth::Bearer(&root),
-            Method::DELETE,
-            &format!("/api/v1/users/{root_id}"),
-            None,
-            None
-        )
-        .await
-        .0,
+        bearer(&app, &root)
+            .delete(&format!("/api/v1/users/{root_id}"))
+            .await
+            .0,
         403
     );
-    let (status, granted) = call(
-        &app,
-        Auth::Bearer(&root),
-        Method::PUT,
-        &format!("/api/v1/users/{cid}"),
-        None,
-        Some(json!({"is_superadmin": true})),
-    )
-    .await;
+    let (status, granted) = bearer(&app, &root)
+        .put(
+            &format!("/api/v1/users/{cid}"),
+            json!({"is_superadmin": true}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(granted["is_superadmin"], true);
     app.stop().await;
@@ -1231,18 +883,15 @@ async fn an_invited_user_sets_their_password_with_a_token_that_works_once() {
     let token = invited["invitation_token"].as_str().unwrap().to_owned();
     assert!(invited["invitation_expires_at"].is_string());
     // Not both, not neither.
-    let (status, problem) = call(
-        &app,
-        Auth::Bearer(&root),
-        Method::POST,
-        "/api/v1/users",
-        None,
-        Some(json!({"username": "ivo", "email": "ivo@example.com"})),
-    )
-    .await;
+    let (status, problem) = bearer(&app, &root)
+        .post(
+            "/api/v1/users",
+            json!({"username": "ivo", "email": "ivo@example.com"}),
+        )
+        .await;
     assert_eq!(status, 400);
     assert_eq!(problem["errors"][0]["field"], "password");
-    let (status, _) = call(&app, Auth::Bearer(&root), Method::POST, "/api/v1/users", None, Some(json!({"username": "ivo", "email": "ivo@example.com", "password": "long enough", "invite": true}))).await;
+    let (status, _) = bearer(&app, &root).post("/api/v1/users", json!({"username": "ivo", "email": "ivo@example.com", "password": "long enough", "invite": true})).await;
     assert_eq!(status, 400);
     // No login before acceptance.
     let login_as = |password: &'static str| {
@@ -1334,14 +983,7 @@ async fn no_password_token_or_key_reaches_the_event_log() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (status, _) = call(
-        &app,
-        Auth::Bearer(&uli),
-        Method::POST,
-        "/api/v1/auth/change-password",
-        None,
-        Some(json!({"current_password": "uli's secret password", "new_password": "uli's next password"})),
-    )
+    let (status, _) = bearer(&app, &uli).post("/api/v1/auth/change-password", json!({"current_password": "uli's secret password", "new_password": "uli's next password"}))
     .await;
     assert_eq!(status, 204);
     let secrets = [
