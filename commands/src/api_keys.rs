@@ -9,13 +9,12 @@ use std::collections::BTreeSet;
 
 use atelier_domain::identity::api_key::{ApiKey, KeyCommand, KeyData, KeyError, Scope};
 use chrono::{DateTime, Utc};
-use rand::RngExt;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::handler::{CommandContext, CommandError, Store, Written, execute, stream_of};
 use crate::identity::{Identity, IdentityError};
+use crate::secrets::{random_hex, sha256};
 
 /// The prefix of every key.
 pub const KEY_PREFIX: &str = "atk_";
@@ -75,10 +74,6 @@ impl std::fmt::Debug for ApiKeyService {
     }
 }
 
-fn digest(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
-}
-
 /// The key id and secret of a well-formed key.
 fn parse(key: &str) -> Option<(Uuid, &str)> {
     let rest = key.strip_prefix(KEY_PREFIX)?;
@@ -107,11 +102,9 @@ impl ApiKeyService {
         new: NewKey,
     ) -> Result<CreatedKey, KeyServiceError> {
         let key_id = Uuid::now_v7();
-        let mut bytes = [0u8; SECRET_BYTES];
-        rand::rng().fill(&mut bytes[..]);
-        let secret = hex::encode(bytes);
+        let secret = random_hex(SECRET_BYTES);
         self.identity
-            .store_key_secret(key_id, &digest(&secret))
+            .store_key_secret(key_id, &sha256(&secret))
             .await?;
         let written = execute::<ApiKey>(
             self.store.as_ref(),
@@ -175,7 +168,7 @@ impl ApiKeyService {
         let Some(stored) = self.identity.key_secret(key_id).await? else {
             return Ok(None);
         };
-        if !bool::from(stored.as_slice().ct_eq(&digest(secret))) {
+        if !bool::from(stored.as_slice().ct_eq(&sha256(secret))) {
             return Ok(None);
         }
         if let Err(e) = self.identity.touch_key(key_id).await {

@@ -605,15 +605,7 @@ fn generate_password() -> String {
 
 /// 48 random bytes, hex-encoded.
 fn generate_secret() -> String {
-    let mut bytes = [0u8; GENERATED_SECRET_BYTES];
-    rand::rng().fill(&mut bytes[..]);
-    bytes
-        .iter()
-        .fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
-            s.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-            s.push(char::from_digit(u32::from(b & 0x0f), 16).unwrap_or('0'));
-            s
-        })
+    crate::secrets::random_hex(GENERATED_SECRET_BYTES)
 }
 
 #[cfg(test)]

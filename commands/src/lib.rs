@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod organizations;
 pub mod reservation;
+pub mod secrets;
 pub mod sessions;
 pub mod users;
 

@@ -123,8 +123,6 @@ pub async fn release(
     Ok(())
 }
 
-/// Releases `stream` if `owner` still holds it, logging a failure instead of returning it: a
-/// reservation left behind is taken over as stale by the next user of the key.
 /// Settles a change of a unique key after the write it protected: when the write succeeded, the
 /// old key's reservation (`given_up`, if the write did change the key) is released; when it
 /// failed, the new key's (`taken`, if one was taken). Failures to release are logged (a stale
@@ -145,6 +143,8 @@ pub async fn settle_key_change<T, E>(
     }
 }
 
+/// Releases `stream` if `owner` still holds it, logging a failure instead of returning it: a
+/// reservation left behind is taken over as stale by the next user of the key.
 pub async fn release_quietly(store: &dyn EventStore, stream: &StreamName, owner: Uuid) {
     if let Err(e) = release(store, stream, owner).await {
         tracing::warn!(%stream, error = %e, "could not release a reservation");

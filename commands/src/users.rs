@@ -13,7 +13,10 @@ use uuid::Uuid;
 
 use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
 use crate::identity::{Identity, IdentityError};
-use crate::reservation::{PLATFORM, Reservation, release_quietly, reservation_stream, reserve};
+use crate::reservation::{
+    PLATFORM, Reservation, release_quietly, reservation_stream, reserve, settle_key_change,
+};
+use crate::secrets::{random_hex, sha256};
 
 /// The reservation of a username (by its key, [`Username::key`]).
 pub fn username_reservation(key: &str) -> StreamName {
@@ -55,9 +58,9 @@ impl std::fmt::Debug for NewUser {
     }
 }
 
-/// Why a user could not be created.
+/// Why a user could not be created, changed or given a password.
 #[derive(Debug, thiserror::Error)]
-pub enum UserCreateError {
+pub enum UserServiceError {
     /// The organization refused (not found, or the actor's role does not allow it).
     #[error(transparent)]
     Organization(#[from] CommandError<OrgError>),
@@ -105,11 +108,6 @@ pub struct CreatedUser {
     pub invitation: Option<Invitation>,
 }
 
-fn token_hash(token: &str) -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes()).to_vec()
-}
-
 /// Changes to a user; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserChanges {
@@ -147,7 +145,7 @@ impl UserService {
         stream: StreamName,
         owner: Uuid,
         what: &str,
-    ) -> Result<StreamName, UserCreateError> {
+    ) -> Result<StreamName, UserServiceError> {
         let store = self.store.clone();
         let outcome = reserve(self.store.as_ref(), &stream, owner, ctx, move |holder| {
             let store = store.clone();
@@ -163,10 +161,10 @@ impl UserService {
             }
         })
         .await
-        .map_err(|e| UserCreateError::User(CommandError::Store(e)))?;
+        .map_err(|e| UserServiceError::User(CommandError::Store(e)))?;
         match outcome {
             Reservation::Held => Ok(stream),
-            Reservation::Taken { .. } => Err(UserCreateError::User(CommandError::Conflict(
+            Reservation::Taken { .. } => Err(UserServiceError::User(CommandError::Conflict(
                 format!("{what} is taken"),
             ))),
         }
@@ -181,7 +179,7 @@ impl UserService {
         user_id: Uuid,
         current: &str,
         new: &str,
-    ) -> Result<bool, UserCreateError> {
+    ) -> Result<bool, UserServiceError> {
         if !self.identity.change_password(user_id, current, new).await? {
             return Ok(false);
         }
@@ -208,21 +206,21 @@ impl UserService {
         actor: &Actor,
         user_id: Uuid,
         changes: UserChanges,
-    ) -> Result<Written<User>, UserCreateError> {
+    ) -> Result<Written<User>, UserServiceError> {
         let is_self = actor.user_id == user_id;
         if !is_self && !actor.is_superadmin {
-            return Err(UserCreateError::User(CommandError::Rejected(
+            return Err(UserServiceError::User(CommandError::Rejected(
                 UserError::NotFound,
             )));
         }
         if changes.is_active.is_some() || changes.is_superadmin.is_some() {
             if !actor.is_superadmin {
-                return Err(UserCreateError::NotAllowed(
+                return Err(UserServiceError::NotAllowed(
                     "only a superadmin may activate, deactivate, or make superadmins",
                 ));
             }
             if is_self {
-                return Err(UserCreateError::NotAllowed(
+                return Err(UserServiceError::NotAllowed(
                     "a superadmin cannot deactivate themselves or withdraw their own rights",
                 ));
             }
@@ -230,7 +228,7 @@ impl UserService {
         let stream = Self::stream(user_id);
         let (current, _) = load::<User>(self.store.as_ref(), &stream).await?;
         let Some(user) = current.data() else {
-            return Err(UserCreateError::User(CommandError::Rejected(
+            return Err(UserServiceError::User(CommandError::Rejected(
                 UserError::NotFound,
             )));
         };
@@ -266,24 +264,19 @@ impl UserService {
             },
         )
         .await;
-        let mut written = match updated {
-            Ok(w) => w,
-            Err(e) => {
-                if let Some(r) = &reserved {
-                    release_quietly(self.store.as_ref(), r, user_id).await;
-                }
-                return Err(e.into());
-            }
+        // The login follows the recorded address before the old one is given up.
+        let login_email = match (&updated, &new_email) {
+            (Ok(_), Some(email)) => self.identity.set_email(user_id, email.as_str()).await,
+            _ => Ok(()),
         };
-        if let Some(email) = &new_email {
-            self.identity.set_email(user_id, email.as_str()).await?;
-            release_quietly(
-                self.store.as_ref(),
-                &email_reservation(&old_email.key()),
-                user_id,
-            )
-            .await;
-        }
+        settle_key_change(self.store.as_ref(), user_id, &updated, reserved, |_| {
+            new_email
+                .as_ref()
+                .map(|_| email_reservation(&old_email.key()))
+        })
+        .await;
+        login_email?;
+        let mut written = updated?;
         for command in [
             changes.is_active.map(|active| UserCommand::SetActive {
                 active,
@@ -300,13 +293,12 @@ impl UserService {
         .flatten()
         {
             let next = execute::<User>(self.store.as_ref(), &stream, ctx, None, command).await?;
+            // Keep the state before the first change; take the rest from the last one.
             if next.position.is_some() {
                 written = Written {
                     previous: written.previous,
                     ..next
                 };
-            } else {
-                written.state = next.state;
             }
         }
         Ok(written)
@@ -320,14 +312,14 @@ impl UserService {
         ctx: &CommandContext,
         actor: &Actor,
         new: NewUser,
-    ) -> Result<CreatedUser, UserCreateError> {
+    ) -> Result<CreatedUser, UserServiceError> {
         if new.is_superadmin && !actor.is_superadmin {
-            return Err(UserCreateError::SuperadminOnly);
+            return Err(UserServiceError::SuperadminOnly);
         }
         let org_stream = stream_of::<Organization>(new.org_id);
         let (org, _) = load::<Organization>(self.store.as_ref(), &org_stream).await?;
         org.authorize(actor, Permission::Manage)
-            .map_err(|e| UserCreateError::Organization(CommandError::Rejected(e)))?;
+            .map_err(|e| UserServiceError::Organization(CommandError::Rejected(e)))?;
 
         let id = Uuid::now_v7();
         let name = self
@@ -407,13 +399,10 @@ impl UserService {
                 None
             }
             None => {
-                use rand::RngExt;
-                let mut bytes = [0u8; 32];
-                rand::rng().fill(&mut bytes[..]);
-                let token = hex::encode(bytes);
+                let token = random_hex(32);
                 let expires_at = ctx.occurred_at + chrono::Duration::days(INVITATION_TTL_DAYS);
                 self.identity
-                    .store_invitation(id, new.org_id, &token_hash(&token), expires_at)
+                    .store_invitation(id, new.org_id, &sha256(&token), expires_at)
                     .await?;
                 Some(Invitation { token, expires_at })
             }
@@ -431,9 +420,8 @@ impl UserService {
         &self,
         token: &str,
         password: &str,
-    ) -> Result<Option<Written<User>>, UserCreateError> {
-        let Some((user_id, org_id)) = self.identity.take_invitation(&token_hash(token)).await?
-        else {
+    ) -> Result<Option<Written<User>>, UserServiceError> {
+        let Some((user_id, org_id)) = self.identity.take_invitation(&sha256(token)).await? else {
             return Ok(None);
         };
         let (user, _) = load::<User>(self.store.as_ref(), &Self::stream(user_id)).await?;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::conventions::{await_projection, json_body};
-use crate::problem::{ApiError, FieldError, Problem};
+use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
 /// One of the caller's organizations.
@@ -165,12 +165,8 @@ pub async fn change_password(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body::<ChangePasswordBody>(&req, &body)?;
-    check_password("new_password", &body.new_password).map_err(|e| {
-        ApiError::validation(vec![FieldError {
-            field: e.field.to_owned(),
-            message: e.message,
-        }])
-    })?;
+    check_password("new_password", &body.new_password)
+        .map_err(|e| ApiError::validation(vec![e.into()]))?;
     let ctx = crate::factory::context(&principal);
     let changed = state
         .users
@@ -218,12 +214,7 @@ pub async fn accept_invitation(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body::<AcceptInvitationBody>(&req, &body)?;
-    check_password("password", &body.password).map_err(|e| {
-        ApiError::validation(vec![FieldError {
-            field: e.field.to_owned(),
-            message: e.message,
-        }])
-    })?;
+    check_password("password", &body.password).map_err(|e| ApiError::validation(vec![e.into()]))?;
     let written = state
         .users
         .accept_invitation(body.token.trim(), &body.password)

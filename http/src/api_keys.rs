@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::auth::{AuthState, Principal};
 use crate::conventions::{Reply, await_projection, command_error, json_body};
 use crate::pagination::{Page, PageParams, Pagination};
-use crate::problem::{ApiError, FieldError, Problem};
+use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
 /// A key to create.
@@ -124,12 +124,7 @@ pub async fn create(
     principal.require(Permission::Manage)?;
     let body = json_body::<ApiKeyBody>(&req, &body)?;
     let scopes: BTreeSet<Scope> = Scope::parse_all(body.scopes.iter().map(String::as_str))
-        .map_err(|e| {
-            ApiError::validation(vec![FieldError {
-                field: e.field.to_owned(),
-                message: e.message,
-            }])
-        })?;
+        .map_err(|e| ApiError::validation(vec![e.into()]))?;
     let ctx = crate::factory::context(&principal);
     let created = auth
         .keys

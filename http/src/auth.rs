@@ -66,8 +66,6 @@ pub(crate) struct Claims {
     pub kid: Option<Uuid>,
     /// The organization the session or key acts in by default.
     pub org: Uuid,
-    /// The username.
-    pub name: String,
     /// How many times the user's password had changed when the token was issued.
     #[serde(default)]
     pub pwd: u32,
@@ -154,7 +152,8 @@ fn unauthorized_token(kind: &str, e: &jsonwebtoken::errors::Error) -> ApiError {
     })
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+/// A 500 for any failure below (logged, never shown).
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(&e)
 }
 
@@ -236,9 +235,10 @@ impl AuthState {
             .map_err(|e| unauthorized_token(typ, &e))?
             .claims;
         if claims.typ != typ {
-            return Err(ApiError::unauthorized(
-                format!("the token is not an {typ} token").replace("an refresh", "a refresh"),
-            ));
+            let article = if typ == ACCESS_TYPE { "an" } else { "a" };
+            return Err(ApiError::unauthorized(format!(
+                "the token is not {article} {typ} token"
+            )));
         }
         Ok(claims)
     }
@@ -395,7 +395,6 @@ impl AuthState {
             sid: None,
             kid: None,
             org,
-            name: user.username.as_str().to_owned(),
             pwd: user.password_changes,
             generation: None,
             typ: String::new(),
@@ -460,6 +459,16 @@ impl Principal {
             ),
             None => "you are not a member of this organization".to_owned(),
         }))
+    }
+
+    /// Refuses API keys: what only a person may do (change their password, log out).
+    pub fn require_user(&self) -> Result<(), ApiError> {
+        match self.key_id {
+            Some(_) => Err(ApiError::forbidden(
+                "an API key cannot do this; log in as a user",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The name events record for them (the user's id, or `apikey:<id>` for a key).
@@ -532,18 +541,6 @@ pub fn presented(req: &HttpRequest) -> Result<Option<Presented<'_>>, ApiError> {
         return Ok(Some(Presented::Bearer(token)));
     }
     Ok(api_key(req)?.map(Presented::ApiKey))
-}
-
-impl Principal {
-    /// Refuses API keys: what only a person may do (change their password, log out).
-    pub fn require_user(&self) -> Result<(), ApiError> {
-        match self.key_id {
-            Some(_) => Err(ApiError::forbidden(
-                "an API key cannot do this; log in as a user",
-            )),
-            None => Ok(()),
-        }
-    }
 }
 
 impl FromRequest for Principal {

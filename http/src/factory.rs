@@ -6,9 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use atelier_commands::factory::ProjectInput;
 use atelier_commands::handler::{CommandContext, Written};
-use atelier_domain::factory::project::{
-    BuildCommand, InvalidValue, Project, ProjectError, ProjectName, RepoUrl,
-};
+use atelier_domain::factory::project::{BuildCommand, Project, ProjectError, ProjectName, RepoUrl};
 use atelier_domain::identity::Permission;
 use atelier_projections::factory::{
     PROJECTS, ProjectQuery, ProjectRow, ProjectSort, get_project, list_projects,
@@ -23,7 +21,7 @@ use crate::conventions::{
     Reply, await_projection, command_error, etag, idempotent, if_match, if_none_match, json_body,
 };
 use crate::pagination::{Page, PageParams, Pagination};
-use crate::problem::{ApiError, FieldError, Problem};
+use crate::problem::{ApiError, FieldError, Problem, collect};
 use crate::state::AppState;
 
 /// A project, as the API shows it.
@@ -116,18 +114,6 @@ impl ProjectBody {
             _ => Err(ApiError::validation(errors)),
         }
     }
-}
-
-/// Keeps a parsed value, or records why it was refused.
-fn collect<T>(errors: &mut Vec<FieldError>, parsed: Result<T, InvalidValue>) -> Option<T> {
-    parsed
-        .map_err(|e| {
-            errors.push(FieldError {
-                field: e.field.to_owned(),
-                message: e.message,
-            })
-        })
-        .ok()
 }
 
 /// List parameters.

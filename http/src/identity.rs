@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::conventions::{Reply, await_projection, command_error, idempotent, if_match, json_body};
 use crate::pagination::{Page, PageParams, Pagination};
-use crate::problem::{ApiError, FieldError, Problem};
+use crate::problem::{ApiError, FieldError, Problem, collect};
 use crate::state::AppState;
 
 /// An organization.
@@ -240,22 +240,13 @@ pub struct OrganizationBody {
 impl OrganizationBody {
     fn parse(&self) -> Result<OrgProfile, ApiError> {
         let mut errors = Vec::new();
-        let mut keep = |e: atelier_domain::value::InvalidValue| {
-            errors.push(FieldError {
-                field: e.field.to_owned(),
-                message: e.message,
-            });
-        };
-        let name = OrgName::parse(&self.name).map_err(&mut keep).ok();
-        let description = OrgProfile::description(self.description.as_deref())
-            .map_err(&mut keep)
-            .ok();
-        let settings = JsonObject::parse("settings", &self.settings)
-            .map_err(&mut keep)
-            .ok();
-        let quotas = JsonObject::parse("quotas", &self.quotas)
-            .map_err(&mut keep)
-            .ok();
+        let name = collect(&mut errors, OrgName::parse(&self.name));
+        let description = collect(
+            &mut errors,
+            OrgProfile::description(self.description.as_deref()),
+        );
+        let settings = collect(&mut errors, JsonObject::parse("settings", &self.settings));
+        let quotas = collect(&mut errors, JsonObject::parse("quotas", &self.quotas));
         match (name, description, settings, quotas) {
             (Some(name), Some(description), Some(settings), Some(quotas)) => Ok(OrgProfile {
                 name,
@@ -693,40 +684,33 @@ impl UserBody {
     fn parse(&self, default_org: Uuid) -> Result<atelier_commands::users::NewUser, ApiError> {
         use atelier_domain::identity::Role;
         use atelier_domain::identity::user::{Email, UserProfile, Username, check_password};
+        use atelier_domain::value::invalid;
         let mut errors = Vec::new();
-        let mut keep = |e: atelier_domain::value::InvalidValue| {
-            errors.push(FieldError {
-                field: e.field.to_owned(),
-                message: e.message,
-            });
-        };
-        let username = Username::parse(&self.username).map_err(&mut keep).ok();
-        let email = Email::parse(&self.email).map_err(&mut keep).ok();
-        let full_name = UserProfile::full_name(self.full_name.as_deref())
-            .map_err(&mut keep)
-            .ok();
-        let password = match (&self.password, self.invite) {
-            (Some(p), false) => check_password("password", p).map_err(&mut keep).ok(),
-            (None, true) => Some(()),
-            (Some(_), true) => {
-                keep(atelier_domain::value::invalid(
+        let username = collect(&mut errors, Username::parse(&self.username));
+        let email = collect(&mut errors, Email::parse(&self.email));
+        let full_name = collect(
+            &mut errors,
+            UserProfile::full_name(self.full_name.as_deref()),
+        );
+        let password = collect(
+            &mut errors,
+            match (&self.password, self.invite) {
+                (Some(p), false) => check_password("password", p),
+                (None, true) => Ok(()),
+                (Some(_), true) => Err(invalid(
                     "password",
                     "must be absent when inviting (the user sets it)",
-                ));
-                None
-            }
-            (None, false) => {
-                keep(atelier_domain::value::invalid(
+                )),
+                (None, false) => Err(invalid(
                     "password",
                     "is required (or invite the user with `invite: true`)",
-                ));
-                None
-            }
-        };
-        let role = match self.role.as_deref() {
-            None => Some(Role::Member),
-            Some(r) => Role::parse(r).map_err(&mut keep).ok(),
-        };
+                )),
+            },
+        );
+        let role = collect(
+            &mut errors,
+            self.role.as_deref().map_or(Ok(Role::Member), Role::parse),
+        );
         match (username, email, full_name, password, role) {
             (Some(username), Some(email), Some(full_name), Some(()), Some(role)) => {
                 Ok(atelier_commands::users::NewUser {
@@ -834,20 +818,20 @@ impl From<atelier_projections::identity::UserRow> for UserView {
     }
 }
 
-fn user_error(e: atelier_commands::users::UserCreateError) -> ApiError {
-    use atelier_commands::users::UserCreateError;
+fn user_error(e: atelier_commands::users::UserServiceError) -> ApiError {
+    use atelier_commands::users::UserServiceError;
     match e {
-        UserCreateError::Organization(e) => command_error(e, rejected),
-        UserCreateError::User(e) => command_error(e, |e| match e {
+        UserServiceError::Organization(e) => command_error(e, rejected),
+        UserServiceError::User(e) => command_error(e, |e| match e {
             atelier_domain::identity::user::UserError::NotFound => {
                 ApiError::not_found("no such user")
             }
             e => ApiError::conflict(e.to_string()),
         }),
-        UserCreateError::SuperadminOnly | UserCreateError::NotAllowed(_) => {
+        UserServiceError::SuperadminOnly | UserServiceError::NotAllowed(_) => {
             ApiError::forbidden(e.to_string())
         }
-        UserCreateError::Credentials(e) => ApiError::internal(&e),
+        UserServiceError::Credentials(e) => ApiError::internal(&e),
     }
 }
 
@@ -988,28 +972,14 @@ impl UserUpdateBody {
     fn parse(&self) -> Result<atelier_commands::users::UserChanges, ApiError> {
         use atelier_domain::identity::user::{Email, UserProfile};
         let mut errors = Vec::new();
-        let email = match self.email.as_deref() {
-            None => None,
-            Some(raw) => Email::parse(raw)
-                .map_err(|e| {
-                    errors.push(FieldError {
-                        field: e.field.to_owned(),
-                        message: e.message,
-                    })
-                })
-                .ok(),
-        };
-        let full_name = match self.full_name.as_deref() {
-            None => None,
-            Some(raw) => UserProfile::full_name(Some(raw))
-                .map_err(|e| {
-                    errors.push(FieldError {
-                        field: e.field.to_owned(),
-                        message: e.message,
-                    })
-                })
-                .ok(),
-        };
+        let email = self
+            .email
+            .as_deref()
+            .and_then(|raw| collect(&mut errors, Email::parse(raw)));
+        let full_name = self
+            .full_name
+            .as_deref()
+            .and_then(|raw| collect(&mut errors, UserProfile::full_name(Some(raw))));
         crate::pagination::validate(errors)?;
         Ok(atelier_commands::users::UserChanges {
             email,

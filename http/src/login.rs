@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::account::MembershipView;
-use crate::auth::{ACCESS_TYPE, AuthState, Principal, REFRESH_TYPE, api_key};
+use crate::auth::{ACCESS_TYPE, AuthState, Principal, REFRESH_TYPE, api_key, internal};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 
@@ -169,10 +169,6 @@ impl std::fmt::Debug for TokenResponse {
 pub struct RefreshRequest {
     /// The refresh token of the last login or refresh.
     pub refresh_token: String,
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal(&e)
 }
 
 /// The address a request came from (the TCP peer: behind a proxy, the proxy's).

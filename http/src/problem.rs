@@ -24,6 +24,23 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl From<atelier_domain::value::InvalidValue> for FieldError {
+    fn from(e: atelier_domain::value::InvalidValue) -> Self {
+        Self {
+            field: e.field.to_owned(),
+            message: e.message,
+        }
+    }
+}
+
+/// Keeps a parsed value, or records why it was refused.
+pub fn collect<T>(
+    errors: &mut Vec<FieldError>,
+    parsed: Result<T, atelier_domain::value::InvalidValue>,
+) -> Option<T> {
+    parsed.map_err(|e| errors.push(e.into())).ok()
+}
+
 /// An RFC 9457 problem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {

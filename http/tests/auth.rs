@@ -324,7 +324,7 @@ async fn a_tampered_token_or_one_signed_with_another_secret_is_refused() -> anyh
     // The same signature over a payload that says something else.
     let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
     let mut other = claims.clone();
-    other["name"] = json!("mallory");
+    other["org"] = json!(uuid::Uuid::now_v7());
     let resigned = sign(
         Algorithm::HS256,
         &other,

@@ -439,21 +439,21 @@ pub async fn list_organizations(
     const VISIBLE: &str = "($2 OR EXISTS (SELECT 1 FROM memberships m \
          WHERE m.org_id = o.id AND m.user_id = $1)) \
          AND ($3::text IS NULL OR o.name ILIKE $3) AND ($4::boolean IS NULL OR o.is_active = $4) \
-         AND ($7::uuid IS NULL OR o.id = $7)";
+         AND ($5::uuid IS NULL OR o.id = $5)";
     let pattern = query.search.as_deref().map(crate::factory::like_pattern);
     let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
     let rows = sqlx::query_as::<_, Counted>(sqlx::AssertSqlSafe(format!(
         "SELECT o.id, o.name, o.description, o.settings, o.quotas, o.is_active, o.member_count, \
          o.revision, o.created_at, o.updated_at, count(*) OVER () AS total \
-         FROM organizations o WHERE {VISIBLE} ORDER BY o.name_key, o.id LIMIT $5 OFFSET $6"
+         FROM organizations o WHERE {VISIBLE} ORDER BY o.name_key, o.id LIMIT $6 OFFSET $7"
     )))
     .bind(viewer)
     .bind(viewer_is_superadmin)
     .bind(pattern.as_deref())
     .bind(query.is_active)
+    .bind(query.only)
     .bind(i64::from(query.per_page))
     .bind(offset)
-    .bind(query.only)
     .fetch_all(pool)
     .await?;
     let total = match rows.first() {
@@ -467,8 +467,6 @@ pub async fn list_organizations(
             .bind(viewer_is_superadmin)
             .bind(pattern.as_deref())
             .bind(query.is_active)
-            .bind(None::<i64>)
-            .bind(None::<i64>)
             .bind(query.only)
             .fetch_one(pool)
             .await?
