@@ -224,6 +224,22 @@ impl Identity {
         })
     }
 
+    /// The user this username or email address (compared case-insensitively) names, if any:
+    /// what a login attempt counts against, whatever name it used.
+    #[tracing::instrument(name = "identity.account_of", skip_all)]
+    pub async fn account_of(&self, username: &str) -> Result<Option<Uuid>, IdentityError> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM credentials WHERE lower(username) = lower($1) \
+             UNION ALL \
+             SELECT user_id FROM credentials WHERE lower(email) = lower($1) \
+             AND lower(username) <> lower($1) \
+             LIMIT 1",
+        )
+        .bind(username.trim())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// The user with this username or email address (compared case-insensitively) and
     /// password, or `None`.
     /// Unknown usernames cost the same password verification as wrong passwords.

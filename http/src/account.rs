@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::Principal;
+use crate::auth::{AuthState, Principal};
 use crate::conventions::{await_projection, json_body};
+use crate::login::client_ip;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
+use crate::throttle::Account;
 
 /// One of the caller's organizations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -154,12 +156,15 @@ pub async fn verify(principal: Principal) -> HttpResponse {
         (status = 204, description = "Changed"),
         (status = 400, description = "The new password breaks the rules, or the current one is wrong", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "An API key (only a person may change their password)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many password checks for this account or from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
 #[tracing::instrument(name = "http.auth.change_password", skip_all, fields(user = %principal.user_id))]
 pub async fn change_password(
     state: web::Data<AppState>,
+    auth: web::Data<AuthState>,
     principal: Principal,
     req: HttpRequest,
     body: web::Bytes,
@@ -167,6 +172,9 @@ pub async fn change_password(
     let body = json_body::<ChangePasswordBody>(&req, &body)?;
     check_password("new_password", &body.new_password)
         .map_err(|e| ApiError::validation(vec![e.into()]))?;
+    // A check of the current password is a guess like a login's: same budget.
+    auth.throttle
+        .attempt(&client_ip(&req), Account::User(principal.user_id))?;
     let ctx = crate::factory::context(&principal);
     let changed = state
         .users
@@ -229,7 +237,7 @@ pub async fn accept_invitation(
     let user = written
         .state
         .data()
-        .ok_or_else(|| ApiError::internal(&"invited user missing"))?;
+        .ok_or_else(|| ApiError::bug("invited user missing"))?;
     tracing::info!(user_id = %user.id, "invitation accepted");
     Ok(HttpResponse::Ok().json(crate::identity::user_view(user)))
 }

@@ -120,7 +120,6 @@ pub async fn create(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_user()?;
     principal.require(Permission::Manage)?;
     let body = json_body::<ApiKeyBody>(&req, &body)?;
     let scopes: BTreeSet<Scope> = Scope::parse_all(body.scopes.iter().map(String::as_str))
@@ -140,7 +139,7 @@ pub async fn create(
         .await
         .map_err(service_error)?;
     let ApiKey::Present(k) = &created.written.state else {
-        return Err(ApiError::internal(&"created API key missing"));
+        return Err(ApiError::bug("created API key missing"));
     };
     tracing::info!(key_id = %k.id, "API key created");
     let view = CreatedApiKeyView {
@@ -210,7 +209,6 @@ pub async fn revoke(
     principal: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_user()?;
     principal.require(Permission::Manage)?;
     let key_id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no such API key"))?;
     let ctx = crate::factory::context(&principal);

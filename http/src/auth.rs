@@ -53,6 +53,29 @@ pub const ORGANIZATION_HEADER: &str = "x-organization-id";
 /// The headers an API key may come in (WindFlow's `api-key`, and the common `X-API-Key`).
 pub const API_KEY_HEADERS: [&str; 2] = ["api-key", "x-api-key"];
 
+/// The operations only a person may do, by method and route pattern: their own account (log
+/// out, change the password) and the management of keys, users and organizations' activity.
+/// An API key, or a token from a key login, is refused them with a 403 by [`Principal`]'s
+/// extractor, here and nowhere else; the OpenAPI document reads the same list (they take the
+/// `bearer` scheme only).
+pub const PERSON_ONLY: &[(&str, &str)] = &[
+    ("post", "/api/v1/auth/logout"),
+    ("post", "/api/v1/auth/change-password"),
+    ("post", "/api/v1/api-keys"),
+    ("delete", "/api/v1/api-keys/{id}"),
+    ("put", "/api/v1/users/{id}"),
+    ("delete", "/api/v1/users/{id}"),
+    ("post", "/api/v1/organizations/{id}/deactivate"),
+    ("post", "/api/v1/organizations/{id}/reactivate"),
+];
+
+/// Whether only a person may call this operation (see [`PERSON_ONLY`]).
+pub fn person_only(method: &str, pattern: &str) -> bool {
+    PERSON_ONLY
+        .iter()
+        .any(|(m, p)| m.eq_ignore_ascii_case(method) && *p == pattern)
+}
+
 /// The claims of Atelier's tokens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Claims {
@@ -152,8 +175,8 @@ fn unauthorized_token(kind: &str, e: &jsonwebtoken::errors::Error) -> ApiError {
     })
 }
 
-/// A 500 for any failure below (logged, never shown).
-pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
+/// A 500 (or a 503 for an unreachable database) for any failure below (logged, never shown).
+pub(crate) fn internal(e: impl std::error::Error + 'static) -> ApiError {
     ApiError::internal(&e)
 }
 
@@ -226,7 +249,7 @@ impl AuthState {
         claims.nbf = now;
         claims.exp = now.saturating_add(ttl.as_secs());
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| internal(format!("cannot sign a token: {e}")))
+            .map_err(|e| ApiError::bug(format!("cannot sign a token: {e}")))
     }
 
     /// The claims of a token of ours of type `typ` (`access` or `refresh`), if it is current.
@@ -461,16 +484,6 @@ impl Principal {
         }))
     }
 
-    /// Refuses API keys: what only a person may do (change their password, log out).
-    pub fn require_user(&self) -> Result<(), ApiError> {
-        match self.key_id {
-            Some(_) => Err(ApiError::forbidden(
-                "an API key cannot do this; log in as a user",
-            )),
-            None => Ok(()),
-        }
-    }
-
     /// The name events record for them (the user's id, or `apikey:<id>` for a key).
     pub fn actor(&self) -> String {
         match self.key_id {
@@ -551,8 +564,8 @@ impl FromRequest for Principal {
         let req = req.clone();
         Box::pin(async move {
             let Some(auth) = req.app_data::<actix_web::web::Data<AuthState>>() else {
-                return Err(ApiError::internal(
-                    &"the authentication state is not registered in the application",
+                return Err(ApiError::bug(
+                    "the authentication state is not registered in the application",
                 ));
             };
             let org = organization_header(&req)?;
@@ -562,7 +575,17 @@ impl FromRequest for Principal {
                      header) is required",
                 ));
             };
-            auth.principal(presented, org).await
+            let principal = auth.principal(presented, org).await?;
+            if principal.key_id.is_some()
+                && req
+                    .match_pattern()
+                    .is_some_and(|p| person_only(req.method().as_str(), &p))
+            {
+                return Err(ApiError::forbidden(
+                    "an API key cannot do this; log in as a user",
+                ));
+            }
+            Ok(principal)
         })
     }
 }

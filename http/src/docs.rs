@@ -104,22 +104,9 @@ pub const API_KEY: &str = "api_key";
 )]
 pub struct ApiDoc;
 
-/// Operations that take a user's token but never an API key (a person's own account, and the
-/// management of keys and users).
-const USER_ONLY: &[(&str, &str)] = &[
-    ("post", "/api/v1/auth/logout"),
-    ("post", "/api/v1/auth/change-password"),
-    ("post", "/api/v1/api-keys"),
-    ("delete", "/api/v1/api-keys/{id}"),
-    ("put", "/api/v1/users/{id}"),
-    ("delete", "/api/v1/users/{id}"),
-    ("post", "/api/v1/organizations/{id}/deactivate"),
-    ("post", "/api/v1/organizations/{id}/reactivate"),
-];
-
 /// Adds the `bearer` security scheme (a JWT access token in `Authorization: Bearer …`) and the
 /// `api_key` one, which every operation that takes a token also accepts unless it is
-/// [`USER_ONLY`].
+/// [`PERSON_ONLY`](crate::auth::PERSON_ONLY).
 pub struct SecurityAddon;
 
 impl Modify for SecurityAddon {
@@ -160,7 +147,7 @@ impl Modify for SecurityAddon {
                 let takes_token = security
                     .iter()
                     .any(|r| serde_json::to_value(r).is_ok_and(|v| v == bearer));
-                if takes_token && !USER_ONLY.contains(&(method, path.as_str())) {
+                if takes_token && !crate::auth::person_only(method, path) {
                     security.push(SecurityRequirement::new(API_KEY, Vec::<String>::new()));
                 }
             }
@@ -277,7 +264,7 @@ mod tests {
             serde_json::json!([{"bearer": []}]),
             "an API key cannot log out"
         );
-        for (method, path) in USER_ONLY {
+        for (method, path) in crate::auth::PERSON_ONLY {
             assert!(
                 paths[*path][*method].is_object(),
                 "{method} {path} is documented"

@@ -25,17 +25,51 @@ use crate::account::MembershipView;
 use crate::auth::{ACCESS_TYPE, AuthState, Principal, REFRESH_TYPE, api_key, internal};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
+use crate::throttle::Account;
 
 /// Password logins, by `outcome` (`succeeded`, `refused`; throttled ones are counted apart).
 pub const LOGINS: &str = "atelier_logins_total";
 /// Spent refresh tokens presented again (each ended a session).
 pub const REFRESH_REUSED: &str = "atelier_refresh_token_reuse_total";
 
-/// The longest username or email accepted at login, in characters.
-const MAX_USERNAME_CHARS: usize = 256;
-
+/// WindFlow's login rules: a username of 3 to 50 characters (an email address, which logs in
+/// too, up to 254), a password of at least 8 characters (and at most 1 KiB). They are checked
+/// before any lookup, alike for every input, so an answer tells nothing about accounts.
+const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=50;
+/// The longest email address accepted at login (RFC 5321's path limit), in characters.
+const MAX_EMAIL_CHARS: usize = 254;
+/// The shortest password accepted, in characters.
+const MIN_PASSWORD_CHARS: usize = 8;
 /// The longest password accepted, in bytes.
 const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Why a login's username breaks the rules, if it does.
+fn username_rule(name: &str) -> Option<String> {
+    let chars = name.trim().chars().count();
+    let max = if name.contains('@') {
+        MAX_EMAIL_CHARS
+    } else {
+        *USERNAME_CHARS.end()
+    };
+    (chars < *USERNAME_CHARS.start() || chars > max).then(|| {
+        format!(
+            "must be {} to {} characters (an email address up to {MAX_EMAIL_CHARS})",
+            USERNAME_CHARS.start(),
+            USERNAME_CHARS.end()
+        )
+    })
+}
+
+/// Why a login's password breaks the rules, if it does.
+fn password_rule(password: &str) -> Option<String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        Some(format!("must be at least {MIN_PASSWORD_CHARS} characters"))
+    } else if password.len() > MAX_PASSWORD_BYTES {
+        Some(format!("must be at most {MAX_PASSWORD_BYTES} bytes"))
+    } else {
+        None
+    }
+}
 
 /// A login.
 #[derive(Clone, Deserialize, ToSchema)]
@@ -75,16 +109,16 @@ impl LoginRequest {
             ));
         };
         let mut errors = Vec::new();
-        let mut field = |name: &str, max: usize, len: fn(&str) -> usize| -> String {
+        let mut field = |name: &str, rule: fn(&str) -> Option<String>| -> String {
             let message = match fields.get(name) {
                 None | Some(serde_json::Value::Null) => "is required".to_owned(),
                 Some(serde_json::Value::String(s)) if s.trim().is_empty() => {
                     "must not be empty".to_owned()
                 }
-                Some(serde_json::Value::String(s)) if len(s) > max => {
-                    format!("must be at most {max} characters")
-                }
-                Some(serde_json::Value::String(s)) => return s.clone(),
+                Some(serde_json::Value::String(s)) => match rule(s) {
+                    Some(broken) => broken,
+                    None => return s.clone(),
+                },
                 Some(_) => "must be a string".to_owned(),
             };
             errors.push(FieldError {
@@ -93,8 +127,8 @@ impl LoginRequest {
             });
             String::new()
         };
-        let username = field("username", MAX_USERNAME_CHARS, |s| s.chars().count());
-        let password = field("password", MAX_PASSWORD_BYTES, str::len);
+        let username = field("username", username_rule);
+        let password = field("password", password_rule);
         let remember_me = match fields.get("remember_me") {
             None | Some(serde_json::Value::Null) => false,
             Some(serde_json::Value::Bool(b)) => *b,
@@ -172,7 +206,7 @@ pub struct RefreshRequest {
 }
 
 /// The address a request came from (the TCP peer: behind a proxy, the proxy's).
-fn client_ip(req: &HttpRequest) -> String {
+pub(crate) fn client_ip(req: &HttpRequest) -> String {
     req.peer_addr()
         .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
 }
@@ -244,7 +278,16 @@ pub async fn login(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let request = LoginRequest::parse(&body)?;
-    auth.throttle.attempt(&client_ip(&req), &request.username)?;
+    // The budget is the account's, whatever name (username, email, any case) reached it.
+    let account = auth
+        .identity
+        .account_of(&request.username)
+        .await
+        .map_err(internal)?;
+    auth.throttle.attempt(
+        &client_ip(&req),
+        account.map_or(Account::Unknown(&request.username), Account::User),
+    )?;
     let record = auth
         .identity
         .authenticate(&request.username, &request.password)
@@ -297,7 +340,7 @@ pub async fn login_key(
     let key = api_key(&req)?
         .ok_or_else(|| ApiError::unauthorized("an API key is required in the `api-key` header"))?;
     // Keys are not guessable, but an address trying many is throttled all the same.
-    auth.throttle.attempt(&client_ip(&req), "\u{0}api-key")?;
+    auth.throttle.attempt(&client_ip(&req), Account::ApiKeys)?;
     let key_id = auth.authenticate_key(key).await?;
     Ok(no_store(&key_tokens(&auth, &app, key_id).await?))
 }
@@ -431,7 +474,6 @@ pub async fn logout(
     auth: web::Data<AuthState>,
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_user()?;
     let Some(sid) = principal.session_id else {
         return Err(ApiError::unauthorized("the access token names no session"));
     };
@@ -474,8 +516,38 @@ mod tests {
 
     #[test]
     fn a_login_request_never_shows_its_password_in_debug_output() {
-        let r = LoginRequest::parse(br#"{"username": "a", "password": "hunter2"}"#).unwrap();
-        assert!(!format!("{r:?}").contains("hunter2"));
+        let r = LoginRequest::parse(br#"{"username": "alice", "password": "hunter22"}"#).unwrap();
+        assert!(!format!("{r:?}").contains("hunter22"));
         assert!(!r.remember_me);
+    }
+
+    #[test]
+    fn windflow_login_rules_are_validation_errors_naming_the_field() {
+        for (body, field) in [
+            (
+                r#"{"username": "al", "password": "long enough"}"#,
+                "username",
+            ),
+            (
+                &format!(
+                    r#"{{"username": "{}", "password": "long enough"}}"#,
+                    "a".repeat(51)
+                ),
+                "username",
+            ),
+            (r#"{"username": "alice", "password": "short"}"#, "password"),
+        ] {
+            let e = LoginRequest::parse(body.as_bytes()).unwrap_err();
+            let p = e.problem();
+            assert_eq!(p.code, "VALIDATION_ERROR", "{body}");
+            assert_eq!(p.errors.len(), 1, "{body}");
+            assert_eq!(p.errors[0].field, field, "{body}");
+        }
+        let email = format!("{}@example.com", "a".repeat(60));
+        let body = format!(r#"{{"username": "{email}", "password": "long enough"}}"#);
+        assert_eq!(
+            LoginRequest::parse(body.as_bytes()).unwrap().username,
+            email
+        );
     }
 }

@@ -20,12 +20,36 @@ pub struct LoginLimit {
     pub period: Duration,
 }
 
+/// What a password check counts against, besides the caller's address: the account it reaches,
+/// whatever name reached it (username or email address, in any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Account<'a> {
+    /// A user: every name and every check of their password (login, password change) counts
+    /// here.
+    User(uuid::Uuid),
+    /// A name that reaches no account: counted by the name (trimmed, lowercased), so probing
+    /// unknown names is throttled like guessing known ones.
+    Unknown(&'a str),
+    /// Logins with API keys (not guessable, counted together).
+    ApiKeys,
+}
+
+impl Account<'_> {
+    fn key(&self) -> String {
+        match self {
+            Self::User(id) => format!("user:{id}"),
+            Self::Unknown(name) => format!("name:{}", name.trim().to_lowercase()),
+            Self::ApiKeys => "api-keys".to_owned(),
+        }
+    }
+}
+
 /// Login limits per IP address and per account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginLimits {
     /// Per client IP address.
     pub per_ip: LoginLimit,
-    /// Per username or email address (whatever the case).
+    /// Per account (see [`Account`]).
     pub per_account: LoginLimit,
 }
 
@@ -79,13 +103,9 @@ impl LoginThrottle {
 
     /// Counts an attempt from `ip` for `account`: a 429 when either is over its limit (an IP
     /// over its limit does not use up the account's attempts).
-    pub fn attempt(&self, ip: &str, account: &str) -> Result<(), ApiError> {
+    pub fn attempt(&self, ip: &str, account: Account<'_>) -> Result<(), ApiError> {
         check(&self.per_ip, ip.to_owned(), "from this address")?;
-        check(
-            &self.per_account,
-            account.trim().to_lowercase(),
-            "for this account",
-        )
+        check(&self.per_account, account.key(), "for this account")
     }
 }
 
@@ -130,26 +150,48 @@ mod tests {
     }
 
     #[test]
-    fn an_account_past_its_burst_is_refused_with_a_retry_delay_whatever_the_case() {
+    fn an_unknown_name_past_its_burst_is_refused_with_a_retry_delay_whatever_the_case() {
         let t = LoginThrottle::new(limits(100, 3));
         for _ in 0..3 {
-            t.attempt("10.0.0.1", "Alice").unwrap();
+            t.attempt("10.0.0.1", Account::Unknown("Alice")).unwrap();
         }
-        let e = t.attempt("10.0.0.2", "alice").unwrap_err();
+        let e = t
+            .attempt("10.0.0.2", Account::Unknown(" alice"))
+            .unwrap_err();
         assert_eq!(e.problem().status, 429);
         assert!(e.problem().retry_after.is_some_and(|s| s > 3500));
-        t.attempt("10.0.0.1", "bob").unwrap();
+        t.attempt("10.0.0.1", Account::Unknown("bob")).unwrap();
+    }
+
+    #[test]
+    fn a_user_is_one_budget_and_a_name_that_looks_like_their_id_is_another() {
+        let t = LoginThrottle::new(limits(100, 2));
+        let id = uuid::Uuid::now_v7();
+        t.attempt("10.0.0.1", Account::User(id)).unwrap();
+        t.attempt("10.0.0.2", Account::User(id)).unwrap();
+        assert_eq!(
+            t.attempt("10.0.0.3", Account::User(id))
+                .unwrap_err()
+                .problem()
+                .status,
+            429
+        );
+        t.attempt("10.0.0.1", Account::Unknown(&format!("user:{id}")))
+            .unwrap();
     }
 
     #[test]
     fn an_address_past_its_burst_is_refused_for_every_account() {
         let t = LoginThrottle::new(limits(2, 100));
-        t.attempt("10.0.0.1", "a").unwrap();
-        t.attempt("10.0.0.1", "b").unwrap();
+        t.attempt("10.0.0.1", Account::Unknown("a")).unwrap();
+        t.attempt("10.0.0.1", Account::Unknown("b")).unwrap();
         assert_eq!(
-            t.attempt("10.0.0.1", "c").unwrap_err().problem().status,
+            t.attempt("10.0.0.1", Account::Unknown("c"))
+                .unwrap_err()
+                .problem()
+                .status,
             429
         );
-        t.attempt("10.0.0.2", "c").unwrap();
+        t.attempt("10.0.0.2", Account::Unknown("c")).unwrap();
     }
 }
