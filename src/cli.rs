@@ -275,6 +275,9 @@ async fn prepare_database(db: &DbArgs) -> anyhow::Result<sqlx::PgPool> {
         })?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(db.pool_size())
+        // A request waits this long for a connection before it answers 503 (the database is
+        // down or every connection is busy), instead of sqlx's 30 s.
+        .acquire_timeout(std::time::Duration::from_secs(5))
         .connect(&db.database_url)
         .await
         .context("cannot connect to the database")?;

@@ -163,6 +163,10 @@ pub async fn load<A: Aggregate>(
 /// Runs a command against an aggregate: load, decide, append with the expected revision; on a
 /// conflict, load and decide again (at most [`MAX_ATTEMPTS`] times). With `if_match`, the
 /// aggregate must be at that revision, and a conflict is not retried.
+///
+/// A connection lost on the way is retried once: a load from the start, an append with the
+/// very same events (same ids, same expected revision), which the store recognizes if the
+/// first one had committed after all, so the command never takes effect twice.
 #[tracing::instrument(name = "command", skip_all, fields(stream = %stream, aggregate = A::CATEGORY))]
 pub async fn execute<A: Aggregate>(
     store: &dyn EventStore,
@@ -174,8 +178,19 @@ pub async fn execute<A: Aggregate>(
 where
     A::Command: Clone,
 {
-    for _ in 0..MAX_ATTEMPTS {
-        let (state, revision) = load::<A>(store, stream).await?;
+    let mut reconnect = true;
+    let mut attempts = 0;
+    while attempts < MAX_ATTEMPTS {
+        attempts += 1;
+        let (state, revision) = match load::<A>(store, stream).await {
+            Err(CommandError::Store(e)) if reconnect && e.is_connection_lost() => {
+                tracing::warn!(error = %e, "connection lost while loading; trying once more");
+                reconnect = false;
+                attempts -= 1;
+                continue;
+            }
+            loaded => loaded?,
+        };
         if let Some(expected) = if_match
             && revision != Some(expected)
         {
@@ -198,7 +213,13 @@ where
         let expected = revision.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
         let after = events.iter().fold(state.clone(), |s, e| s.evolve(e));
         let data = ctx.encode(&events, &after.parents());
-        match store.append(stream, expected, data).await {
+        let mut appended = store.append(stream, expected, data.clone()).await;
+        if reconnect && matches!(&appended, Err(e) if e.is_connection_lost()) {
+            tracing::warn!("connection lost while appending; appending the same events once more");
+            reconnect = false;
+            appended = store.append(stream, expected, data).await;
+        }
+        match appended {
             Ok(r) => {
                 return Ok(Written {
                     previous: state,
@@ -229,3 +250,74 @@ pub fn stream_of<A: Aggregate>(id: Uuid) -> StreamName {
 
 /// A shared event store.
 pub type Store = Arc<dyn EventStore>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atelier_domain::factory::project::{Project, ProjectCommand, ProjectName, RepoUrl};
+    use atelier_store::memory::MemoryEventStore;
+
+    fn create(id: Uuid) -> ProjectCommand {
+        ProjectCommand::Create {
+            project_id: id,
+            org_id: Uuid::from_u128(1),
+            name: ProjectName::parse("demo").unwrap(),
+            repo_url: RepoUrl::parse("https://example.com/demo.git").unwrap(),
+            build_command: None,
+            at: Utc::now(),
+        }
+    }
+
+    async fn run(
+        store: &MemoryEventStore,
+        id: Uuid,
+    ) -> Result<Written<Project>, CommandError<<Project as Aggregate>::Error>> {
+        let ctx = CommandContext::new(Uuid::from_u128(1), "user-1");
+        execute::<Project>(store, &stream_of::<Project>(id), &ctx, None, create(id)).await
+    }
+
+    async fn events_of(store: &MemoryEventStore, id: Uuid) -> usize {
+        store
+            .read_stream(&stream_of::<Project>(id), ReadStream::forward())
+            .await
+            .unwrap()
+            .len()
+    }
+
+    #[tokio::test]
+    async fn a_command_whose_connection_broke_before_the_commit_is_appended_on_the_second_try() {
+        let store = MemoryEventStore::new();
+        store.fail_next_appends(1);
+        let id = Uuid::now_v7();
+        let written = run(&store, id).await.unwrap();
+        assert_eq!(written.revision, Some(0));
+        assert_eq!(events_of(&store, id).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_command_whose_commit_answer_was_lost_takes_effect_once() {
+        let store = MemoryEventStore::new();
+        store.lose_next_append_acks(1);
+        let id = Uuid::now_v7();
+        let written = run(&store, id).await.unwrap();
+        assert_eq!(written.revision, Some(0));
+        assert!(written.position.is_some());
+        assert_eq!(
+            events_of(&store, id).await,
+            1,
+            "the retry wrote nothing more"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_twice_fails_the_command_with_nothing_written() {
+        let store = MemoryEventStore::new();
+        store.fail_next_appends(2);
+        let id = Uuid::now_v7();
+        match run(&store, id).await {
+            Err(CommandError::Store(e)) => assert!(e.is_connection_lost(), "{e}"),
+            other => panic!("expected a lost connection, got {other:?}"),
+        }
+        assert_eq!(events_of(&store, id).await, 0);
+    }
+}

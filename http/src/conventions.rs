@@ -270,7 +270,7 @@ pub async fn await_projection(
                     "the read model {name} is stopped by a failure; an operator must look at it"
                 ),
             ),
-            WaitError::Unknown(name) => ApiError::internal(&format!("no projection {name}")),
+            WaitError::Unknown(name) => ApiError::bug(format!("no projection {name}")),
         })
 }
 

@@ -235,7 +235,7 @@ pub async fn create(
             .create(&context(&principal), input)
             .await
             .map_err(|e| command_error(e, rejected))?;
-        let view = view(&written).ok_or_else(|| ApiError::internal(&"created project missing"))?;
+        let view = view(&written).ok_or_else(|| ApiError::bug("created project missing"))?;
         Ok(Reply::json(StatusCode::CREATED, &view)
             .header("location", format!("/api/v1/projects/{}", view.id))
             .etag(written.revision)

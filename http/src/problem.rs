@@ -15,6 +15,12 @@ pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
+/// How long clients are told to wait before retrying a 503, in seconds.
+pub const RETRY_UNAVAILABLE_SECS: u64 = 2;
+
+/// Requests answered 503 because the database could not be reached.
+pub const DATABASE_UNAVAILABLE: &str = "atelier_database_unavailable_total";
+
 /// One invalid field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FieldError {
@@ -149,13 +155,32 @@ impl ApiError {
         )
     }
 
-    /// 503 `UNAVAILABLE`.
+    /// 503 `SERVICE_UNAVAILABLE`, to be retried after [`RETRY_UNAVAILABLE_SECS`].
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", detail)
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            detail,
+        );
+        e.0.retry_after = Some(RETRY_UNAVAILABLE_SECS);
+        e
     }
 
-    /// 500 `INTERNAL_ERROR`: the cause is logged, never shown.
-    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+    /// What a failure below the API answers: 503 `SERVICE_UNAVAILABLE` when the database
+    /// cannot be reached now (see [`connection_lost`](atelier_store::connection_lost)), else
+    /// 500 `INTERNAL_ERROR`. The cause is logged, never shown.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        if atelier_store::connection_lost(cause) {
+            tracing::warn!(error = %cause, "the database cannot be reached");
+            metrics::counter!(DATABASE_UNAVAILABLE).increment(1);
+            return Self::unavailable("the database cannot be reached now; try again shortly");
+        }
+        Self::bug(cause)
+    }
+
+    /// 500 `INTERNAL_ERROR` for something that should not happen: the cause is logged, never
+    /// shown.
+    pub fn bug(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -231,6 +256,7 @@ pub async fn problem_fallback(
         415 => "UNSUPPORTED_MEDIA_TYPE",
         422 => "UNPROCESSABLE_ENTITY",
         429 => "RATE_LIMITED",
+        503 => "SERVICE_UNAVAILABLE",
         s if s >= 500 => "INTERNAL_ERROR",
         _ => "CLIENT_ERROR",
     };

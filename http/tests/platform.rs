@@ -175,7 +175,7 @@ async fn status_says_the_database_is_unavailable_and_ready_answers_503_when_the_
     let request_id = header(&res, "x-request-id").unwrap().to_owned();
     let problem: Value = res.json().await.unwrap();
     assert_eq!(problem["status"], 503);
-    assert_eq!(problem["code"], "UNAVAILABLE");
+    assert_eq!(problem["code"], "SERVICE_UNAVAILABLE");
     assert!(
         problem["detail"].as_str().unwrap().contains("database"),
         "{problem}"

@@ -3,8 +3,9 @@
 //! It keeps the PostgreSQL adapter's model, not just its answers: every append is a transaction
 //! with an id taken from a counter, its events are positioned `(transaction id, sequence)`, and
 //! `$all` is readable only below the oldest transaction still open. Tests can hold an append open
-//! on purpose ([`MemoryEventStore::begin_append`]) and make reads fail
-//! ([`MemoryEventStore::fail_next_reads`]), so the contract suite exercises the same out-of-order
+//! on purpose ([`MemoryEventStore::begin_append`]) and make reads and appends fail
+//! ([`MemoryEventStore::fail_next_reads`], [`MemoryEventStore::fail_next_appends`],
+//! [`MemoryEventStore::lose_next_append_acks`]), so the contract suite exercises the same out-of-order
 //! and lost-connection cases on both adapters.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -35,6 +36,8 @@ struct Inner {
     /// Signalled when a held append ends and releases its stream.
     released: Notify,
     failing_reads: AtomicUsize,
+    failing_appends: AtomicUsize,
+    lost_acks: AtomicUsize,
 }
 
 struct State {
@@ -103,6 +106,8 @@ impl MemoryEventStore {
                 live,
                 released: Notify::new(),
                 failing_reads: AtomicUsize::new(0),
+                failing_appends: AtomicUsize::new(0),
+                lost_acks: AtomicUsize::new(0),
             }),
         }
     }
@@ -110,6 +115,18 @@ impl MemoryEventStore {
     /// The next `n` reads of `$all` (and of the head) fail as a lost connection would.
     pub fn fail_next_reads(&self, n: usize) {
         self.inner.failing_reads.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` appends fail as a connection lost before the commit would: nothing is
+    /// written.
+    pub fn fail_next_appends(&self, n: usize) {
+        self.inner.failing_appends.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` appends commit, then fail as a connection lost before the answer arrived
+    /// would: written, but the writer does not know it.
+    pub fn lose_next_append_acks(&self, n: usize) {
+        self.inner.lost_acks.store(n, Ordering::SeqCst);
     }
 
     /// Starts an append and holds its transaction open until [`HeldAppend::commit`] (or
@@ -199,15 +216,18 @@ impl MemoryEventStore {
     }
 
     fn check_reads(&self) -> Result<(), StoreError> {
-        let failing = &self.inner.failing_reads;
-        if failing
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(StoreError::Backend("connection lost (injected)".into()));
+        if take_one(&self.inner.failing_reads) {
+            return Err(StoreError::backend(crate::ConnectionLost));
         }
         Ok(())
     }
+}
+
+/// Takes one from a counter of injected failures, if it is not at zero.
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 impl State {
@@ -389,6 +409,9 @@ impl EventStore for MemoryEventStore {
         events: Vec<EventData>,
     ) -> Result<AppendResult, StoreError> {
         validate_batch(&events)?;
+        if take_one(&self.inner.failing_appends) {
+            return Err(StoreError::backend(crate::ConnectionLost));
+        }
         let mut st = self.lock_stream(stream).await;
         let xid = st.begin();
         let result = match st.prepare(stream, expected, events, xid) {
@@ -403,6 +426,9 @@ impl EventStore for MemoryEventStore {
             }
         };
         self.publish(&mut st);
+        if result.is_ok() && take_one(&self.inner.lost_acks) {
+            return Err(StoreError::backend(crate::ConnectionLost));
+        }
         result
     }
 

@@ -66,10 +66,12 @@ impl TestDatabase {
         Ok(db)
     }
 
-    /// A pool on this database.
+    /// A pool on this database (waiting at most 10 s for a connection, as a server would
+    /// rather answer 503 than hang).
     pub async fn pool(&self, max_connections: u32) -> Result<PgPool, StoreError> {
         PgPoolOptions::new()
             .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(10))
             .connect(&self.url)
             .await
             .map_err(StoreError::backend)
@@ -78,6 +80,41 @@ impl TestDatabase {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Cuts every connection to it and refuses new ones until [`TestDatabase::reconnect`], as
+    /// a database that went away would.
+    pub async fn disconnect(&self) -> Result<(), StoreError> {
+        self.admin(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+            self.name
+        ))
+        .await?;
+        self.admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            self.name
+        ))
+        .await
+    }
+
+    /// Accepts connections again after [`TestDatabase::disconnect`].
+    pub async fn reconnect(&self) -> Result<(), StoreError> {
+        self.admin(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            self.name
+        ))
+        .await
+    }
+
+    async fn admin(&self, sql: &str) -> Result<(), StoreError> {
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .map_err(StoreError::backend)?;
+        admin
+            .execute(sqlx::AssertSqlSafe(sql.to_owned()))
+            .await
+            .map_err(StoreError::backend)?;
+        admin.close().await.map_err(StoreError::backend)
     }
 }
 

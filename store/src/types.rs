@@ -488,6 +488,82 @@ impl StoreError {
     pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Backend(Box::new(e))
     }
+
+    /// Whether the backend could not be reached or the connection broke (see
+    /// [`connection_lost`]): the operation may or may not have taken effect, and trying again
+    /// later may succeed.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            Self::Backend(e) => connection_lost(e.as_ref()),
+            _ => false,
+        }
+    }
+}
+
+/// A lost connection to the event store's backend, for adapters that have no error of their
+/// own for it (the in-memory adapter's injected failures).
+#[derive(Debug, Clone, Copy, Default, thiserror::Error)]
+#[error("the connection to the event store was lost")]
+pub struct ConnectionLost;
+
+/// Whether `e`, or an error it was caused by, is a database that cannot be reached now: a
+/// refused, reset or timed-out connection, a pool with no connection to give, a server shutting
+/// down or not accepting connections (SQLSTATE classes 08 and 57P, 53300, 55000). Not a refused query,
+/// a broken constraint or a bug: those fail the same way when tried again.
+pub fn connection_lost(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<ConnectionLost>() {
+            return true;
+        }
+        if let Some(e) = e.downcast_ref::<sqlx::Error>()
+            && sqlx_connection_lost(e)
+        {
+            return true;
+        }
+        if let Some(e) = e.downcast_ref::<std::io::Error>()
+            && io_connection_lost(e)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+fn sqlx_connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(io) => io_connection_lost(io),
+        sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // 08: connection exceptions; 57P: the server shuts down, crashed or cannot take
+        // connections now; 53300: too many connections; 55000 at connect: the database does
+        // not accept connections (`ALLOW_CONNECTIONS false`, being dropped). Atelier's queries
+        // raise 55000 nowhere else (it is also an undefined `currval`).
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "55000"
+        }),
+        _ => false,
+    }
+}
+
+fn io_connection_lost(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | NotConnected
+            | BrokenPipe
+            | UnexpectedEof
+            | TimedOut
+            | AddrNotAvailable
+            | HostUnreachable
+            | NetworkUnreachable
+    )
 }
 
 /// Checks a batch before anything is written. Both adapters call it first.
@@ -622,5 +698,37 @@ mod tests {
             validate_batch(&[ok.clone(), ok]),
             Err(InvalidInput::DuplicateEventId { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod connection_tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the user failed")]
+    struct Wrapper(#[source] sqlx::Error);
+
+    #[test]
+    fn a_lost_connection_is_recognized_through_the_errors_that_wrap_it() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(StoreError::backend(sqlx::Error::Io(refused)).is_connection_lost());
+        assert!(StoreError::backend(sqlx::Error::PoolTimedOut).is_connection_lost());
+        assert!(connection_lost(&Wrapper(sqlx::Error::PoolClosed)));
+        assert!(StoreError::backend(ConnectionLost).is_connection_lost());
+    }
+
+    #[test]
+    fn a_refused_query_or_a_bug_is_not_a_lost_connection() {
+        assert!(!StoreError::backend(sqlx::Error::RowNotFound).is_connection_lost());
+        assert!(!connection_lost(&Wrapper(sqlx::Error::ColumnNotFound(
+            "x".into()
+        ))));
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(!connection_lost(&denied));
+        let conflict = StoreError::StreamDeleted {
+            stream: StreamName::new("a-1").unwrap(),
+        };
+        assert!(!conflict.is_connection_lost());
     }
 }

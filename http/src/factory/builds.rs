@@ -144,7 +144,7 @@ fn build_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 fn queued_reply(written: &Written<Build>) -> Result<Reply, ApiError> {
-    let view = view(written).ok_or_else(|| ApiError::internal(&"queued build missing"))?;
+    let view = view(written).ok_or_else(|| ApiError::bug("queued build missing"))?;
     Ok(Reply::json(StatusCode::ACCEPTED, &view)
         .header("location", format!("/api/v1/builds/{}", view.id))
         .etag(written.revision)

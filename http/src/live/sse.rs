@@ -187,7 +187,7 @@ impl Feed {
             Next::Failed(e) => {
                 tracing::warn!(error = %e, "live: reading the log failed");
                 self.done = true;
-                let data = json!({"type": "error", "code": "UNAVAILABLE", "message": "the event log cannot be read now; reconnect"});
+                let data = json!({"type": "error", "code": "SERVICE_UNAVAILABLE", "message": "the event log cannot be read now; reconnect"});
                 Some(Bytes::from(format!("event: error\ndata: {data}\n\n")))
             }
             Next::Stopped => None,

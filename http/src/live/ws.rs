@@ -467,7 +467,7 @@ impl Connection {
             Next::Failed(e) => {
                 tracing::warn!(error = %e, "live: reading the log failed");
                 self.send(error_message(
-                    "UNAVAILABLE",
+                    "SERVICE_UNAVAILABLE",
                     "the event log cannot be read now; reconnect with from_position",
                 ))
                 .await?;

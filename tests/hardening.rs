@@ -1,0 +1,238 @@
+//! What an outside probe of the API found (issue "Hardening"), through real HTTP: each test is
+//! a hole that was open.
+
+mod common;
+
+use std::time::Duration;
+
+use atelier_http::auth::PERSON_ONLY;
+use atelier_http::throttle::{LoginLimit, LoginLimits};
+use common::{ADMIN, PASSWORD, TestApp};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = app.client.request(method, app.url(path));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn login_as(app: &TestApp, username: &str, password: &str) -> (u16, Value) {
+    send(
+        app,
+        Method::POST,
+        "/api/v1/auth/login",
+        &[],
+        Some(json!({"username": username, "password": password})),
+    )
+    .await
+}
+
+/// A server whose login budget is `per_account` attempts per account (and plenty per IP).
+async fn with_account_budget(per_account: u32) -> TestApp {
+    let mut config = TestApp::config();
+    let hour = Duration::from_secs(3600);
+    config.auth.login_limits = LoginLimits {
+        per_ip: LoginLimit {
+            burst: 1000,
+            period: hour,
+        },
+        per_account: LoginLimit {
+            burst: per_account,
+            period: hour,
+        },
+    };
+    TestApp::spawn_with(config).await
+}
+
+async fn api_key(app: &TestApp, token: &str, scopes: &[&str]) -> String {
+    let bearer = format!("Bearer {token}");
+    let (status, key) = send(
+        app,
+        Method::POST,
+        "/api/v1/api-keys",
+        &[("authorization", &bearer)],
+        Some(json!({"name": format!("key-{}", scopes.join("-")), "scopes": scopes})),
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    key["key"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn an_api_key_or_a_key_login_is_refused_everything_only_a_person_may_do() {
+    let app = TestApp::spawn().await;
+    let root = app.token().await;
+    let read = api_key(&app, &root, &["read"]).await;
+    let admin = api_key(&app, &root, &["read", "write", "admin"]).await;
+    let (status, tokens) = send(
+        &app,
+        Method::POST,
+        "/api/v1/auth/login-key",
+        &[("api-key", &admin)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let key_login = format!("Bearer {}", tokens["access_token"].as_str().unwrap());
+    let some_id = uuid::Uuid::now_v7().to_string();
+    for (method, pattern) in PERSON_ONLY {
+        let path = pattern.replace("{id}", &some_id);
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let body = json!({"current_password": PASSWORD, "new_password": "taken over!", "name": "k", "scopes": ["read"]});
+        for headers in [
+            [("api-key", read.as_str())],
+            [("api-key", admin.as_str())],
+            [("authorization", key_login.as_str())],
+        ] {
+            let (status, problem) =
+                send(&app, method.clone(), &path, &headers, Some(body.clone())).await;
+            assert_eq!(
+                status, 403,
+                "{method} {path} with {:?}: {problem}",
+                headers[0].0
+            );
+            assert_eq!(problem["code"], "FORBIDDEN");
+        }
+    }
+    // The password did not change: the superadmin still logs in with it.
+    assert_eq!(login_as(&app, ADMIN, PASSWORD).await.0, 200);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn wrong_current_passwords_count_against_the_login_budget_of_the_account() {
+    let app = with_account_budget(3).await;
+    let root = format!("Bearer {}", app.token().await);
+    let guess = |n: u32| json!({"current_password": format!("guess number {n}"), "new_password": "a new password"});
+    // The login above used one attempt; two wrong guesses use the rest.
+    for n in 0..2 {
+        let (status, problem) = send(
+            &app,
+            Method::POST,
+            "/api/v1/auth/change-password",
+            &[("authorization", &root)],
+            Some(guess(n)),
+        )
+        .await;
+        assert_eq!(status, 400, "{problem}");
+        assert_eq!(problem["errors"][0]["field"], "current_password");
+    }
+    let (status, problem) = send(
+        &app,
+        Method::POST,
+        "/api/v1/auth/change-password",
+        &[("authorization", &root)],
+        Some(guess(3)),
+    )
+    .await;
+    assert_eq!(status, 429, "{problem}");
+    assert_eq!(problem["code"], "RATE_LIMITED");
+    // The same budget: the right password does not log in either until it refills.
+    assert_eq!(login_as(&app, ADMIN, PASSWORD).await.0, 429);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_login_budget_is_the_accounts_whether_it_is_reached_by_username_or_email() {
+    let app = with_account_budget(4).await;
+    let root = format!("Bearer {}", app.token().await);
+    let (status, user) = send(
+        &app,
+        Method::POST,
+        "/api/v1/users",
+        &[("authorization", &root)],
+        Some(json!({"username": "carol", "email": "carol@example.com", "password": "carols password"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    for name in ["carol", "CAROL", "carol@example.com", "Carol@Example.com"] {
+        assert_eq!(
+            login_as(&app, name, "not her password").await.0,
+            401,
+            "{name}"
+        );
+    }
+    for name in ["carol", "carol@example.com"] {
+        let (status, problem) = login_as(&app, name, "carols password").await;
+        assert_eq!(status, 429, "{name}: {problem}");
+    }
+    // Another account's budget is its own.
+    assert_eq!(login_as(&app, ADMIN, "not the password").await.0, 401);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn windflows_login_rules_answer_alike_for_known_and_unknown_accounts() {
+    let app = with_account_budget(2).await;
+    for username in [ADMIN, "nobody-here"] {
+        let (status, problem) = login_as(&app, username, "short").await;
+        assert_eq!(status, 400, "{problem}");
+        assert_eq!(problem["code"], "VALIDATION_ERROR");
+        assert_eq!(
+            problem["errors"],
+            json!([{"field": "password", "message": "must be at least 8 characters"}])
+        );
+    }
+    let (status, problem) = login_as(&app, "ad", "long enough").await;
+    assert_eq!(status, 400);
+    assert_eq!(problem["errors"][0]["field"], "username");
+    let (status, problem) = login_as(&app, &"a".repeat(51), "long enough").await;
+    assert_eq!(status, 400);
+    assert_eq!(problem["errors"][0]["field"], "username");
+    // Refused input reached no account: its budget is whole.
+    assert_eq!(login_as(&app, ADMIN, PASSWORD).await.0, 200);
+    assert_eq!(login_as(&app, ADMIN, PASSWORD).await.0, 200);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_lost_database_answers_503_with_retry_after_and_nothing_half_written() {
+    let app = TestApp::spawn().await;
+    let bearer = format!("Bearer {}", app.token().await);
+    let project = json!({"name": "Outage", "repo": "https://example.com/outage.git"});
+    app.db.disconnect().await.unwrap();
+    for (method, body) in [(Method::GET, None), (Method::POST, Some(project.clone()))] {
+        let mut req = app
+            .client
+            .request(method.clone(), app.url("/api/v1/projects"))
+            .header("authorization", &bearer);
+        if let Some(body) = &body {
+            req = req.json(body);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 503, "{method}");
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(retry_after.is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s >= 1)));
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["code"], "SERVICE_UNAVAILABLE", "{problem}");
+    }
+    app.db.reconnect().await.unwrap();
+    // Back: the refused creation left nothing behind (its name is free).
+    let (status, created) = send(
+        &app,
+        Method::POST,
+        "/api/v1/projects",
+        &[("authorization", &bearer)],
+        Some(project),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    app.stop().await;
+}
