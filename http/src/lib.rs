@@ -20,6 +20,7 @@ pub mod platform;
 pub mod problem;
 pub mod server;
 pub mod state;
+pub mod text;
 pub mod throttle;
 
 use actix_web::body::MessageBody;
@@ -66,6 +67,7 @@ pub fn app(
         .app_data(services.platform.clone())
         .app_data(services.live.clone())
         .app_data(web::PayloadConfig::new(settings.body_limit))
+        .wrap(from_fn(text::text_rule))
         .wrap(from_fn(problem::problem_fallback))
         .wrap(cors::cors(&settings.cors_origins))
         .wrap(from_fn(middleware::request_context))
