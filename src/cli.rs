@@ -141,6 +141,10 @@ pub struct ServeArgs {
     /// Live connections (WebSocket and SSE) held at most.
     #[arg(long, env = "ATELIER_LIVE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub live_max_connections: usize,
+    /// A bearer token `/metrics` asks for (default: none, `/metrics` is open; the server listens
+    /// on 127.0.0.1 unless `ATELIER_LISTEN` says otherwise).
+    #[arg(long, env = "ATELIER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "ATELIER_WORKERS")]
     pub workers: Option<usize>,
@@ -325,6 +329,7 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
             },
         },
         builds: args.build_settings(),
+        metrics_token: args.metrics_token.clone(),
     };
     let (services, bootstrap) = atelier_http::server::start(pool, Arc::new(store), config)
         .await

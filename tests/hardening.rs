@@ -328,3 +328,106 @@ async fn a_nul_character_anywhere_the_api_takes_text_is_a_400_naming_the_field_o
     assert_eq!(problem["errors"][0]["field"], "username");
     app.stop().await;
 }
+
+fn header(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[actix_web::test]
+async fn answers_carry_protective_headers_and_authenticated_ones_are_not_stored() {
+    let app = TestApp::spawn().await;
+    let token = app.token().await;
+    let docs = app.client.get(app.url("/api/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    let csp = header(&docs, "content-security-policy").unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-eval"), "{csp}");
+    assert_eq!(header(&docs, "x-frame-options").as_deref(), Some("DENY"));
+    for res in [
+        docs,
+        app.client.get(app.url("/health")).send().await.unwrap(),
+        app.client
+            .get(app.url("/api/v1/projects"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+        app.client
+            .get(app.url("/api/v1/nowhere"))
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        let what = res.url().path().to_owned();
+        assert_eq!(
+            header(&res, "x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{what}"
+        );
+        assert_eq!(
+            header(&res, "referrer-policy").as_deref(),
+            Some("no-referrer"),
+            "{what}"
+        );
+        assert!(header(&res, "content-security-policy").is_some(), "{what}");
+    }
+    let list = app
+        .client
+        .get(app.url("/api/v1/projects"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&list, "cache-control").as_deref(), Some("no-store"));
+    let refused = app
+        .client
+        .get(app.url("/api/v1/projects"))
+        .header("api-key", "atk_nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        header(&refused, "cache-control").as_deref(),
+        Some("no-store")
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn metrics_can_be_protected_by_a_configured_token() {
+    let mut config = TestApp::config();
+    config.metrics_token = Some("scrape-me-please".to_owned());
+    let app = TestApp::spawn_with(config).await;
+    let open = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(open.status(), 401);
+    let wrong = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-me-pleasE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let scraped = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-me-please")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(
+        scraped
+            .text()
+            .await
+            .unwrap()
+            .contains("http_requests_total")
+    );
+    app.stop().await;
+}

@@ -69,6 +69,7 @@ pub fn app(
         .app_data(web::PayloadConfig::new(settings.body_limit))
         .wrap(from_fn(text::text_rule))
         .wrap(from_fn(problem::problem_fallback))
+        .wrap(from_fn(middleware::protective_headers))
         .wrap(cors::cors(&settings.cors_origins))
         .wrap(from_fn(middleware::request_context))
         .configure(platform::configure)

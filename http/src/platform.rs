@@ -38,6 +38,9 @@ pub struct PlatformState {
     pub started_utc: DateTime<Utc>,
     /// Renders the process's metrics.
     pub metrics: PrometheusHandle,
+    /// The bearer token `/metrics` asks for (`None`: open, for a scraper on the same host or a
+    /// private network).
+    pub metrics_token: Option<String>,
 }
 
 impl PlatformState {
@@ -49,7 +52,14 @@ impl PlatformState {
             started_at: Instant::now(),
             started_utc: Utc::now(),
             metrics: crate::metrics::recorder(),
+            metrics_token: None,
         }
+    }
+
+    /// `/metrics` asks for `Authorization: Bearer <token>` (`None` or empty: it does not).
+    pub fn with_metrics_token(mut self, token: Option<String>) -> Self {
+        self.metrics_token = token.filter(|t| !t.is_empty());
+        self
     }
 
     /// Seconds since the process started serving.
@@ -237,16 +247,37 @@ pub async fn status(state: web::Data<PlatformState>) -> web::Json<ServiceStatus>
     get,
     path = "/metrics",
     tag = "platform",
-    responses((status = 200, description = "Prometheus text exposition format", body = String,
-        content_type = "text/plain; version=0.0.4"))
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String,
+            content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "A metrics token is configured (`ATELIER_METRICS_TOKEN`) and the request does not bear it", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/metrics")]
-pub async fn metrics(state: web::Data<PlatformState>) -> HttpResponse {
+pub async fn metrics(
+    state: web::Data<PlatformState>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(expected) = &state.metrics_token {
+        let presented = crate::auth::bearer_token(&req).ok().flatten().unwrap_or("");
+        // Compared in constant time: the token is a secret.
+        let same = presented.len() == expected.len()
+            && presented
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return Err(ApiError::unauthorized(
+                "/metrics needs `Authorization: Bearer <ATELIER_METRICS_TOKEN>`",
+            ));
+        }
+    }
     ::metrics::gauge!(crate::metrics::UPTIME_SECONDS).set(state.started_at.elapsed().as_secs_f64());
     state.metrics.run_upkeep();
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type(PROMETHEUS_CONTENT_TYPE)
-        .body(state.metrics.render())
+        .body(state.metrics.render()))
 }
 
 /// Registers the platform routes (they read `web::Data<PlatformState>`).

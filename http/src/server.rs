@@ -21,7 +21,7 @@ use crate::platform::PlatformState;
 use crate::state::{AppState, HttpSettings};
 
 /// How a server is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Production refuses weak or missing secrets.
     pub production: bool,
@@ -39,6 +39,26 @@ pub struct ServerConfig {
     pub http: HttpSettings,
     /// The build runner (`None`: this server runs no builds).
     pub builds: Option<BuildSettings>,
+    /// The bearer token `/metrics` asks for (`None`: open).
+    pub metrics_token: Option<String>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    /// Secrets show only whether they are set.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |s: &Option<String>| if s.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("ServerConfig")
+            .field("production", &self.production)
+            .field("jwt_secret", &set(&self.jwt_secret))
+            .field("admin_username", &self.admin_username)
+            .field("admin_email", &self.admin_email)
+            .field("admin_password", &set(&self.admin_password))
+            .field("auth", &self.auth)
+            .field("http", &self.http)
+            .field("builds", &self.builds)
+            .field("metrics_token", &set(&self.metrics_token))
+            .finish()
+    }
 }
 
 /// How builds run.
@@ -167,6 +187,7 @@ impl Default for ServerConfig {
             auth: crate::auth::AuthSettings::default(),
             http: HttpSettings::default(),
             builds: Some(BuildSettings::default()),
+            metrics_token: None,
         }
     }
 }
@@ -218,13 +239,9 @@ pub async fn start(
             &secret,
             config.auth,
         )),
-        platform: web::Data::new(PlatformState {
-            pool,
-            projections,
-            started_at: std::time::Instant::now(),
-            started_utc: Utc::now(),
-            metrics: crate::metrics::recorder(),
-        }),
+        platform: web::Data::new(
+            PlatformState::new(pool, projections).with_metrics_token(config.metrics_token.clone()),
+        ),
         runner: Arc::default(),
     };
     if let Some(settings) = &config.builds {

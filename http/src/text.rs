@@ -122,7 +122,15 @@ pub async fn text_rule<B: MessageBody>(
     let mut verdict = check_path(req.path()).and_then(|()| check_query(req.query_string()));
     let has_body = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if verdict.is_ok() && has_body {
-        let body = req.extract::<web::Bytes>().await?;
+        let body = match req.extract::<web::Bytes>().await {
+            Ok(body) => body,
+            // Too large, or cut short: answered here, as a response the middleware outside
+            // sees (the problem fallback gives it the one error shape).
+            Err(e) => {
+                let res = e.error_response();
+                return Ok(req.into_response(res).map_into_right_body());
+            }
+        };
         verdict = check_json(&body);
         req.set_payload(actix_web::dev::Payload::from(body));
     }
