@@ -552,6 +552,10 @@ async fn cancelling_a_running_build_kills_its_processes_and_a_finished_build_can
         )
         .await;
     assert_eq!(cancelled["status"], "cancelled");
+    assert!(
+        cancelled["runner"].as_str().is_some_and(|r| !r.is_empty()),
+        "the answer names the runner that ran it: {cancelled}"
+    );
     wait_for_death(pid).await;
     let (_, end) = c.follow(&id, lines.len() as i64, |_| false).await;
     assert_eq!(end.unwrap()["status"], "cancelled");

@@ -431,3 +431,32 @@ async fn metrics_can_be_protected_by_a_configured_token() {
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn an_access_token_never_outlives_its_session() {
+    let mut config = TestApp::config();
+    config.auth.access_ttl = Duration::from_secs(1800);
+    config.auth.session_ttl = Duration::from_secs(60);
+    let app = TestApp::spawn_with(config).await;
+    let (status, tokens) = login_as(&app, ADMIN, PASSWORD).await;
+    assert_eq!(status, 200);
+    let expires_in = tokens["expires_in"].as_u64().unwrap();
+    assert!((1..=60).contains(&expires_in), "{tokens}");
+    let bearer = format!("Bearer {}", tokens["access_token"].as_str().unwrap());
+    let (status, verified) = send(
+        &app,
+        Method::POST,
+        "/api/v1/auth/verify",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(verified["expires_at"].as_str().unwrap()).unwrap();
+    assert!(
+        expires_at <= chrono::Utc::now() + chrono::Duration::seconds(61),
+        "{verified}"
+    );
+    app.stop().await;
+}

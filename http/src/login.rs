@@ -227,17 +227,19 @@ async fn session_tokens(
 ) -> Result<TokenResponse, ApiError> {
     let mut claims = AuthState::claims(user, session.org_id);
     claims.sid = Some(session.id);
-    let access_token = auth.sign(claims.clone(), ACCESS_TYPE, auth.settings.access_ttl)?;
-    claims.generation = Some(session.generation);
     let left = (session.expires_at - Utc::now())
         .to_std()
         .unwrap_or_default();
+    // No token outlives its session.
+    let access_ttl = auth.settings.access_ttl.min(left);
+    let access_token = auth.sign(claims.clone(), ACCESS_TYPE, access_ttl)?;
+    claims.generation = Some(session.generation);
     let refresh_token = auth.sign(claims, REFRESH_TYPE, left)?;
     Ok(TokenResponse {
         access_token,
         refresh_token,
         token_type: "bearer".to_owned(),
-        expires_in: auth.settings.access_ttl.as_secs(),
+        expires_in: access_ttl.as_secs(),
         user_info: user_info(app, user, session.org_id).await?,
     })
 }

@@ -127,6 +127,8 @@ pub struct BuildData {
     pub queued_at: DateTime<Utc>,
     /// When it started running.
     pub started_at: Option<DateTime<Utc>>,
+    /// The runner that started it.
+    pub runner: Option<String>,
     /// When it finished.
     pub finished_at: Option<DateTime<Utc>>,
     /// Its command's exit status.
@@ -493,17 +495,22 @@ impl Aggregate for Build {
                 status: BuildStatus::Queued,
                 queued_at: *queued_at,
                 started_at: None,
+                runner: None,
                 finished_at: None,
                 exit_code: None,
                 failure: None,
             }),
-            (Build::Present(b), BuildEvent::BuildStarted { started_at, .. }) => {
-                Build::Present(BuildData {
-                    status: BuildStatus::Running,
-                    started_at: Some(*started_at),
-                    ..b
-                })
-            }
+            (
+                Build::Present(b),
+                BuildEvent::BuildStarted {
+                    started_at, runner, ..
+                },
+            ) => Build::Present(BuildData {
+                status: BuildStatus::Running,
+                started_at: Some(*started_at),
+                runner: Some(runner.clone()),
+                ..b
+            }),
             (Build::Present(b), BuildEvent::BuildSucceeded { finished_at, .. }) => {
                 Build::Present(BuildData {
                     status: BuildStatus::Succeeded,
@@ -612,6 +619,22 @@ mod tests {
             build_command: make(),
             created_at: at(-100),
         }
+    }
+
+    #[test]
+    fn a_started_build_remembers_its_runner_after_it_is_cancelled() {
+        let build = Build::fold(&[
+            queued(),
+            started(),
+            BuildEvent::BuildCancelled {
+                build_id: build_id(),
+                by: "user-2".into(),
+                finished_at: at(10),
+                duration_ms: Some(5_000),
+            },
+        ]);
+        assert_eq!(build.data().unwrap().runner.as_deref(), Some("runner-a"));
+        assert_eq!(Build::fold(&[queued()]).data().unwrap().runner, None);
     }
 
     #[test]

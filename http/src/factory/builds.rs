@@ -107,7 +107,7 @@ fn view(written: &Written<Build>) -> Option<BuildView> {
         status: b.status.as_str().to_owned(),
         triggered_by: b.triggered_by.clone(),
         restart_of: b.restart_of,
-        runner: None,
+        runner: b.runner.clone(),
         exit_code: b.exit_code,
         failure: b.failure.map(|f| f.as_str().to_owned()),
         message: None,

@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use super::feed::FeedEvent;
+use super::feed::{FeedEvent, category_named};
 
 /// The longest channel name accepted, in bytes.
 pub const MAX_CHANNEL_LEN: usize = 300;
@@ -137,9 +137,9 @@ impl Channel {
         match self {
             Channel::All => true,
             Channel::Stream(s) => record.stream.as_str() == s,
-            Channel::Category(c) => record.stream.category() == c,
+            Channel::Category(c) => record.stream.category() == category_named(c),
             Channel::Type(t) => &record.event_type == t || &event.kind == t,
-            Channel::Resource { category, id } => event.concerns(category, id),
+            Channel::Resource { category, id } => event.concerns(category_named(category), id),
         }
     }
 }

@@ -58,7 +58,7 @@ impl FeedEvent {
         }
         Some(Arc::new(Self {
             org_id: org_of(&record),
-            kind: kind_of(category, &record.event_type),
+            kind: kind_of(resource_name(category), &record.event_type),
             record,
             json: OnceLock::new(),
         }))
@@ -129,6 +129,27 @@ impl FeedEvent {
     }
 }
 
+/// Stream categories whose resource has a longer name in the API (the stream names stay as
+/// they were written): the feed's kinds and channels use the resource's.
+const RESOURCE_NAMES: &[(&str, &str)] = &[("org", "organization")];
+
+/// The resource a stream category holds, as the API names it (`org` → `organization`).
+pub fn resource_name(category: &str) -> &str {
+    RESOURCE_NAMES
+        .iter()
+        .find(|(c, _)| *c == category)
+        .map_or(category, |(_, r)| r)
+}
+
+/// The stream category of a resource the API names (`organization` → `org`; a category is
+/// its own name too).
+pub fn category_named(resource: &str) -> &str {
+    RESOURCE_NAMES
+        .iter()
+        .find(|(_, r)| *r == resource)
+        .map_or(resource, |(c, _)| c)
+}
+
 /// `<category>:<verb>` for an event type: the type without the category's own name in front,
 /// in snake case (`build` + `BuildStarted` → `build:started`; `project` +
 /// `ProjectBuildCommandChanged` → `project:build_command_changed`).
@@ -195,6 +216,37 @@ mod tests {
             "camera:motion_detected"
         );
         assert_eq!(kind_of("project", "Project"), "project:project");
+    }
+
+    #[test]
+    fn organization_events_are_named_for_the_organization_resource_and_reach_its_channels() {
+        let id = "00000000-0000-0000-0000-000000000007";
+        let org = json!({"org_id": Uuid::from_u128(1)});
+        let added = FeedEvent::new(record(
+            &format!("org-{id}"),
+            "MemberAdded",
+            json!({}),
+            org.clone(),
+        ))
+        .unwrap();
+        assert_eq!(added.kind, "organization:member_added");
+        let created = FeedEvent::new(record(
+            &format!("org-{id}"),
+            "OrganizationCreated",
+            json!({}),
+            org,
+        ))
+        .unwrap();
+        assert_eq!(created.kind, "organization:created");
+        for name in [
+            format!("organization:{id}"),
+            "organizations".to_owned(),
+            "category:organization".to_owned(),
+            "type:organization:member_added".to_owned(),
+        ] {
+            let channel = super::super::channels::Channel::parse(&name).unwrap();
+            assert!(channel.matches(&added), "{name}");
+        }
     }
 
     #[test]
