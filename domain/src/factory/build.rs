@@ -139,6 +139,10 @@ pub struct BuildData {
 
 /// The build aggregate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one build is folded per command, by value: a box would cost an allocation per event"
+)]
 pub enum Build {
     /// Never queued.
     #[default]
