@@ -460,3 +460,134 @@ async fn an_access_token_never_outlives_its_session() {
     );
     app.stop().await;
 }
+
+async fn as_bearer(
+    app: &TestApp,
+    token: &str,
+    method: Method,
+    path: &str,
+    org: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let bearer = format!("Bearer {token}");
+    let mut headers = vec![("authorization", bearer.as_str())];
+    if let Some(org) = org {
+        headers.push(("x-organization-id", org));
+    }
+    send(app, method, path, &headers, body).await
+}
+
+/// WindFlow's flow: a superadmin creates a user, adds them to an organization; they log in and
+/// work there, and nowhere else. Before, such a user joined `default`, where every such user
+/// saw every other's projects, and kept acting there.
+#[actix_web::test]
+async fn a_new_user_belongs_to_no_organization_until_added_and_then_works_in_theirs() {
+    let app = TestApp::spawn().await;
+    let root = app.token().await;
+    let (_, me) = as_bearer(&app, &root, Method::GET, "/api/v1/auth/me", None, None).await;
+    let default_org = me["organization_id"].as_str().unwrap().to_owned();
+    let (status, dave) = as_bearer(
+        &app,
+        &root,
+        Method::POST,
+        "/api/v1/users",
+        None,
+        Some(
+            json!({"username": "dave", "email": "dave@example.com", "password": "daves password"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{dave}");
+    let dave_id = dave["id"].as_str().unwrap().to_owned();
+
+    // In no organization: he logs in, is told where he acts (nowhere), and cannot work yet.
+    let (status, tokens) = login_as(&app, "dave", "daves password").await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(
+        tokens["user_info"]["organization_id"],
+        Value::Null,
+        "{tokens}"
+    );
+    assert_eq!(tokens["user_info"]["organizations"], json!([]));
+    let alone = tokens["access_token"].as_str().unwrap().to_owned();
+    let (status, problem) =
+        as_bearer(&app, &alone, Method::GET, "/api/v1/projects", None, None).await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no organization"),
+        "{problem}"
+    );
+    let (status, _) = as_bearer(
+        &app,
+        &alone,
+        Method::GET,
+        "/api/v1/projects",
+        Some(&default_org),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "the bootstrap organization is not a shared room"
+    );
+
+    // Added to Acme, he works there on his next login.
+    let (status, acme) = as_bearer(
+        &app,
+        &root,
+        Method::POST,
+        "/api/v1/organizations",
+        None,
+        Some(json!({"name": "Acme"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{acme}");
+    let acme_id = acme["id"].as_str().unwrap().to_owned();
+    let (status, member) = as_bearer(
+        &app,
+        &root,
+        Method::POST,
+        &format!("/api/v1/organizations/{acme_id}/members"),
+        None,
+        Some(json!({"user_id": dave_id, "role": "member"})),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{member}");
+    let (status, tokens) = login_as(&app, "dave", "daves password").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        tokens["user_info"]["organization_id"],
+        acme_id.as_str(),
+        "{tokens}"
+    );
+    let dave_token = tokens["access_token"].as_str().unwrap().to_owned();
+    let (status, project) = as_bearer(
+        &app,
+        &dave_token,
+        Method::POST,
+        "/api/v1/projects",
+        None,
+        Some(json!({"name": "DaveProj", "repo": "https://example.com/dave.git"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{project}");
+    let path = format!("/api/v1/projects/{}", project["id"].as_str().unwrap());
+    let (status, _) = as_bearer(&app, &root, Method::GET, &path, Some(&acme_id), None).await;
+    assert_eq!(status, 200, "the project is Acme's");
+    let (status, _) = as_bearer(&app, &root, Method::GET, &path, Some(&default_org), None).await;
+    assert_eq!(status, 404, "and not the default organization's");
+    let (status, _) = as_bearer(
+        &app,
+        &dave_token,
+        Method::GET,
+        "/api/v1/projects",
+        Some(&default_org),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}

@@ -274,6 +274,12 @@ async fn a_superadmin_creates_renames_and_deletes_an_organization_with_unique_na
     app.stop().await;
 }
 
+/// The bootstrap organization, where the superadmin acts (users join it only when named).
+async fn default_org(app: &TestApp, root: &str) -> String {
+    let (_, me) = get(app, root, "/api/v1/auth/me").await;
+    me["organization_id"].as_str().unwrap().to_owned()
+}
+
 async fn login(app: &TestApp, username: &str, password: &str) -> String {
     let res = app
         .client
@@ -329,7 +335,8 @@ async fn two_organizations_created_through_the_api_cannot_see_each_others_projec
         &app,
         &root,
         "/api/v1/users",
-        json!({"username": "carol", "email": "carol@example.com", "password": "carol's password"}),
+        json!({"username": "carol", "email": "carol@example.com", "password": "carol's password",
+               "organization_id": default_org(&app, &root).await}),
     )
     .await;
     assert_eq!(status, 201, "{carol}");
@@ -384,7 +391,8 @@ async fn two_organizations_created_through_the_api_cannot_see_each_others_projec
 async fn users_are_unique_valid_and_created_only_by_those_who_manage_the_organization() {
     let app = TestApp::spawn().await;
     let root = app.token().await;
-    let user = |name: &str| json!({"username": name, "email": format!("{name}@example.com"), "password": "long enough"});
+    let org = default_org(&app, &root).await;
+    let user = |name: &str| json!({"username": name, "email": format!("{name}@example.com"), "password": "long enough", "organization_id": org});
     assert_eq!(
         post(&app, &root, "/api/v1/users", user("dave")).await.0,
         201
@@ -464,7 +472,8 @@ async fn viewers_read_members_create_and_change() {
             &root,
             "/api/v1/users",
             json!({"username": name, "email": format!("{name}@example.com"),
-                   "password": "long enough", "role": role}),
+                   "password": "long enough", "role": role,
+                   "organization_id": default_org(&app, &root).await}),
         )
         .await;
         assert_eq!(status, 201, "{body}");

@@ -127,6 +127,11 @@ impl Access {
         self.users.get(&self.store, id).await
     }
 
+    /// The organization as of the last event written.
+    pub async fn organization(&self, id: Uuid) -> Result<Arc<Organization>, AccessError> {
+        self.organizations.get(&self.store, id).await
+    }
+
     /// The API key as of the last event written.
     pub async fn key(&self, id: Uuid) -> Result<Arc<ApiKey>, AccessError> {
         self.keys.get(&self.store, id).await

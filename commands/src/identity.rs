@@ -100,8 +100,9 @@ pub struct UserRecord {
     pub user_id: Uuid,
     /// Their username, as stored.
     pub username: String,
-    /// Their organization.
-    pub org_id: Uuid,
+    /// Their default organization, where their sessions act unless they name one (`None`:
+    /// none set; they act in their only organization, or choose).
+    pub default_org: Option<Uuid>,
     /// Whether they administer the whole platform.
     pub is_superadmin: bool,
 }
@@ -249,7 +250,7 @@ impl Identity {
         username: &str,
         password: &str,
     ) -> Result<Option<UserRecord>, IdentityError> {
-        let row: Option<(Uuid, String, String, Uuid, bool)> = sqlx::query_as(
+        let row: Option<(Uuid, String, String, Option<Uuid>, bool)> = sqlx::query_as(
             "SELECT user_id, username, password_hash, org_id, is_superadmin \
              FROM credentials WHERE lower(username) = lower($1) \
              UNION ALL \
@@ -261,12 +262,12 @@ impl Identity {
         .fetch_optional(&self.pool)
         .await?;
         let (hash, user) = match row {
-            Some((user_id, username, hash, org_id, is_superadmin)) => (
+            Some((user_id, username, hash, default_org, is_superadmin)) => (
                 hash,
                 Some(UserRecord {
                     user_id,
                     username,
-                    org_id,
+                    default_org,
                     is_superadmin,
                 }),
             ),
@@ -336,7 +337,7 @@ impl Identity {
         username: &str,
         email: &str,
         password: &str,
-        org_id: Uuid,
+        org_id: Option<Uuid>,
         is_superadmin: bool,
     ) -> Result<(), IdentityError> {
         let hash = hash_password(password.to_owned()).await?;
@@ -361,6 +362,20 @@ impl Identity {
         Ok(())
     }
 
+    /// Sets (or clears) the organization a user's sessions act in unless they name one.
+    pub async fn set_default_org(
+        &self,
+        user_id: Uuid,
+        org_id: Option<Uuid>,
+    ) -> Result<(), IdentityError> {
+        sqlx::query("UPDATE credentials SET org_id = $2 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(org_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Lets a login without an email address (the bootstrap superadmin's) log in with this one.
     pub async fn set_login_email(&self, user_id: Uuid, email: &str) -> Result<(), IdentityError> {
         sqlx::query("UPDATE credentials SET email = $2 WHERE user_id = $1 AND email IS NULL")
@@ -381,11 +396,12 @@ impl Identity {
         Ok(())
     }
 
-    /// Stores an invitation: the SHA-256 hash of its token, for a user of an organization.
+    /// Stores an invitation: the SHA-256 hash of its token, for a user (of an organization, if
+    /// they were created in one).
     pub async fn store_invitation(
         &self,
         user_id: Uuid,
-        org_id: Uuid,
+        org_id: Option<Uuid>,
         token_hash: &[u8],
         expires_at: DateTime<Utc>,
     ) -> Result<(), IdentityError> {
@@ -407,8 +423,8 @@ impl Identity {
     pub async fn take_invitation(
         &self,
         token_hash: &[u8],
-    ) -> Result<Option<(Uuid, Uuid)>, IdentityError> {
-        let row: Option<(Uuid, Uuid, bool)> = sqlx::query_as(
+    ) -> Result<Option<(Uuid, Option<Uuid>)>, IdentityError> {
+        let row: Option<(Uuid, Option<Uuid>, bool)> = sqlx::query_as(
             "DELETE FROM invitations WHERE token_hash = $1 \
              RETURNING user_id, org_id, expires_at > now()",
         )
@@ -761,7 +777,7 @@ mod tests {
             .await?
             .expect("authenticated, case-insensitively");
         assert_eq!(user.username, "Admin");
-        assert_eq!(user.org_id, b.org_id);
+        assert_eq!(user.default_org, Some(b.org_id));
         assert!(user.is_superadmin);
         let stored: String = sqlx::query_scalar("SELECT password_hash FROM credentials")
             .fetch_one(&identity.pool)

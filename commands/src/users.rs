@@ -40,8 +40,9 @@ pub struct NewUser {
     pub password: Option<String>,
     /// Whether they administer the platform (only a superadmin may grant it).
     pub is_superadmin: bool,
-    /// The organization they join, and as what.
-    pub org_id: Uuid,
+    /// The organization they join, if any (only a superadmin creates a user in none: they
+    /// belong to the organizations they are added to later).
+    pub org_id: Option<Uuid>,
     /// Their role there.
     pub role: Role,
 }
@@ -316,10 +317,21 @@ impl UserService {
         if new.is_superadmin && !actor.is_superadmin {
             return Err(UserServiceError::SuperadminOnly);
         }
-        let org_stream = stream_of::<Organization>(new.org_id);
-        let (org, _) = load::<Organization>(self.store.as_ref(), &org_stream).await?;
-        org.authorize(actor, Permission::Manage)
-            .map_err(|e| UserServiceError::Organization(CommandError::Rejected(e)))?;
+        match new.org_id {
+            Some(org_id) => {
+                let (org, _) =
+                    load::<Organization>(self.store.as_ref(), &stream_of::<Organization>(org_id))
+                        .await?;
+                org.authorize(actor, Permission::Manage)
+                    .map_err(|e| UserServiceError::Organization(CommandError::Rejected(e)))?;
+            }
+            None if actor.is_superadmin => {}
+            None => {
+                return Err(UserServiceError::NotAllowed(
+                    "only a superadmin may create a user outside every organization",
+                ));
+            }
+        }
 
         let id = Uuid::now_v7();
         let name = self
@@ -368,20 +380,22 @@ impl UserService {
                 return Err(e.into());
             }
         };
-        let mut org_ctx = ctx.clone();
-        org_ctx.org_id = new.org_id;
-        execute::<Organization>(
-            self.store.as_ref(),
-            &org_stream,
-            &org_ctx,
-            None,
-            OrgCommand::SetMember {
-                user_id: id,
-                role: new.role,
-                at: ctx.occurred_at,
-            },
-        )
-        .await?;
+        if let Some(org_id) = new.org_id {
+            let mut org_ctx = ctx.clone();
+            org_ctx.org_id = org_id;
+            execute::<Organization>(
+                self.store.as_ref(),
+                &stream_of::<Organization>(org_id),
+                &org_ctx,
+                None,
+                OrgCommand::SetMember {
+                    user_id: id,
+                    role: new.role,
+                    at: ctx.occurred_at,
+                },
+            )
+            .await?;
+        }
         // Last: the login, or the invitation to set one. A failure here leaves a user who
         // cannot log in yet (an operator sets a password), never a login without a user.
         let invitation = match &new.password {
@@ -438,7 +452,7 @@ impl UserService {
                 u.is_superadmin,
             )
             .await?;
-        let ctx = CommandContext::new(org_id, user_id.to_string());
+        let ctx = CommandContext::new(org_id.unwrap_or_default(), user_id.to_string());
         let written = execute::<User>(
             self.store.as_ref(),
             &Self::stream(user_id),

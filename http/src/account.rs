@@ -50,8 +50,8 @@ pub struct MeView {
     pub full_name: Option<String>,
     /// Whether they administer the platform.
     pub is_superadmin: bool,
-    /// The organization this token acts in.
-    pub organization_id: Uuid,
+    /// The organization this token acts in (`null`: none; name one with `X-Organization-Id`).
+    pub organization_id: Option<Uuid>,
     /// The caller's role there, if a member.
     pub role: Option<String>,
     /// Every organization they belong to.
@@ -67,8 +67,8 @@ pub struct VerifyView {
     pub user_id: Uuid,
     /// Their username.
     pub username: String,
-    /// The organization it acts in.
-    pub organization_id: Uuid,
+    /// The organization it acts in (`null`: none).
+    pub organization_id: Option<Uuid>,
     /// When it expires.
     pub expires_at: DateTime<Utc>,
 }
@@ -112,11 +112,11 @@ pub async fn me(
         .insert_header(("cache-control", "no-store"))
         .json(MeView {
             user_id: principal.user_id,
-            username: principal.username,
+            username: principal.username.clone(),
             email,
             full_name,
             is_superadmin: principal.is_superadmin,
-            organization_id: principal.org_id,
+            organization_id: principal.organization(),
             role: principal.role.map(|r| r.as_str().to_owned()),
             organizations: organizations
                 .into_iter()
@@ -142,8 +142,8 @@ pub async fn verify(principal: Principal) -> HttpResponse {
     HttpResponse::Ok().json(VerifyView {
         valid: true,
         user_id: principal.user_id,
-        username: principal.username,
-        organization_id: principal.org_id,
+        username: principal.username.clone(),
+        organization_id: principal.organization(),
         expires_at,
     })
 }

@@ -334,7 +334,13 @@ impl AuthState {
                 "the password has changed since this token was issued; log in again",
             ));
         }
-        let role = role_in(&organization, u.id, u.is_superadmin, explicit)?;
+        // A session that acts in no organization (its user belongs to none, or to several
+        // with no default) is who it is, with no role anywhere until a request names one.
+        let role = if org_id.is_nil() {
+            None
+        } else {
+            role_in(&organization, u.id, u.is_superadmin, explicit)?
+        };
         Ok(Principal {
             user_id: u.id,
             username: u.username.as_str().to_owned(),
@@ -437,7 +443,8 @@ pub struct Principal {
     pub user_id: Uuid,
     /// Their username.
     pub username: String,
-    /// The organization: the tenant of every read and write.
+    /// The organization: the tenant of every read and write (nil: none; every
+    /// [`Principal::require`] is refused).
     pub org_id: Uuid,
     /// Whether they administer the whole platform (never through an API key).
     pub is_superadmin: bool,
@@ -455,6 +462,11 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The organization they act in, if any.
+    pub fn organization(&self) -> Option<Uuid> {
+        (!self.org_id.is_nil()).then_some(self.org_id)
+    }
+
     /// Whether they may do this in their organization: a superadmin anything, a member what
     /// their role allows (viewers read, members create and change, admins manage, owners own),
     /// an API key what its scopes allow within its creator's role.
@@ -470,6 +482,12 @@ impl Principal {
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
+        }
+        if self.org_id.is_nil() {
+            return Err(ApiError::forbidden(
+                "you act in no organization: you belong to none, or to several with no default; \
+                 name one with the X-Organization-Id header",
+            ));
         }
         if self.is_superadmin || self.role.is_some_and(|r| r.allows(permission)) {
             return Ok(());

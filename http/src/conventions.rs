@@ -253,6 +253,16 @@ pub async fn await_projection(
     let Some(position) = min_position(req)? else {
         return Ok(());
     };
+    wait_for_position(state, projection, position).await
+}
+
+/// Waits (bounded by the read wait) until `projection` has applied `position`: a 503 when it
+/// lags or has failed.
+pub async fn wait_for_position(
+    state: &AppState,
+    projection: &str,
+    position: atelier_store::Position,
+) -> Result<(), ApiError> {
     state
         .projections
         .wait_for(projection, position, state.settings.read_wait)

@@ -643,7 +643,8 @@ pub struct UserBody {
     /// Platform administrator (only a superadmin may grant it).
     #[serde(default)]
     pub is_superadmin: bool,
-    /// The organization they join (default: the caller's).
+    /// The organization they join (default: the caller's for an organization's admin; none for a
+    /// superadmin: the user belongs to the organizations they are added to, and no other).
     #[serde(default)]
     pub organization_id: Option<Uuid>,
     /// Their role there: `owner`, `admin`, `member` (default) or `viewer`.
@@ -680,7 +681,10 @@ pub struct UserView {
 }
 
 impl UserBody {
-    fn parse(&self, default_org: Uuid) -> Result<atelier_commands::users::NewUser, ApiError> {
+    /// The user to create, for this caller: without `organization_id`, an organization's
+    /// admin creates them in theirs, a superadmin in none (they belong to the organizations
+    /// they are added to, and no other).
+    fn parse(&self, caller: &Principal) -> Result<atelier_commands::users::NewUser, ApiError> {
         use atelier_domain::identity::Role;
         use atelier_domain::identity::user::{Email, UserProfile, Username, check_password};
         use atelier_domain::value::invalid;
@@ -717,7 +721,11 @@ impl UserBody {
                     profile: UserProfile { email, full_name },
                     password: self.password.clone().filter(|_| !self.invite),
                     is_superadmin: self.is_superadmin,
-                    org_id: self.organization_id.unwrap_or(default_org),
+                    org_id: match self.organization_id {
+                        Some(org) => Some(org),
+                        None if caller.is_superadmin => None,
+                        None => Some(caller.org_id),
+                    },
                     role,
                 })
             }
@@ -762,15 +770,13 @@ pub async fn create_user(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let new = json_body::<UserBody>(&req, &body)?.parse(principal.org_id)?;
-    let ctx = org_context(&principal, new.org_id);
+    let new = json_body::<UserBody>(&req, &body)?.parse(&principal)?;
+    // A user in no organization is recorded in the caller's.
+    let org_id = new.org_id.unwrap_or(principal.org_id);
+    let ctx = org_context(&principal, org_id);
     let created = state
         .users
-        .create(
-            &ctx,
-            &acting(&principal, new.org_id, Permission::Manage)?,
-            new,
-        )
+        .create(&ctx, &acting(&principal, org_id, Permission::Manage)?, new)
         .await
         .map_err(user_error)?;
     let written = created.written;

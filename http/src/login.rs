@@ -15,7 +15,7 @@ use atelier_commands::handler::CommandContext;
 use atelier_commands::sessions::Refreshed;
 use atelier_domain::identity::session::{EndReason, SessionData, SessionError};
 use atelier_domain::identity::user::UserData;
-use atelier_projections::identity::memberships_of;
+use atelier_projections::identity::{IDENTITY, memberships_of};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::account::MembershipView;
 use crate::auth::{ACCESS_TYPE, AuthState, Principal, REFRESH_TYPE, api_key, internal};
+use crate::conventions::wait_for_position;
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 use crate::throttle::Account;
@@ -163,8 +164,10 @@ pub struct UserInfo {
     pub email: String,
     /// Whether they administer the platform.
     pub is_superadmin: bool,
-    /// The organization the tokens act in unless `X-Organization-Id` says otherwise.
-    pub organization_id: Uuid,
+    /// The organization the tokens act in unless `X-Organization-Id` says otherwise: their
+    /// default one while they belong to it, else their only one (`null`: they belong to none,
+    /// or to several with no default, and name one on each request).
+    pub organization_id: Option<Uuid>,
     /// The organizations they belong to.
     pub organizations: Vec<MembershipView>,
 }
@@ -256,7 +259,7 @@ async fn user_info(app: &AppState, user: &UserData, org_id: Uuid) -> Result<User
         username: user.username.as_str().to_owned(),
         email: user.profile.email.as_str().to_owned(),
         is_superadmin: user.is_superadmin,
-        organization_id: org_id,
+        organization_id: (!org_id.is_nil()).then_some(org_id),
         organizations,
     })
 }
@@ -309,7 +312,8 @@ pub async fn login(
     } else {
         auth.settings.session_ttl
     };
-    let ctx = CommandContext::new(record.org_id, user.id.to_string());
+    let org_id = session_org(&auth, &app, user.id, record.default_org).await?;
+    let ctx = CommandContext::new(org_id, user.id.to_string());
     let expires_at = ctx.occurred_at + chrono::Duration::from_std(ttl).unwrap_or_default();
     let session = auth
         .sessions
@@ -321,6 +325,32 @@ pub async fn login(
     Ok(no_store(
         &session_tokens(&auth, &app, user, &session).await?,
     ))
+}
+
+/// Where a new session acts: the user's default organization while they belong to it, else
+/// their only organization, else none (the nil id: each request names one with
+/// `X-Organization-Id`, or is refused with a 403 that says so).
+async fn session_org(
+    auth: &AuthState,
+    app: &AppState,
+    user_id: Uuid,
+    default: Option<Uuid>,
+) -> Result<Uuid, ApiError> {
+    if let Some(org) = default {
+        let organization = auth.access.organization(org).await.map_err(internal)?;
+        if organization.role_of(user_id).is_some() {
+            return Ok(org);
+        }
+    }
+    // Their memberships now: the read model, once it has applied every write so far.
+    if let Some(head) = app.store.head().await.map_err(internal)? {
+        wait_for_position(app, IDENTITY, head).await?;
+    }
+    let memberships = memberships_of(&app.pool, user_id).await.map_err(internal)?;
+    Ok(match memberships.as_slice() {
+        [only] => only.org_id,
+        _ => Uuid::nil(),
+    })
 }
 
 /// Exchanges an API key (`api-key` header) for tokens acting with the key's scopes.
