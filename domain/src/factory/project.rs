@@ -17,9 +17,11 @@ pub const MAX_BUILD_COMMAND_LEN: usize = 4096;
 pub const REPO_SCHEMES: [&str; 5] = ["https", "http", "ssh", "git", "file"];
 
 pub use crate::value::InvalidValue;
-use crate::value::invalid;
+use crate::value::{folded, invalid, name_key, unique_name};
 
-/// A project's name: trimmed, 1 to 100 characters, no control characters.
+/// A project's name: NFKC-normalized, trimmed, 1 to 100 characters, no control, invisible or
+/// bidirectional control characters ([`crate::value::unique_name`]); unique within its
+/// organization by [`ProjectName::key`].
 ///
 /// Values read back from events are taken as written (events are facts); input is parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -29,34 +31,23 @@ pub struct ProjectName(String);
 impl ProjectName {
     /// Parses a name from input.
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err(invalid("name", "must not be empty"));
-        }
-        if name.chars().count() > MAX_NAME_CHARS {
-            return Err(invalid(
-                "name",
-                format!("must be at most {MAX_NAME_CHARS} characters"),
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(invalid("name", "must not contain control characters"));
-        }
-        Ok(Self(name.to_owned()))
+        unique_name("name", raw, 1, MAX_NAME_CHARS).map(Self)
     }
 
-    /// The name as given.
+    /// The name as given (NFKC-normalized).
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The key that makes names unique: case and inner spacing do not count.
+    /// The key that makes names unique: case, inner spacing, compatibility forms and
+    /// look-alike characters do not count ([`name_key`]).
     pub fn key(&self) -> String {
-        self.0
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
+        name_key(&self.0)
+    }
+
+    /// The name as it sorts: without case, inner spacing collapsed ([`folded`]).
+    pub fn sort_key(&self) -> String {
+        folded(&self.0)
     }
 }
 
@@ -570,6 +561,19 @@ mod tests {
         assert!(ProjectName::parse(&"x".repeat(101)).is_err());
         assert!(ProjectName::parse(&"é".repeat(100)).is_ok());
         assert!(ProjectName::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn look_alike_names_are_refused_or_share_the_key_of_the_name_they_imitate() {
+        let zero_width = ProjectName::parse("Alpha\u{200b}Proj").unwrap_err();
+        assert_eq!(zero_width.field, "name");
+        let rtl = ProjectName::parse("AlphaProj\u{202e}").unwrap_err();
+        assert_eq!(rtl.field, "name");
+        assert!(rtl.message.contains("bidirectional"), "{}", rtl.message);
+        assert_eq!(name("ＡｌｐｈａＰｒｏｊ").as_str(), "AlphaProj");
+        assert_eq!(name("\u{410}lphaProj").key(), name("AlphaProj").key());
+        assert_eq!(name("ＡｌｐｈａＰｒｏｊ").key(), name("AlphaProj").key());
+        assert_eq!(name("My   Demo").sort_key(), "my demo");
     }
 
     #[test]
