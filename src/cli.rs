@@ -8,6 +8,7 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atelier_commands::factory::RepoPolicy;
 use atelier_http::HttpSettings;
 use atelier_http::auth::AuthSettings;
 use atelier_http::live::LiveSettings;
@@ -168,6 +169,10 @@ pub struct ServeArgs {
     /// interrupted when it starts again (default: the host name).
     #[arg(long, env = "ATELIER_RUNNER_ID")]
     pub runner_id: Option<String>,
+    /// Accept projects whose repository is on this server's disk (`file://` URLs) and let
+    /// shell builds clone them. Off by default: a project could name `/etc`.
+    #[arg(long, env = "ATELIER_ALLOW_LOCAL_REPOS")]
+    pub allow_local_repos: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -329,6 +334,9 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
             },
         },
         builds: args.build_settings(),
+        repos: RepoPolicy {
+            allow_local: args.allow_local_repos,
+        },
         metrics_token: args.metrics_token.clone(),
     };
     let (services, bootstrap) = atelier_http::server::start(pool, Arc::new(store), config)
@@ -484,7 +492,24 @@ fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{ServeArgs, redact};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn local_repositories_are_refused_unless_the_operator_allows_them() {
+        assert!(!Serve::parse_from(["atelier"]).serve.allow_local_repos);
+        assert!(
+            Serve::parse_from(["atelier", "--allow-local-repos"])
+                .serve
+                .allow_local_repos
+        );
+    }
 
     #[test]
     fn a_database_password_never_reaches_a_message() {

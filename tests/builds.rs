@@ -6,8 +6,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
+use atelier_commands::factory::{ProjectInput, ProjectService, RepoPolicy};
+use atelier_commands::handler::CommandContext;
+use atelier_domain::factory::project::{BuildCommand, ProjectName, RepoUrl};
 use atelier_http::server::{BuildSettings, DriverSettings, ServerConfig};
 use common::TestApp;
 use futures::StreamExt;
@@ -39,7 +43,8 @@ fn shell(work_dir: &Path, timeout: Duration) -> ServerConfig {
                 timeout,
             },
         }),
-        ..TestApp::config()
+        // The test's repositories are on this disk.
+        ..TestApp::config_with_local_repos()
     }
 }
 
@@ -657,5 +662,60 @@ async fn a_build_left_running_by_a_runner_crash_is_failed_as_interrupted_when_th
     app.settle().await;
     let b = c.build(&id).await;
     assert_eq!(b["failure"], "interrupted");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_shell_driver_refuses_to_clone_a_local_repository_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = git_repo(dir.path());
+    let marker = dir.path().join("cloned");
+    let config = ServerConfig {
+        repos: RepoPolicy::default(),
+        ..shell(&dir.path().join("work"), Duration::from_secs(20))
+    };
+    let app = TestApp::spawn_with(config).await;
+    let c = Client::new(&app).await;
+    // A project that names this disk, recorded before local repositories were disallowed (the
+    // API refuses to create one now).
+    let org_id: String =
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = 'default_org_id'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let ctx = CommandContext::new(org_id.parse().unwrap(), "test:before");
+    let written = ProjectService::new(Arc::new(app.store.clone()))
+        .with_repo_policy(RepoPolicy::ALLOW_LOCAL)
+        .create(
+            &ctx,
+            ProjectInput {
+                name: ProjectName::parse("from before").unwrap(),
+                repo_url: RepoUrl::parse(&format!("file://{}", repo.display())).unwrap(),
+                build_command: Some(
+                    BuildCommand::parse(&format!("touch {}", marker.display())).unwrap(),
+                ),
+            },
+        )
+        .await
+        .unwrap();
+    let project = written.state.active().unwrap().id.to_string();
+    app.settle().await;
+    let id = c.trigger(&project).await["id"].as_str().unwrap().to_owned();
+    let (lines, end) = c.follow(&id, 0, |_| false).await;
+    assert_eq!(end.unwrap()["status"], "failed");
+    let system = texts(&lines, "system");
+    assert!(
+        system.iter().all(|l| !l.starts_with("$ git clone")),
+        "{system:?}"
+    );
+    assert!(
+        system
+            .iter()
+            .any(|l| l.starts_with("not cloned: the repository is on the server's own disk")),
+        "{system:?}"
+    );
+    assert!(!marker.exists(), "the build command ran");
+    app.settle().await;
+    assert_eq!(c.build(&id).await["failure"], "error");
     app.stop().await;
 }

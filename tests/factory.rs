@@ -481,3 +481,91 @@ async fn a_rebuilt_projects_read_model_has_identical_rows() {
     assert_eq!(snapshot().await, before);
     app.stop().await;
 }
+
+/// Creates a project; the answer's status and body.
+async fn create(app: &TestApp, token: &str, name: &str, repo: &str) -> (StatusCode, Value) {
+    let res = app
+        .client
+        .post(app.url("/api/v1/projects"))
+        .bearer_auth(token)
+        .json(&json!({"name": name, "repo": repo}))
+        .send()
+        .await
+        .unwrap();
+    (res.status(), res.json().await.unwrap())
+}
+
+#[actix_web::test]
+async fn a_look_alike_of_a_project_name_is_taken_and_invisible_characters_are_refused() {
+    let app = TestApp::spawn().await;
+    let token = app.token().await;
+    let repo = "https://example.com/r.git";
+    assert_eq!(
+        create(&app, &token, "AlphaProj", repo).await.0,
+        StatusCode::CREATED
+    );
+    // Cyrillic capital A (U+0410); full-width letters (normalized to `AlphaProj` itself).
+    for look_alike in ["\u{410}lphaProj", "ＡｌｐｈａＰｒｏｊ"] {
+        let (status, body) = create(&app, &token, look_alike, repo).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{look_alike:?}: {body}");
+    }
+    for hidden in ["Alpha\u{200b}Proj", "AlphaProj\u{202e}"] {
+        let (status, body) = create(&app, &token, hidden, repo).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{hidden:?}: {body}");
+        assert_eq!(body["errors"][0]["field"], "name", "{body}");
+    }
+    // What is stored and shown is the normalized form.
+    let (status, body) = create(&app, &token, "ＢｅｔａＰｒｏｊ", repo).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body["name"], "BetaProj");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_repository_on_the_servers_disk_is_refused_unless_the_operator_allows_it() {
+    let app = TestApp::spawn().await;
+    let token = app.token().await;
+    let head = app.last_written().await;
+    for local in [
+        "file:///etc",
+        "/etc/passwd",
+        "ext::sh -c id",
+        "../other-tenant",
+    ] {
+        let (status, body) = create(&app, &token, "Local", local).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{local:?}: {body}");
+        assert_eq!(body["code"], "VALIDATION_ERROR");
+        assert_eq!(body["errors"][0]["field"], "repo", "{body}");
+    }
+    assert_eq!(
+        app.last_written().await,
+        head,
+        "a refused request wrote events"
+    );
+    // An update cannot move a project onto the disk either.
+    let (_, created) = create(&app, &token, "Remote", "git@github.com:demo/repo.git").await;
+    let res = app
+        .client
+        .put(app.url(&format!(
+            "/api/v1/projects/{}",
+            created["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Remote", "repo": "file:///etc"}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(res, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
+    assert_eq!(body["errors"][0]["field"], "repo");
+    app.stop().await;
+
+    let app = TestApp::spawn_with(TestApp::config_with_local_repos()).await;
+    let token = app.token().await;
+    let (status, body) = create(&app, &token, "Local", "file:///srv/git/demo.git").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["repo"], "file:///srv/git/demo.git");
+    // Remote helpers run commands: refused whatever the configuration.
+    let (status, body) = create(&app, &token, "Helper", "ext::sh -c id").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    app.stop().await;
+}

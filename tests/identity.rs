@@ -756,3 +756,78 @@ async fn admins_manage_members_but_only_owners_make_owners_and_the_last_owner_st
     assert_eq!(roles, ["admin:owner", "hana:admin", "ivan:member"]);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_look_alike_of_an_organization_name_is_taken_and_invisible_characters_are_refused() {
+    let app = TestApp::spawn().await;
+    let root = app.token().await;
+    let orgs = "/api/v1/organizations";
+    assert_eq!(
+        post(&app, &root, orgs, json!({"name": "AlphaCorp"}))
+            .await
+            .0,
+        201
+    );
+    // Cyrillic capital A (U+0410) and small o (U+043E); full-width letters.
+    for look_alike in ["\u{410}lphaC\u{43e}rp", "ＡｌｐｈａＣｏｒｐ"] {
+        let (status, body) = post(&app, &root, orgs, json!({ "name": look_alike })).await;
+        assert_eq!(status, 409, "{look_alike:?}: {body}");
+    }
+    for hidden in [
+        "Alpha\u{200b}Corp",
+        "AlphaCorp\u{202e}",
+        "\u{2066}AlphaCorp",
+    ] {
+        let (status, body) = post(&app, &root, orgs, json!({ "name": hidden })).await;
+        assert_eq!(status, 400, "{hidden:?}: {body}");
+        assert_eq!(body["errors"][0]["field"], "name", "{body}");
+    }
+    // The bootstrap's organization is taken by its look-alikes too.
+    let (status, _) = post(&app, &root, orgs, json!({"name": "ｄｅｆａｕｌｔ"})).await;
+    assert_eq!(status, 409);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_look_alike_of_a_username_is_taken_and_invisible_characters_are_refused() {
+    let app = TestApp::spawn().await;
+    let root = app.token().await;
+    let user = |name: &str, email: &str| json!({"username": name, "email": email, "password": "long enough"});
+    let (status, created) = post(
+        &app,
+        &root,
+        "/api/v1/users",
+        user("alice", "alice@example.com"),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    // Full-width letters are `alice` itself; `1` passes for `l`; the admin's name in capitals
+    // and full width.
+    for (look_alike, email) in [
+        ("ａｌｉｃｅ", "alice2@example.com"),
+        ("a1ice", "alice3@example.com"),
+        ("ＡＤＭＩＮ", "admin2@example.com"),
+    ] {
+        let (status, body) = post(&app, &root, "/api/v1/users", user(look_alike, email)).await;
+        assert_eq!(status, 409, "{look_alike:?}: {body}");
+    }
+    let (status, body) = post(
+        &app,
+        &root,
+        "/api/v1/users",
+        user("ali\u{200b}ce", "alice4@example.com"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["field"], "username", "{body}");
+    // An address whose local part is full-width is the same mailbox's key.
+    let (status, body) = post(
+        &app,
+        &root,
+        "/api/v1/users",
+        user("alicia", "ａｌｉｃｅ@example.com"),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    app.stop().await;
+}

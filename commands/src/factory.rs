@@ -10,6 +10,7 @@ use std::sync::Arc;
 use atelier_domain::factory::project::{
     BuildCommand, Project, ProjectCommand, ProjectError, ProjectName, RepoUrl,
 };
+use atelier_domain::value::{InvalidValue, invalid};
 use atelier_store::{EventStore, StoreError, StreamName};
 use uuid::Uuid;
 
@@ -20,6 +21,50 @@ use crate::reservation::{
 
 /// A project command's error.
 pub type ProjectCommandError = CommandError<ProjectError>;
+
+/// Which repositories this server accepts and clones: remote ones always; ones on its own disk
+/// (`file:` URLs) only where the operator allows them (`ATELIER_ALLOW_LOCAL_REPOS`), since a
+/// project could otherwise name `/etc` or another tenant's build directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepoPolicy {
+    /// Whether `file:` repositories are accepted.
+    pub allow_local: bool,
+}
+
+impl RepoPolicy {
+    /// The policy that accepts local repositories too.
+    pub const ALLOW_LOCAL: Self = Self { allow_local: true };
+
+    /// Refuses a repository this policy does not accept, as an error on the field `repo`.
+    pub fn check(&self, repo: &RepoUrl) -> Result<(), InvalidValue> {
+        if repo.is_local() && !self.allow_local {
+            return Err(invalid(
+                "repo",
+                "is on the server's own disk; this server takes only remote repositories (an \
+                 operator allows local ones with ATELIER_ALLOW_LOCAL_REPOS=true)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parses a repository as stored (a build's copy of its project's) and checks it: what a
+    /// build driver must do before cloning it.
+    pub fn check_stored(&self, raw: &str) -> Result<RepoUrl, InvalidValue> {
+        let repo = RepoUrl::parse(raw)?;
+        self.check(&repo)?;
+        Ok(repo)
+    }
+
+    /// The protocols git may use for this policy (`GIT_ALLOW_PROTOCOL`: also what submodules
+    /// and redirects may reach). Never `ext` or `fd`.
+    pub fn git_protocols(&self) -> &'static str {
+        if self.allow_local {
+            "https:http:ssh:git:file"
+        } else {
+            "https:http:ssh:git"
+        }
+    }
+}
 
 /// A project's fields, as a create or update gives them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,10 +77,12 @@ pub struct ProjectInput {
     pub build_command: Option<BuildCommand>,
 }
 
-/// Creates, updates and deletes projects, keeping names unique within an organization.
+/// Creates, updates and deletes projects, keeping names unique within an organization and
+/// repositories within the [`RepoPolicy`].
 #[derive(Clone)]
 pub struct ProjectService {
     store: Arc<dyn EventStore>,
+    repos: RepoPolicy,
 }
 
 fn name_reservation(org_id: Uuid, name: &ProjectName) -> StreamName {
@@ -43,9 +90,23 @@ fn name_reservation(org_id: Uuid, name: &ProjectName) -> StreamName {
 }
 
 impl ProjectService {
-    /// A service writing to `store`.
+    /// A service writing to `store`, accepting remote repositories only.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            repos: RepoPolicy::default(),
+        }
+    }
+
+    /// The same service under another repository policy.
+    pub fn with_repo_policy(mut self, repos: RepoPolicy) -> Self {
+        self.repos = repos;
+        self
+    }
+
+    /// The repositories it accepts (build drivers clone by the same policy).
+    pub fn repo_policy(&self) -> RepoPolicy {
+        self.repos
     }
 
     /// The project's stream.
@@ -93,6 +154,9 @@ impl ProjectService {
         ctx: &CommandContext,
         input: ProjectInput,
     ) -> Result<Written<Project>, ProjectCommandError> {
+        self.repos
+            .check(&input.repo_url)
+            .map_err(CommandError::Invalid)?;
         let id = Uuid::now_v7();
         let reservation = self.reserve_name(ctx, id, &input.name).await?;
         let command = ProjectCommand::Create {
@@ -125,6 +189,9 @@ impl ProjectService {
             Some(p) if p.org_id == ctx.org_id => p.name.key(),
             _ => return Err(CommandError::Rejected(ProjectError::NotFound)),
         };
+        self.repos
+            .check(&input.repo_url)
+            .map_err(CommandError::Invalid)?;
         let renamed = input.name.key() != current_key;
         let new_reservation = if renamed {
             Some(self.reserve_name(ctx, id, &input.name).await?)
@@ -200,6 +267,78 @@ mod tests {
         )
     }
 
+    fn input_with_repo(name: &str, repo: &str) -> ProjectInput {
+        ProjectInput {
+            repo_url: RepoUrl::parse(repo).unwrap(),
+            ..input(name)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repository_on_the_servers_disk_is_refused_on_field_repo_unless_allowed() {
+        let (s, ctx) = service();
+        let err = s
+            .create(&ctx, input_with_repo("A", "file:///etc"))
+            .await
+            .unwrap_err();
+        match err {
+            CommandError::Invalid(e) => assert_eq!(e.field, "repo"),
+            other => panic!("{other:?}"),
+        }
+        // Nothing was reserved by the refused create.
+        let a = s.create(&ctx, input("A")).await.unwrap();
+        let id = a.state.active().unwrap().id;
+        let err = s
+            .update(&ctx, id, None, input_with_repo("A", "file:///etc"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CommandError::Invalid(_)), "{err:?}");
+        let allowing = s.clone().with_repo_policy(RepoPolicy::ALLOW_LOCAL);
+        allowing
+            .update(
+                &ctx,
+                id,
+                None,
+                input_with_repo("A", "file:///srv/git/a.git"),
+            )
+            .await
+            .unwrap();
+        allowing
+            .create(&ctx, input_with_repo("B", "file:///srv/git/b.git"))
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn a_stored_local_repository_is_refused_and_git_may_not_reach_one() {
+        let strict = RepoPolicy::default();
+        assert_eq!(
+            strict.check_stored("file:///etc").unwrap_err().field,
+            "repo"
+        );
+        assert!(strict.check_stored("ext::sh -c id").is_err());
+        assert!(strict.check_stored("https://example.com/r.git").is_ok());
+        assert!(
+            RepoPolicy::ALLOW_LOCAL
+                .check_stored("file:///srv/r")
+                .is_ok()
+        );
+        assert!(
+            RepoPolicy::ALLOW_LOCAL
+                .check_stored("ext::sh -c id")
+                .is_err()
+        );
+        assert!(!strict.git_protocols().contains("file"));
+        for policy in [strict, RepoPolicy::ALLOW_LOCAL] {
+            assert!(
+                !policy
+                    .git_protocols()
+                    .split(':')
+                    .any(|p| p == "ext" || p == "fd")
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_name_is_unique_within_an_organization_whatever_its_case() {
         let (s, ctx) = service();
@@ -208,6 +347,20 @@ mod tests {
         assert!(matches!(err, CommandError::Conflict(_)), "{err:?}");
         let other = CommandContext::new(Uuid::from_u128(2), "user-2");
         s.create(&other, input("Demo")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_look_alike_of_a_name_is_the_name_already_taken() {
+        let (s, ctx) = service();
+        s.create(&ctx, input("AlphaProj")).await.unwrap();
+        // Full-width letters; a Cyrillic capital A (U+0410).
+        for look_alike in ["ＡｌｐｈａＰｒｏｊ", "\u{410}lphaProj", "ALPHAPR0J"] {
+            let err = s.create(&ctx, input(look_alike)).await.unwrap_err();
+            assert!(
+                matches!(err, CommandError::Conflict(_)),
+                "{look_alike:?}: {err:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -116,6 +116,10 @@ pub enum CommandError<E: std::error::Error + 'static> {
         /// Where it is (`None`: it does not exist).
         actual: Option<u64>,
     },
+    /// A field the domain accepts but this server's configuration refuses (a repository on the
+    /// server's disk where local repositories are not allowed…).
+    #[error(transparent)]
+    Invalid(atelier_domain::value::InvalidValue),
     /// A uniqueness rule refused it (a name already taken…).
     #[error("{0}")]
     Conflict(String),

@@ -611,6 +611,29 @@ pub async fn record_bootstrap(
             Err(e) => return Err(IdentityError::Store(e)),
         }
     }
+    // The default organization's name is taken like any organization's, while it keeps it.
+    let (org, _) = crate::handler::load::<Organization>(store, &stream_of::<Organization>(org_id))
+        .await
+        .map_err(|e| match e {
+            crate::handler::CommandError::Store(e) => IdentityError::Store(e),
+            other => IdentityError::Invalid(other.to_string()),
+        })?;
+    if let Organization::Present(o) = &org {
+        let key = o.profile.name.key();
+        if key
+            == OrgName::parse(DEFAULT_ORG_NAME)
+                .map(|n| n.key())
+                .unwrap_or_default()
+        {
+            let stream = crate::organizations::name_reservation(&key);
+            let outcome =
+                crate::reservation::reserve(store, &stream, org_id, &ctx, |_| async { Ok(false) })
+                    .await?;
+            if let crate::reservation::Reservation::Taken { holder } = outcome {
+                tracing::warn!(%holder, "another organization holds the default organization's name");
+            }
+        }
+    }
     Ok(last)
 }
 

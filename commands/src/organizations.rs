@@ -18,7 +18,10 @@ use crate::reservation::{
 /// An organization command's error.
 pub type OrgCommandError = CommandError<OrgError>;
 
-fn name_reservation(key: &str) -> StreamName {
+/// The reservation of an organization's name (by its key, [`OrgName::key`]).
+///
+/// [`OrgName::key`]: atelier_domain::identity::organization::OrgName::key
+pub fn name_reservation(key: &str) -> StreamName {
     reservation_stream("org-name", PLATFORM, key)
 }
 

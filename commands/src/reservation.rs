@@ -1,6 +1,22 @@
 //! Uniqueness across aggregates: a reservation stream per unique key, appended with `NoStream`
 //! by whoever takes the key first, soft-deleted when it is released. It works the same on every
 //! store adapter.
+//!
+//! A stream is named by the key's UUIDv5, so the key functions ([`Username::key`],
+//! [`Email::key`], [`OrgName::key`], [`ProjectName::key`]) are part of the stored data. They
+//! changed once: names are now keyed by their confusable skeleton (UTS #39) instead of their
+//! lowercase form. Reservations written before that sit under the old key: they are never
+//! released by the new code (a rename or delete releases the new key's stream) and never
+//! consulted, so a name registered before the change does not block a new name that only its
+//! new key would have matched, not even its own exact spelling, until it is renamed (which
+//! reserves the new key). The bootstrap superadmin's username and email are reserved again at
+//! every start, so they are covered. There was no production data when the key changed; a
+//! database from before would need its names reserved again under the new keys.
+//!
+//! [`Username::key`]: atelier_domain::identity::user::Username::key
+//! [`Email::key`]: atelier_domain::identity::user::Email::key
+//! [`OrgName::key`]: atelier_domain::identity::organization::OrgName::key
+//! [`ProjectName::key`]: atelier_domain::factory::project::ProjectName::key
 
 use std::future::Future;
 

@@ -210,6 +210,7 @@ pub fn command_error<E: std::error::Error + 'static>(
                 None => format!("the resource does not exist (If-Match named revision {expected})"),
             })
         }
+        CommandError::Invalid(e) => ApiError::invalid_field(e.field, e.message),
         CommandError::Conflict(message) => ApiError::conflict(message),
         CommandError::Contention { .. } => {
             ApiError::conflict("the resource changed too often meanwhile; try again")

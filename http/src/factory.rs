@@ -86,9 +86,11 @@ fn view(written: &Written<Project>) -> Option<ProjectView> {
 /// A project's fields, to create it or to replace them.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ProjectBody {
-    /// 1 to 100 characters, unique within the organization (case and spacing aside).
+    /// 1 to 100 characters (NFKC-normalized; no invisible or bidirectional control characters),
+    /// unique within the organization (case, spacing and look-alike characters aside).
     pub name: String,
-    /// An http(s), ssh, git or file URL. `repo_url` is accepted too.
+    /// An http(s), ssh or git URL, or `user@host:path`; a `file://` URL only where the server
+    /// allows local repositories. `repo_url` is accepted too.
     #[serde(alias = "repo_url")]
     pub repo: String,
     /// The shell command builds run (optional).

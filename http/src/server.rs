@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use async_trait::async_trait;
+use atelier_commands::factory::RepoPolicy;
 use atelier_commands::factory::driver::{BuildDriver, ShellDriver, SimulatedDriver};
 use atelier_commands::factory::runner::{Backlog, BuildRunner, RunnerConfig, Unfinished};
 use atelier_commands::identity::{Bootstrap, Identity};
@@ -39,6 +40,9 @@ pub struct ServerConfig {
     pub http: HttpSettings,
     /// The build runner (`None`: this server runs no builds).
     pub builds: Option<BuildSettings>,
+    /// Which repositories projects may name and builds clone (local ones only when allowed:
+    /// `ATELIER_ALLOW_LOCAL_REPOS`).
+    pub repos: RepoPolicy,
     /// The bearer token `/metrics` asks for (`None`: open).
     pub metrics_token: Option<String>,
 }
@@ -56,6 +60,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("auth", &self.auth)
             .field("http", &self.http)
             .field("builds", &self.builds)
+            .field("repos", &self.repos)
             .field("metrics_token", &set(&self.metrics_token))
             .finish()
     }
@@ -159,6 +164,8 @@ pub fn start_runner(services: &Services, settings: &BuildSettings) -> BuildRunne
             work_dir: work_dir.clone(),
             timeout: *timeout,
             kill_grace: Duration::from_secs(5),
+            // The projects' policy: what may be created is what may be cloned.
+            repos: services.app.projects.repo_policy(),
         }),
     };
     BuildRunner::start(
@@ -187,6 +194,7 @@ impl Default for ServerConfig {
             auth: crate::auth::AuthSettings::default(),
             http: HttpSettings::default(),
             builds: Some(BuildSettings::default()),
+            repos: RepoPolicy::default(),
             metrics_token: None,
         }
     }
@@ -227,12 +235,10 @@ pub async fn start(
     let services_store = store.clone();
     let services = Services {
         live: web::Data::new(live),
-        app: web::Data::new(AppState::new(
-            store,
-            pool.clone(),
-            projections.clone(),
-            config.http,
-        )),
+        app: web::Data::new(
+            AppState::new(store, pool.clone(), projections.clone(), config.http)
+                .with_repo_policy(config.repos),
+        ),
         auth: web::Data::new(AuthState::new(
             identity,
             services_store.clone(),

@@ -86,4 +86,11 @@ impl AppState {
             settings,
         }
     }
+
+    /// The same state with projects (and the build drivers started from it) under this
+    /// repository policy.
+    pub fn with_repo_policy(mut self, repos: atelier_commands::factory::RepoPolicy) -> Self {
+        self.projects = self.projects.with_repo_policy(repos);
+        self
+    }
 }

@@ -37,6 +37,15 @@ impl TestApp {
         }
     }
 
+    /// [`TestApp::config`] for tests that build from git repositories they create on this disk:
+    /// local repositories allowed, as an operator allows them with `ATELIER_ALLOW_LOCAL_REPOS`.
+    pub fn config_with_local_repos() -> ServerConfig {
+        ServerConfig {
+            repos: atelier_commands::factory::RepoPolicy::ALLOW_LOCAL,
+            ..Self::config()
+        }
+    }
+
     /// Starts a server. Must run inside an actix system (`#[actix_web::test]`).
     pub async fn spawn() -> Self {
         Self::spawn_with(Self::config()).await

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::RepoPolicy;
 use super::logs::{LogHandle, LogSink, LogStream};
 
 /// What a driver runs.
@@ -124,6 +125,11 @@ impl BuildDriver for SimulatedDriver {
 /// Clones the repository with git into a fresh directory and runs the build command there with
 /// `sh -c`, in its own process group, with a clean environment (the server's secrets never
 /// reach a build), under a timeout that covers the clone and the command.
+///
+/// It clones only what [`RepoPolicy`] accepts, whatever a project holds (a project recorded
+/// before local repositories were disallowed, or by another server): a local repository is
+/// refused unless allowed, a remote helper (`ext::`) always, and git itself is told which
+/// protocols it may use (`GIT_ALLOW_PROTOCOL`), submodules and redirects included.
 #[derive(Debug, Clone)]
 pub struct ShellDriver {
     /// Where builds get their directories (each removed after its build).
@@ -132,6 +138,8 @@ pub struct ShellDriver {
     pub timeout: Duration,
     /// How long a process group has between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Which repositories it clones.
+    pub repos: RepoPolicy,
 }
 
 /// Why a process stopped.
@@ -318,12 +326,18 @@ impl ShellDriver {
         deadline: Instant,
         cancel: &CancellationToken,
     ) -> RunResult {
+        if let Err(refused) = self.repos.check_stored(&job.repo_url) {
+            let message = format!("not cloned: the repository {refused}");
+            log.line(LogStream::System, message.clone());
+            return failed(None, FailureReason::Error, message);
+        }
         log.line(
             LogStream::System,
             format!("$ git clone --depth 1 {}", job.repo_url),
         );
         let mut clone = self.command("git", job);
         clone
+            .env("GIT_ALLOW_PROTOCOL", self.repos.git_protocols())
             .args(["clone", "--quiet", "--depth", "1", "--"])
             .arg(&job.repo_url)
             .arg(dir)

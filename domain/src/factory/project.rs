@@ -17,9 +17,11 @@ pub const MAX_BUILD_COMMAND_LEN: usize = 4096;
 pub const REPO_SCHEMES: [&str; 5] = ["https", "http", "ssh", "git", "file"];
 
 pub use crate::value::InvalidValue;
-use crate::value::invalid;
+use crate::value::{folded, invalid, name_key, unique_name};
 
-/// A project's name: trimmed, 1 to 100 characters, no control characters.
+/// A project's name: NFKC-normalized, trimmed, 1 to 100 characters, no control, invisible or
+/// bidirectional control characters ([`crate::value::unique_name`]); unique within its
+/// organization by [`ProjectName::key`].
 ///
 /// Values read back from events are taken as written (events are facts); input is parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -29,42 +31,53 @@ pub struct ProjectName(String);
 impl ProjectName {
     /// Parses a name from input.
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err(invalid("name", "must not be empty"));
-        }
-        if name.chars().count() > MAX_NAME_CHARS {
-            return Err(invalid(
-                "name",
-                format!("must be at most {MAX_NAME_CHARS} characters"),
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(invalid("name", "must not contain control characters"));
-        }
-        Ok(Self(name.to_owned()))
+        unique_name("name", raw, 1, MAX_NAME_CHARS).map(Self)
     }
 
-    /// The name as given.
+    /// The name as given (NFKC-normalized).
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The key that makes names unique: case and inner spacing do not count.
+    /// The key that makes names unique: case, inner spacing, compatibility forms and
+    /// look-alike characters do not count ([`name_key`]).
     pub fn key(&self) -> String {
-        self.0
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
+        name_key(&self.0)
+    }
+
+    /// The name as it sorts: without case, inner spacing collapsed ([`folded`]).
+    pub fn sort_key(&self) -> String {
+        folded(&self.0)
     }
 }
 
-/// A repository URL: an absolute URL with a host (or a `file:` path), in one of
-/// [`REPO_SCHEMES`].
+/// A repository: an absolute URL in one of [`REPO_SCHEMES`] with a host (or a `file:` path), or
+/// git's scp-like `user@host:path` (ssh). Remote helpers (`ext::…`, `fd::…`) and plain paths
+/// are refused.
+///
+/// Whether it is on the server's own disk ([`RepoUrl::is_local`]: a `file:` URL) is told here;
+/// whether that is allowed is the server's configuration, decided by the command layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RepoUrl(String);
+
+/// git's `user@host:path`: user and host of `A-Z a-z 0-9 . _ -` (not starting with `-`, which
+/// ssh would read as an option), a non-empty path.
+fn is_scp_like(raw: &str) -> bool {
+    let Some((user_host, path)) = raw.split_once(':') else {
+        return false;
+    };
+    let Some((user, host)) = user_host.split_once('@') else {
+        return false;
+    };
+    let word = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('-')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    };
+    word(user) && word(host) && !path.is_empty() && !path.starts_with(':')
+}
 
 impl RepoUrl {
     /// Parses a repository URL from input.
@@ -77,6 +90,33 @@ impl RepoUrl {
             return Err(invalid(
                 "repo",
                 format!("must be at most {MAX_REPO_URL_LEN} bytes"),
+            ));
+        }
+        // git reads `transport::address` as "run the remote helper `git-remote-transport`":
+        // `ext::sh -c …` runs any command.
+        if let Some(helper) = raw.find("::")
+            && raw.find('/').is_none_or(|slash| helper < slash)
+        {
+            return Err(invalid(
+                "repo",
+                "must not name a git remote helper (`transport::address`)",
+            ));
+        }
+        if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(invalid(
+                "repo",
+                "must not contain spaces or control characters",
+            ));
+        }
+        if !raw.contains("://") {
+            if is_scp_like(raw) {
+                return Ok(Self(raw.to_owned()));
+            }
+            return Err(invalid(
+                "repo",
+                "is not a repository URL: use https://, http://, ssh://, git:// or \
+                 user@host:path (a path on the server's disk is a file:// URL, accepted only \
+                 where the operator allows local repositories)",
             ));
         }
         let url =
@@ -94,6 +134,12 @@ impl RepoUrl {
         if url.scheme() != "file" && url.host_str().is_none_or(str::is_empty) {
             return Err(invalid("repo", "must name a host"));
         }
+        if url.host_str().is_some_and(|h| h.starts_with('-')) || url.username().starts_with('-') {
+            return Err(invalid(
+                "repo",
+                "must not have a host or user starting with `-`",
+            ));
+        }
         if url.password().is_some() {
             return Err(invalid(
                 "repo",
@@ -106,6 +152,13 @@ impl RepoUrl {
     /// The URL as given.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether the repository is on the server's own disk (a `file:` URL) rather than remote.
+    pub fn is_local(&self) -> bool {
+        self.0
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("file"))
     }
 }
 
@@ -573,10 +626,25 @@ mod tests {
     }
 
     #[test]
+    fn look_alike_names_are_refused_or_share_the_key_of_the_name_they_imitate() {
+        let zero_width = ProjectName::parse("Alpha\u{200b}Proj").unwrap_err();
+        assert_eq!(zero_width.field, "name");
+        let rtl = ProjectName::parse("AlphaProj\u{202e}").unwrap_err();
+        assert_eq!(rtl.field, "name");
+        assert!(rtl.message.contains("bidirectional"), "{}", rtl.message);
+        assert_eq!(name("ＡｌｐｈａＰｒｏｊ").as_str(), "AlphaProj");
+        assert_eq!(name("\u{410}lphaProj").key(), name("AlphaProj").key());
+        assert_eq!(name("ＡｌｐｈａＰｒｏｊ").key(), name("AlphaProj").key());
+        assert_eq!(name("My   Demo").sort_key(), "my demo");
+    }
+
+    #[test]
     fn repository_urls_must_be_urls_with_a_known_scheme() {
         assert!(RepoUrl::parse("https://github.com/demo/repo").is_ok());
         assert!(RepoUrl::parse("file:///tmp/repo").is_ok());
         assert!(RepoUrl::parse("ssh://git@example.com/x.git").is_ok());
+        assert!(RepoUrl::parse("ssh://git@[::1]:22/x.git").is_ok());
+        assert!(RepoUrl::parse("git@github.com:demo/repo.git").is_ok());
         for bad in [
             "",
             "not a url",
@@ -584,9 +652,59 @@ mod tests {
             "ftp://example.com/x",
             "https://",
             "https://user:secret@example.com/x.git",
+            "https://example.com/a\nb",
         ] {
             assert!(RepoUrl::parse(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn a_repository_on_the_servers_disk_is_told_apart_from_a_remote_one() {
+        for local in [
+            "file:///etc",
+            "file:///tmp/repo.git",
+            "FILE:///etc",
+            "file://localhost/etc",
+        ] {
+            assert!(RepoUrl::parse(local).unwrap().is_local(), "{local:?}");
+        }
+        for remote in [
+            "https://github.com/demo/repo",
+            "http://example.com/x.git",
+            "ssh://git@example.com/x.git",
+            "git://example.com/x.git",
+            "git@github.com:demo/file.git",
+        ] {
+            assert!(!RepoUrl::parse(remote).unwrap().is_local(), "{remote:?}");
+        }
+    }
+
+    #[test]
+    fn remote_helpers_plain_paths_and_option_like_hosts_are_refused() {
+        for bad in [
+            "ext::sh -c touch% /tmp/pwned",
+            "ext::sh",
+            "fd::17",
+            "/etc/passwd",
+            "./repo",
+            "../repo",
+            "~/repo",
+            "repo",
+            "C:\\repo",
+            "-oProxyCommand=x@host:path",
+            "git@-oProxyCommand=x:path",
+            "ssh://-oProxyCommand=x/path",
+            "user@host:",
+        ] {
+            let err = RepoUrl::parse(bad).expect_err(bad);
+            assert_eq!(err.field, "repo");
+        }
+        assert!(
+            RepoUrl::parse("ext::sh -c x")
+                .unwrap_err()
+                .message
+                .contains("remote helper")
+        );
     }
 
     #[test]

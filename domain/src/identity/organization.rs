@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Actor, Permission, Role};
-use crate::value::{InvalidValue, invalid, text};
+use crate::value::{InvalidValue, folded, invalid, name_key, text, unique_name};
 use crate::{Aggregate, DomainEvent};
 
 /// Shortest and longest organization name, in characters (WindFlow's `OrganizationCreate`).
@@ -19,7 +19,8 @@ pub const MAX_DESCRIPTION_CHARS: usize = 500;
 /// Largest settings or quotas object, serialized, in bytes.
 pub const MAX_OBJECT_BYTES: usize = 16 * 1024;
 
-/// An organization's name: trimmed, 2 to 100 characters.
+/// An organization's name: NFKC-normalized, trimmed, 2 to 100 characters, no control,
+/// invisible or bidirectional control characters; unique on the platform by [`OrgName::key`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct OrgName(String);
@@ -27,21 +28,23 @@ pub struct OrgName(String);
 impl OrgName {
     /// Parses a name from input.
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
-        text("name", raw, NAME_CHARS.0, NAME_CHARS.1).map(Self)
+        unique_name("name", raw, NAME_CHARS.0, NAME_CHARS.1).map(Self)
     }
 
-    /// The name as given.
+    /// The name as given (NFKC-normalized).
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The key that makes names unique: case and inner spacing do not count.
+    /// The key that makes names unique: case, inner spacing, compatibility forms and
+    /// look-alike characters do not count ([`name_key`]).
     pub fn key(&self) -> String {
-        self.0
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
+        name_key(&self.0)
+    }
+
+    /// The name as it sorts: without case, inner spacing collapsed ([`folded`]).
+    pub fn sort_key(&self) -> String {
+        folded(&self.0)
     }
 }
 
@@ -759,7 +762,14 @@ mod tests {
         assert!(OrgName::parse("A").is_err());
         assert!(OrgName::parse("Ab").is_ok());
         assert!(OrgName::parse(&"x".repeat(101)).is_err());
-        assert_eq!(OrgName::parse("  Acme   Corp ").unwrap().key(), "acme corp");
+        assert_eq!(
+            OrgName::parse("  Acme   Corp ").unwrap().key(),
+            OrgName::parse("acme corp").unwrap().key()
+        );
+        assert_eq!(
+            OrgName::parse("  Acme   Corp ").unwrap().sort_key(),
+            "acme corp"
+        );
         assert!(OrgProfile::description(Some(&"d".repeat(501))).is_err());
         assert_eq!(OrgProfile::description(Some("  ")), Ok(None));
         assert!(JsonObject::parse("settings", &serde_json::json!([1])).is_err());

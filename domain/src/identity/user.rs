@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::value::{InvalidValue, invalid, text};
+use crate::value::{InvalidValue, invalid, name_key, nfkc, text, unique_name, visible};
 use crate::{Aggregate, DomainEvent};
 
 /// Shortest and longest username, in characters (WindFlow's `LoginRequest`).
@@ -19,7 +19,8 @@ pub const MAX_EMAIL_LEN: usize = 254;
 /// Longest full name, in characters.
 pub const MAX_FULL_NAME_CHARS: usize = 200;
 
-/// A username: 3 to 50 of `A-Z a-z 0-9 _ . -`, unique on the platform regardless of case.
+/// A username: 3 to 50 of `A-Z a-z 0-9 _ . -` once NFKC-normalized (full-width letters are
+/// their ASCII selves), unique on the platform by [`Username::key`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Username(String);
@@ -27,7 +28,7 @@ pub struct Username(String);
 impl Username {
     /// Parses a username from input.
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
-        let name = text("username", raw, USERNAME_CHARS.0, USERNAME_CHARS.1)?;
+        let name = unique_name("username", raw, USERNAME_CHARS.0, USERNAME_CHARS.1)?;
         if !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
@@ -40,19 +41,22 @@ impl Username {
         Ok(Self(name))
     }
 
-    /// The username as given.
+    /// The username as given (NFKC-normalized).
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The key that makes usernames unique.
+    /// The key that makes usernames unique: case and look-alikes (`1` and `l`, `rn` and `m`)
+    /// do not count ([`name_key`]).
     pub fn key(&self) -> String {
-        self.0.to_lowercase()
+        name_key(&self.0)
     }
 }
 
-/// An email address: one `@` with text on both sides and a dot in the domain, no spaces; kept
-/// as given, unique on the platform regardless of case.
+/// An email address: one `@` with text on both sides and a dot in the domain, no spaces, no
+/// invisible or bidirectional control characters. The local part is kept as given, the domain
+/// NFKC-normalized and lowercased (as IDNA does before its ASCII form); unique on the platform
+/// by [`Email::key`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Email(String);
@@ -84,17 +88,27 @@ impl Email {
         if !valid {
             return Err(invalid("email", "is not an email address"));
         }
-        Ok(Self(email.to_owned()))
+        visible("email", email)?;
+        let (local, domain) = email.split_once('@').expect("checked above");
+        let email = format!("{local}@{}", nfkc(domain).to_lowercase());
+        if email.len() > MAX_EMAIL_LEN {
+            return Err(invalid(
+                "email",
+                format!("must be at most {MAX_EMAIL_LEN} bytes"),
+            ));
+        }
+        Ok(Self(email))
     }
 
-    /// The address as given.
+    /// The address as given (its domain normalized).
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The key that makes addresses unique.
+    /// The key that makes addresses unique: NFKC-normalized and lowercased whole. Addresses are
+    /// not reduced to confusable skeletons: two look-alike addresses are two mailboxes.
     pub fn key(&self) -> String {
-        self.0.to_lowercase()
+        nfkc(&self.0).to_lowercase()
     }
 }
 
@@ -497,12 +511,44 @@ mod tests {
     }
 
     #[test]
+    fn look_alike_usernames_and_addresses_are_refused_or_share_a_key() {
+        assert_eq!(Username::parse("ａｌｉｃｅ").unwrap().as_str(), "alice");
+        assert_eq!(
+            Username::parse("ａｌｉｃｅ").unwrap().key(),
+            Username::parse("Alice").unwrap().key()
+        );
+        assert_eq!(
+            Username::parse("a1ice").unwrap().key(),
+            Username::parse("alice").unwrap().key()
+        );
+        assert_eq!(
+            Username::parse("ali\u{200b}ce").unwrap_err().field,
+            "username"
+        );
+        // Cyrillic `а` (U+0430) is not among a username's characters.
+        assert!(Username::parse("\u{430}lice").is_err());
+        let email = Email::parse("Alice@ＥＸＡＭＰＬＥ.com").unwrap();
+        assert_eq!(email.as_str(), "Alice@example.com");
+        assert_eq!(
+            Email::parse("ａｌｉｃｅ@example.com").unwrap().key(),
+            email.key()
+        );
+        assert_eq!(
+            Email::parse("alice\u{202e}@example.com").unwrap_err().field,
+            "email"
+        );
+    }
+
+    #[test]
     fn usernames_emails_and_passwords_follow_windflows_rules() {
         assert!(Username::parse("ab").is_err());
         assert!(Username::parse("abc").is_ok());
         assert!(Username::parse(&"a".repeat(51)).is_err());
         assert!(Username::parse("al ice").is_err());
-        assert_eq!(Username::parse("Alice.B-1").unwrap().key(), "alice.b-1");
+        assert_eq!(
+            Username::parse("Alice.B-1").unwrap().key(),
+            Username::parse("alice.b-1").unwrap().key()
+        );
         for bad in [
             "",
             "alice",
