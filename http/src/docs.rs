@@ -251,6 +251,116 @@ mod tests {
         assert!(json["paths"]["/api/v1/stream"]["get"].is_object());
     }
 
+    /// Every operation of the document: `(method, path, operation)`.
+    fn operations(json: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+        let mut all = Vec::new();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                all.push((method.clone(), path.clone(), operation.clone()));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_operation_has_its_own_operation_id() {
+        let json = serde_json::to_value(openapi()).unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        for (method, path, operation) in operations(&json) {
+            let id = operation["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"))
+                .to_owned();
+            assert!(
+                id.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{method} {path}: operationId {id} is not snake_case"
+            );
+            if let Some(other) = seen.insert(id.clone(), format!("{method} {path}")) {
+                panic!("operationId {id} names both {other} and {method} {path}");
+            }
+        }
+        assert!(seen.contains_key("list_projects") && seen.contains_key("list_organizations"));
+    }
+
+    #[test]
+    fn path_parameters_are_exactly_the_path_template_s() {
+        let json = serde_json::to_value(openapi()).unwrap();
+        for (method, path, operation) in operations(&json) {
+            let template: std::collections::BTreeSet<String> = path
+                .split('{')
+                .skip(1)
+                .filter_map(|s| s.split_once('}').map(|(name, _)| name.to_owned()))
+                .collect();
+            let params = operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let in_path: std::collections::BTreeSet<String> = params
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(
+                in_path, template,
+                "{method} {path}: its path parameters are not its template's"
+            );
+            let mut unique = std::collections::BTreeSet::new();
+            for p in &params {
+                let key = (
+                    p["in"].to_string(),
+                    p["name"].to_string().to_ascii_lowercase(),
+                );
+                assert!(
+                    unique.insert(key),
+                    "{method} {path}: {} is declared twice",
+                    p["name"]
+                );
+            }
+        }
+        let get_project = &json["paths"]["/api/v1/projects/{id}"]["get"]["parameters"];
+        assert!(
+            get_project
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "min_position" && p["in"] == "query"),
+            "min_position is a query parameter"
+        );
+    }
+
+    #[test]
+    fn page_parameters_are_integers_with_their_bounds() {
+        let json = serde_json::to_value(openapi()).unwrap();
+        let mut lists = 0;
+        for (method, path, operation) in operations(&json) {
+            for p in operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let (max, name) = match p["name"].as_str().unwrap() {
+                    "page" => (crate::pagination::MAX_PAGE, "page"),
+                    "per_page" => (crate::pagination::MAX_PER_PAGE, "per_page"),
+                    _ => continue,
+                };
+                lists += 1;
+                let schema = &p["schema"];
+                let types = match &schema["type"] {
+                    serde_json::Value::Array(types) => types.clone(),
+                    one => vec![one.clone()],
+                };
+                assert!(
+                    types.contains(&"integer".into()) && !types.contains(&"string".into()),
+                    "{method} {path}: {name} is typed {types:?}"
+                );
+                assert_eq!(p["in"], "query", "{method} {path}: {name}");
+                assert_eq!(schema["minimum"], 1, "{method} {path}: {name}");
+                assert_eq!(schema["maximum"], max, "{method} {path}: {name}");
+            }
+        }
+        assert_eq!(lists, 2 * 5, "page and per_page of the five lists");
+    }
+
     #[test]
     fn the_document_lists_login_and_every_project_operation_with_their_schemas() {
         let json = serde_json::to_value(openapi()).unwrap();

@@ -25,7 +25,7 @@ pub const CLOSE_LAGGED: u16 = 4008;
 /// parameter are checked before the upgrade (401 when bad); without either, the first message
 /// must be `{type:"auth", token}`.
 #[utoipa::path(
-    get, path = "/ws", tag = "live",
+    get, path = "/ws", tag = "live", operation_id = "connect_live_websocket",
     params(LiveQuery),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; messages as described in the live feed's documentation"),
