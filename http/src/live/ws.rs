@@ -31,6 +31,8 @@ pub const CLOSE_LAGGED: u16 = 4008;
         (status = 101, description = "Switching to the WebSocket protocol; messages as described in the live feed's documentation"),
         (status = 400, description = "Not a WebSocket upgrade, or a malformed channel or position", body = crate::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Bad or expired credentials", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The organization is deactivated", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`organization_id` (or `X-Organization-Id`) names no organization of the caller's", body = crate::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The server holds its maximum of live connections", body = crate::Problem, content_type = "application/problem+json"),
     )
 )]
