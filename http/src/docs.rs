@@ -95,7 +95,7 @@ pub const API_KEY: &str = "api_key";
         crate::live::sse::stream,
     ),
     components(schemas(Problem, FieldError)),
-    modifiers(&SecurityAddon, &StandardResponses),
+    modifiers(&SecurityAddon, &StandardResponses, &ConventionParameters),
     tags(
         (name = "platform", description = "Health, readiness, status and metrics"),
         (name = "auth", description = "Logins (password or API key), refresh-token rotation, logout, the caller's account, invitations"),
@@ -287,6 +287,56 @@ impl Modify for StandardResponses {
                         .responses
                         .entry(status.to_string())
                         .or_insert_with(|| problem_response(status, description));
+                }
+            }
+        }
+    }
+}
+
+/// The text form of a log position (`Atelier-Position`, `from_position`, `Last-Event-ID`).
+pub const POSITION_PATTERN: &str = "^[0-9]+-[0-9]+$";
+/// An `If-Match` value: `*` or a revision's strong ETag.
+pub const IF_MATCH_PATTERN: &str = "^(\\*|\"[0-9]{1,19}\")$";
+/// An `Idempotency-Key`: 1 to 255 visible ASCII characters.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+
+/// Gives the parameters of the shared conventions (`conventions.rs`) their form wherever an
+/// operation takes them, so that a client (or a fuzzer) knows what is accepted: positions,
+/// `If-Match` and `Idempotency-Key`.
+pub struct ConventionParameters;
+
+impl Modify for ConventionParameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    let pattern = match (&parameter.parameter_in, parameter.name.as_str()) {
+                        // Not `min_position` yet: a well-formed position that no write returned
+                        // waits ATELIER_READ_WAIT_MS and answers 503 where it should be a 400.
+                        // Give it the pattern once that is so.
+                        (ParameterIn::Query, "from_position") => POSITION_PATTERN,
+                        (ParameterIn::Header, "Last-Event-ID") => POSITION_PATTERN,
+                        (ParameterIn::Header, "If-Match") => IF_MATCH_PATTERN,
+                        (ParameterIn::Header, "Idempotency-Key") => IDEMPOTENCY_KEY_PATTERN,
+                        _ => continue,
+                    };
+                    if let Some(RefOr::T(utoipa::openapi::Schema::Object(schema))) =
+                        parameter.schema.as_mut()
+                    {
+                        schema.pattern = Some(pattern.to_owned());
+                    }
                 }
             }
         }
@@ -542,6 +592,39 @@ mod tests {
             paths["/api/v1/projects/{id}"]["put"]["responses"]["412"]["description"],
             "If-Match names an old revision",
             "an operation's own description is kept"
+        );
+    }
+
+    #[test]
+    fn the_conventions_parameters_have_their_form_everywhere() {
+        let json = serde_json::to_value(openapi()).unwrap();
+        let mut seen = 0;
+        for (method, path, operation) in operations(&json) {
+            for p in operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let expected = match (p["in"].as_str().unwrap(), p["name"].as_str().unwrap()) {
+                    ("query", "from_position") => POSITION_PATTERN,
+                    ("header", "If-Match") => IF_MATCH_PATTERN,
+                    ("header", "Idempotency-Key") => IDEMPOTENCY_KEY_PATTERN,
+                    _ => continue,
+                };
+                seen += 1;
+                assert_eq!(
+                    p["schema"]["pattern"], expected,
+                    "{method} {path}: {}",
+                    p["name"]
+                );
+            }
+        }
+        assert!(seen >= 9, "{seen} convention parameters");
+        let position: atelier_store::Position = "12-3".parse().unwrap();
+        assert_eq!(
+            position.to_string(),
+            "12-3",
+            "the form POSITION_PATTERN describes"
         );
     }
 

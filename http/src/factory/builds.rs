@@ -380,6 +380,17 @@ pub struct LogParams {
     pub min_position: Option<String>,
 }
 
+/// One server-sent event of a followed log (`follow=true`), as its fields are sent.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LogEvent {
+    /// `log` (one line), then `end` (the build is over).
+    pub event: String,
+    /// The line's number (`log` events): a reconnect sends it back as `Last-Event-ID`.
+    pub id: Option<String>,
+    /// JSON: the line (`{seq, stream, line, at}`), or the build's end (`{status}`).
+    pub data: String,
+}
+
 /// A page of log lines.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LogPage {
@@ -400,7 +411,7 @@ pub struct LogPage {
     responses(
         (status = 200, description = "Lines (`application/json`), or with `follow=true` a stream of server-sent events (`text/event-stream`: `event: log` with `id:` the line's number, then `event: end` with the build's status)", content(
             (LogPage = "application/json"),
-            (String = "text/event-stream"),
+            (LogEvent = "text/event-stream"),
         )),
         (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such build in this organization", body = Problem, content_type = "application/problem+json"),
