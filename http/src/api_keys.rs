@@ -103,7 +103,7 @@ fn service_error(e: KeyServiceError) -> ApiError {
 
 /// Creates an API key in the caller's organization (admins and owners).
 #[utoipa::path(
-    post, path = "/api/v1/api-keys", tag = "identity",
+    post, path = "/api/v1/api-keys", tag = "identity", operation_id = "create_api_key",
     request_body = ApiKeyBody,
     responses(
         (status = 201, description = "Created; `key` is shown this once", body = CreatedApiKeyView),
@@ -164,7 +164,7 @@ pub async fn create(
 
 /// Lists the API keys of the caller's organization, newest first (admins and owners).
 #[utoipa::path(
-    get, path = "/api/v1/api-keys", tag = "identity",
+    get, path = "/api/v1/api-keys", tag = "identity", operation_id = "list_api_keys",
     params(PageParams),
     responses(
         (status = 200, description = "A page of keys, without their secrets", body = Page<ApiKeyView>),
@@ -194,7 +194,7 @@ pub async fn list(
 
 /// Revokes an API key of the caller's organization: it stops working on the next request.
 #[utoipa::path(
-    delete, path = "/api/v1/api-keys/{id}", tag = "identity",
+    delete, path = "/api/v1/api-keys/{id}", tag = "identity", operation_id = "revoke_api_key",
     params(("id" = Uuid, Path, description = "The key")),
     responses(
         (status = 204, description = "Revoked (or already)"),

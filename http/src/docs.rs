@@ -17,9 +17,11 @@ use std::sync::{Arc, OnceLock};
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
+use utoipa::openapi::{Content, Header, Ref, RefOr, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -93,7 +95,7 @@ pub const API_KEY: &str = "api_key";
         crate::live::sse::stream,
     ),
     components(schemas(Problem, FieldError)),
-    modifiers(&SecurityAddon),
+    modifiers(&SecurityAddon, &StandardResponses, &ConventionParameters),
     tags(
         (name = "platform", description = "Health, readiness, status and metrics"),
         (name = "auth", description = "Logins (password or API key), refresh-token rotation, logout, the caller's account, invitations"),
@@ -149,6 +151,179 @@ impl Modify for SecurityAddon {
                     .any(|r| serde_json::to_value(r).is_ok_and(|v| v == bearer));
                 if takes_token && !crate::auth::person_only(method, path) {
                     security.push(SecurityRequirement::new(API_KEY, Vec::<String>::new()));
+                }
+            }
+        }
+    }
+}
+
+/// Operations whose body is read as JSON whatever its `Content-Type` (so they never answer
+/// 415): the seeds' login clients do not all send one.
+const ANY_CONTENT_TYPE: &[(&str, &str)] = &[("post", "/api/v1/auth/login")];
+
+/// Adds the RFC 9457 problems that answers of the shared layers give, to every operation that
+/// can get them and does not document them itself (its own description wins):
+/// - 400 everywhere (a malformed query, header or body; `errors` names the fields) and 503 (the
+///   database is unreachable, or a read waited too long for `min_position`; see `Retry-After`);
+/// - 401, 403 and 404 where credentials are taken (a missing or bad credential, a role or scope
+///   that does not allow it, an `X-Organization-Id` that names no organization of the caller's);
+/// - 404 where the path names a resource; 412 where `If-Match` is taken;
+/// - 413 and 415 where a JSON body is taken (larger than `ATELIER_BODY_LIMIT`, not JSON);
+/// - 409 and 422 where `Idempotency-Key` is taken (the first request with that key is still
+///   running; the key was used for another request).
+pub struct StandardResponses;
+
+/// The standard answers an operation can get: `(status, description)`.
+fn standard_responses(path: &str, method: &str, operation: &Operation) -> Vec<(u16, &'static str)> {
+    let header = |name: &str| {
+        operation.parameters.iter().flatten().any(|p| match p {
+            RefOr::T(p) => {
+                p.parameter_in == ParameterIn::Header && p.name.eq_ignore_ascii_case(name)
+            }
+            RefOr::Ref(_) => false,
+        })
+    };
+    let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+    let mut answers = vec![
+        (
+            400,
+            "The request is malformed, or a parameter or field is invalid (`errors` names them)",
+        ),
+        (
+            503,
+            "The service is unavailable for now (the database is unreachable, or a read waited too long for `min_position`); retry after `Retry-After` seconds",
+        ),
+    ];
+    if secured {
+        answers.push((401, "Missing, invalid or expired credentials"));
+        answers.push((403, "The caller's role or the API key's scopes do not allow it, or the organization is deactivated"));
+    }
+    if path.contains('{') {
+        answers.push((
+            404,
+            "No such resource, or not one of the caller's organization",
+        ));
+    } else if secured {
+        answers.push((
+            404,
+            "`X-Organization-Id` names no organization of the caller's",
+        ));
+    }
+    if header("If-Match") {
+        answers.push((
+            412,
+            "`If-Match` names an old revision, or no revision of this resource",
+        ));
+    }
+    if operation.request_body.is_some() {
+        answers.push((
+            413,
+            "The body is larger than the server accepts (`ATELIER_BODY_LIMIT`)",
+        ));
+        if !ANY_CONTENT_TYPE.contains(&(method, path)) {
+            answers.push((
+                415,
+                "The body is not JSON (`Content-Type: application/json`)",
+            ));
+        }
+    }
+    if header("Idempotency-Key") {
+        answers.push((
+            409,
+            "A request with this `Idempotency-Key` is still being processed; retry shortly",
+        ));
+        answers.push((
+            422,
+            "This `Idempotency-Key` was used for a different request",
+        ));
+    }
+    answers
+}
+
+/// A problem answer.
+fn problem_response(status: u16, description: &str) -> RefOr<utoipa::openapi::Response> {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/problem+json",
+        Content::new(Some(Ref::from_schema_name("Problem"))),
+    );
+    if matches!(status, 429 | 503) {
+        let mut retry =
+            Header::new(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer));
+        retry.description = Some("Seconds after which a retry may succeed".to_owned());
+        response = response.header("Retry-After", retry);
+    }
+    RefOr::T(response.build())
+}
+
+impl Modify for StandardResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for (method, operation) in [
+                ("get", &mut item.get),
+                ("put", &mut item.put),
+                ("post", &mut item.post),
+                ("delete", &mut item.delete),
+                ("patch", &mut item.patch),
+            ] {
+                let Some(operation) = operation.as_mut() else {
+                    continue;
+                };
+                for (status, description) in standard_responses(path, method, operation) {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| problem_response(status, description));
+                }
+            }
+        }
+    }
+}
+
+/// The text form of a log position (`Atelier-Position`, `from_position`, `Last-Event-ID`).
+pub const POSITION_PATTERN: &str = "^[0-9]+-[0-9]+$";
+/// An `If-Match` value: `*` or a revision's strong ETag.
+pub const IF_MATCH_PATTERN: &str = "^(\\*|\"[0-9]{1,19}\")$";
+/// An `Idempotency-Key`: 1 to 255 visible ASCII characters.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+
+/// Gives the parameters of the shared conventions (`conventions.rs`) their form wherever an
+/// operation takes them, so that a client (or a fuzzer) knows what is accepted: positions,
+/// `If-Match` and `Idempotency-Key`.
+pub struct ConventionParameters;
+
+impl Modify for ConventionParameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    let pattern = match (&parameter.parameter_in, parameter.name.as_str()) {
+                        // Not `min_position` yet: a well-formed position that no write returned
+                        // waits ATELIER_READ_WAIT_MS and answers 503 where it should be a 400.
+                        // Give it the pattern once that is so.
+                        (ParameterIn::Query, "from_position") => POSITION_PATTERN,
+                        (ParameterIn::Header, "Last-Event-ID") => POSITION_PATTERN,
+                        (ParameterIn::Header, "If-Match") => IF_MATCH_PATTERN,
+                        (ParameterIn::Header, "Idempotency-Key") => IDEMPOTENCY_KEY_PATTERN,
+                        _ => continue,
+                    };
+                    if let Some(RefOr::T(utoipa::openapi::Schema::Object(schema))) =
+                        parameter.schema.as_mut()
+                    {
+                        schema.pattern = Some(pattern.to_owned());
+                    }
                 }
             }
         }
@@ -236,6 +411,208 @@ mod tests {
         assert!(json["paths"]["/health"]["get"].is_object());
         assert!(json["paths"]["/ws"]["get"].is_object());
         assert!(json["paths"]["/api/v1/stream"]["get"].is_object());
+    }
+
+    /// Every operation of the document: `(method, path, operation)`.
+    fn operations(json: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+        let mut all = Vec::new();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                all.push((method.clone(), path.clone(), operation.clone()));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_operation_has_its_own_operation_id() {
+        let json = serde_json::to_value(openapi()).unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        for (method, path, operation) in operations(&json) {
+            let id = operation["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"))
+                .to_owned();
+            assert!(
+                id.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{method} {path}: operationId {id} is not snake_case"
+            );
+            if let Some(other) = seen.insert(id.clone(), format!("{method} {path}")) {
+                panic!("operationId {id} names both {other} and {method} {path}");
+            }
+        }
+        assert!(seen.contains_key("list_projects") && seen.contains_key("list_organizations"));
+    }
+
+    #[test]
+    fn path_parameters_are_exactly_the_path_template_s() {
+        let json = serde_json::to_value(openapi()).unwrap();
+        for (method, path, operation) in operations(&json) {
+            let template: std::collections::BTreeSet<String> = path
+                .split('{')
+                .skip(1)
+                .filter_map(|s| s.split_once('}').map(|(name, _)| name.to_owned()))
+                .collect();
+            let params = operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let in_path: std::collections::BTreeSet<String> = params
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(
+                in_path, template,
+                "{method} {path}: its path parameters are not its template's"
+            );
+            let mut unique = std::collections::BTreeSet::new();
+            for p in &params {
+                let key = (
+                    p["in"].to_string(),
+                    p["name"].to_string().to_ascii_lowercase(),
+                );
+                assert!(
+                    unique.insert(key),
+                    "{method} {path}: {} is declared twice",
+                    p["name"]
+                );
+            }
+        }
+        let get_project = &json["paths"]["/api/v1/projects/{id}"]["get"]["parameters"];
+        assert!(
+            get_project
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "min_position" && p["in"] == "query"),
+            "min_position is a query parameter"
+        );
+    }
+
+    #[test]
+    fn page_parameters_are_integers_with_their_bounds() {
+        let json = serde_json::to_value(openapi()).unwrap();
+        let mut lists = 0;
+        for (method, path, operation) in operations(&json) {
+            for p in operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let (max, name) = match p["name"].as_str().unwrap() {
+                    "page" => (crate::pagination::MAX_PAGE, "page"),
+                    "per_page" => (crate::pagination::MAX_PER_PAGE, "per_page"),
+                    _ => continue,
+                };
+                lists += 1;
+                let schema = &p["schema"];
+                let types = match &schema["type"] {
+                    serde_json::Value::Array(types) => types.clone(),
+                    one => vec![one.clone()],
+                };
+                assert!(
+                    types.contains(&"integer".into()) && !types.contains(&"string".into()),
+                    "{method} {path}: {name} is typed {types:?}"
+                );
+                assert_eq!(p["in"], "query", "{method} {path}: {name}");
+                assert_eq!(schema["minimum"], 1, "{method} {path}: {name}");
+                assert_eq!(schema["maximum"], max, "{method} {path}: {name}");
+            }
+        }
+        assert_eq!(lists, 2 * 5, "page and per_page of the five lists");
+    }
+
+    #[test]
+    fn every_operation_documents_the_problems_the_shared_layers_answer() {
+        let json = serde_json::to_value(openapi()).unwrap();
+        for (method, path, operation) in operations(&json) {
+            let responses = &operation["responses"];
+            let has = |status: &str| responses[status].is_object();
+            for status in ["400", "503"] {
+                assert!(has(status), "{method} {path} lacks {status}");
+            }
+            let secured = operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty());
+            if secured {
+                for status in ["401", "403", "404"] {
+                    assert!(has(status), "{method} {path} lacks {status}");
+                }
+            }
+            let params = operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let names_organization = params
+                .iter()
+                .any(|p| p["in"] == "query" && p["name"] == "organization_id");
+            if path.contains('{') || names_organization {
+                assert!(has("404"), "{method} {path} lacks 404");
+            }
+            let header = |name: &str| {
+                params
+                    .iter()
+                    .any(|p| p["in"] == "header" && p["name"] == name)
+            };
+            if header("If-Match") {
+                assert!(has("412"), "{method} {path} lacks 412");
+            }
+            if header("Idempotency-Key") {
+                assert!(has("409") && has("422"), "{method} {path} lacks 409 or 422");
+            }
+            if operation["requestBody"].is_object() {
+                assert!(has("413"), "{method} {path} lacks 413");
+            }
+            let problem = &responses["400"]["content"]["application/problem+json"]["schema"];
+            assert_eq!(
+                problem["$ref"], "#/components/schemas/Problem",
+                "{method} {path}"
+            );
+        }
+        let paths = &json["paths"];
+        assert!(paths["/api/v1/builds/{id}/cancel"]["post"]["responses"]["412"].is_object());
+        assert!(paths["/api/v1/projects"]["post"]["responses"]["415"].is_object());
+        assert!(paths["/api/v1/auth/login"]["post"]["responses"]["415"].is_null());
+        assert!(paths["/health"]["get"]["responses"]["401"].is_null());
+        assert_eq!(
+            paths["/api/v1/projects/{id}"]["put"]["responses"]["412"]["description"],
+            "If-Match names an old revision",
+            "an operation's own description is kept"
+        );
+    }
+
+    #[test]
+    fn the_conventions_parameters_have_their_form_everywhere() {
+        let json = serde_json::to_value(openapi()).unwrap();
+        let mut seen = 0;
+        for (method, path, operation) in operations(&json) {
+            for p in operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let expected = match (p["in"].as_str().unwrap(), p["name"].as_str().unwrap()) {
+                    ("query", "from_position") => POSITION_PATTERN,
+                    ("header", "If-Match") => IF_MATCH_PATTERN,
+                    ("header", "Idempotency-Key") => IDEMPOTENCY_KEY_PATTERN,
+                    _ => continue,
+                };
+                seen += 1;
+                assert_eq!(
+                    p["schema"]["pattern"], expected,
+                    "{method} {path}: {}",
+                    p["name"]
+                );
+            }
+        }
+        assert!(seen >= 9, "{seen} convention parameters");
+        let position: atelier_store::Position = "12-3".parse().unwrap();
+        assert_eq!(
+            position.to_string(),
+            "12-3",
+            "the form POSITION_PATTERN describes"
+        );
     }
 
     #[test]

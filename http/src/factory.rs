@@ -120,6 +120,7 @@ impl ProjectBody {
 
 /// List parameters.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Part of the name, case-insensitive.
     pub search: Option<String>,
@@ -131,6 +132,7 @@ pub struct ListParams {
 
 /// Query parameters of a single project.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GetParams {
     /// Wait until the project reflects the write that returned this `Atelier-Position`.
     pub min_position: Option<String>,
@@ -158,7 +160,7 @@ pub(crate) fn project_id(raw: &str) -> Result<Uuid, ApiError> {
 
 /// Lists the organization's projects.
 #[utoipa::path(
-    get, path = "/api/v1/projects", tag = "factory",
+    get, path = "/api/v1/projects", tag = "factory", operation_id = "list_projects",
     params(PageParams, ListParams),
     responses(
         (status = 200, description = "A page of projects", body = Page<ProjectView>),
@@ -211,7 +213,7 @@ pub async fn list(
 
 /// Creates a project. `Idempotency-Key` makes retries safe.
 #[utoipa::path(
-    post, path = "/api/v1/projects", tag = "factory",
+    post, path = "/api/v1/projects", tag = "factory", operation_id = "create_project",
     request_body = ProjectBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retried request")),
     responses(
@@ -248,7 +250,7 @@ pub async fn create(
 
 /// Reads a project.
 #[utoipa::path(
-    get, path = "/api/v1/projects/{id}", tag = "factory",
+    get, path = "/api/v1/projects/{id}", tag = "factory", operation_id = "get_project",
     params(("id" = Uuid, Path, description = "The project's id"), GetParams),
     responses(
         (status = 200, description = "The project; ETag is its revision", body = ProjectView),
@@ -286,7 +288,7 @@ pub async fn get(
 /// Replaces a project's name, repository and build command. `If-Match` guards against lost
 /// updates.
 #[utoipa::path(
-    put, path = "/api/v1/projects/{id}", tag = "factory",
+    put, path = "/api/v1/projects/{id}", tag = "factory", operation_id = "update_project",
     request_body = ProjectBody,
     params(
         ("id" = Uuid, Path, description = "The project's id"),
@@ -327,7 +329,7 @@ pub async fn update(
 
 /// Deletes a project; its name becomes free.
 #[utoipa::path(
-    delete, path = "/api/v1/projects/{id}", tag = "factory",
+    delete, path = "/api/v1/projects/{id}", tag = "factory", operation_id = "delete_project",
     params(
         ("id" = Uuid, Path, description = "The project's id"),
         ("If-Match" = Option<String>, Header, description = "The ETag the deletion is based on"),

@@ -93,10 +93,12 @@ impl From<MemberRow> for MemberView {
 
 /// Filters of the organization list.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OrganizationParams {
     /// Part of the name, case-insensitive.
     pub search: Option<String>,
     /// `true` or `false`: only active or only inactive organizations.
+    #[param(value_type = Option<bool>)]
     pub is_active: Option<String>,
     /// Wait until the list reflects the write that returned this `Atelier-Position`.
     pub min_position: Option<String>,
@@ -108,7 +110,7 @@ fn org_id(raw: &str) -> Result<Uuid, ApiError> {
 
 /// Lists the organizations the caller may see.
 #[utoipa::path(
-    get, path = "/api/v1/organizations", tag = "identity",
+    get, path = "/api/v1/organizations", tag = "identity", operation_id = "list_organizations",
     params(PageParams, OrganizationParams),
     responses(
         (status = 200, description = "A page of organizations, by name", body = Page<OrganizationView>),
@@ -157,7 +159,7 @@ pub async fn list(
 
 /// Reads one organization.
 #[utoipa::path(
-    get, path = "/api/v1/organizations/{id}", tag = "identity",
+    get, path = "/api/v1/organizations/{id}", tag = "identity", operation_id = "get_organization",
     params(("id" = Uuid, Path, description = "The organization")),
     responses(
         (status = 200, description = "The organization; ETag is its revision", body = OrganizationView),
@@ -187,7 +189,7 @@ pub async fn get(
 
 /// Lists an organization's members.
 #[utoipa::path(
-    get, path = "/api/v1/organizations/{id}/members", tag = "identity",
+    get, path = "/api/v1/organizations/{id}/members", tag = "identity", operation_id = "list_members",
     params(("id" = Uuid, Path, description = "The organization")),
     responses(
         (status = 200, description = "Its members, by username", body = Vec<MemberView>),
@@ -312,7 +314,7 @@ fn written_view(written: &Written<Organization>) -> Option<OrganizationView> {
 
 /// Creates an organization; only a superadmin may, and becomes its owner.
 #[utoipa::path(
-    post, path = "/api/v1/organizations", tag = "identity",
+    post, path = "/api/v1/organizations", tag = "identity", operation_id = "create_organization",
     request_body = OrganizationBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retried request")),
     responses(
@@ -353,7 +355,7 @@ pub async fn create(
 
 /// Replaces an organization's name, description, settings and quotas; admins and owners may.
 #[utoipa::path(
-    put, path = "/api/v1/organizations/{id}", tag = "identity",
+    put, path = "/api/v1/organizations/{id}", tag = "identity", operation_id = "update_organization",
     request_body = OrganizationBody,
     params(
         ("id" = Uuid, Path, description = "The organization"),
@@ -401,7 +403,7 @@ pub async fn update(
 
 /// Deletes an organization; only its owners (or a superadmin) may.
 #[utoipa::path(
-    delete, path = "/api/v1/organizations/{id}", tag = "identity",
+    delete, path = "/api/v1/organizations/{id}", tag = "identity", operation_id = "delete_organization",
     params(
         ("id" = Uuid, Path, description = "The organization"),
         ("If-Match" = Option<String>, Header, description = "The ETag the deletion is based on"),
@@ -442,7 +444,7 @@ pub async fn delete(
 /// Deactivates an organization: its members can no longer act in it; only its owners (or a
 /// superadmin) may.
 #[utoipa::path(
-    post, path = "/api/v1/organizations/{id}/deactivate", tag = "identity",
+    post, path = "/api/v1/organizations/{id}/deactivate", tag = "identity", operation_id = "deactivate_organization",
     params(("id" = Uuid, Path, description = "The organization")),
     responses(
         (status = 200, description = "Deactivated (or already)", body = OrganizationView),
@@ -462,7 +464,7 @@ pub async fn deactivate(
 
 /// Reactivates an organization; only its owners (or a superadmin) may.
 #[utoipa::path(
-    post, path = "/api/v1/organizations/{id}/reactivate", tag = "identity",
+    post, path = "/api/v1/organizations/{id}/reactivate", tag = "identity", operation_id = "reactivate_organization",
     params(("id" = Uuid, Path, description = "The organization")),
     responses(
         (status = 200, description = "Active (again)", body = OrganizationView),
@@ -512,7 +514,7 @@ pub struct MemberBody {
 /// Adds a member to an organization or changes their role; admins may, only owners make or
 /// unmake owners.
 #[utoipa::path(
-    post, path = "/api/v1/organizations/{id}/members", tag = "identity",
+    post, path = "/api/v1/organizations/{id}/members", tag = "identity", operation_id = "set_member",
     request_body = MemberBody,
     params(("id" = Uuid, Path, description = "The organization")),
     responses(
@@ -558,7 +560,7 @@ pub async fn set_member(
 
 /// Removes a member from an organization; admins may, only owners remove owners, never the last.
 #[utoipa::path(
-    delete, path = "/api/v1/organizations/{id}/members/{user_id}", tag = "identity",
+    delete, path = "/api/v1/organizations/{id}/members/{user_id}", tag = "identity", operation_id = "remove_member",
     params(
         ("id" = Uuid, Path, description = "The organization"),
         ("user_id" = Uuid, Path, description = "The member"),
@@ -751,7 +753,7 @@ pub struct CreatedUserView {
 /// Creates (or invites) a user in an organization; a superadmin may, and so may the
 /// organization's admins and owners (who cannot create superadmins).
 #[utoipa::path(
-    post, path = "/api/v1/users", tag = "identity",
+    post, path = "/api/v1/users", tag = "identity", operation_id = "create_user",
     request_body = UserBody,
     responses(
         (status = 201, description = "Created: they can log in, or accept their invitation", body = CreatedUserView),
@@ -847,9 +849,11 @@ pub struct UserParams {
     /// Part of the username or email address, case-insensitive.
     pub search: Option<String>,
     /// `true` or `false`: only active (or only deactivated) users.
+    #[param(value_type = Option<bool>)]
     pub is_active: Option<String>,
     /// Only the members of this organization (a superadmin's filter: an admin always sees
     /// their organization's members only).
+    #[param(value_type = Option<Uuid>)]
     pub organization_id: Option<String>,
     /// Wait until the list reflects the write that returned this `Atelier-Position`.
     pub min_position: Option<String>,
@@ -857,7 +861,7 @@ pub struct UserParams {
 
 /// Lists users: a superadmin sees everyone, an organization's admins its members.
 #[utoipa::path(
-    get, path = "/api/v1/users", tag = "identity",
+    get, path = "/api/v1/users", tag = "identity", operation_id = "list_users",
     params(PageParams, UserParams),
     responses(
         (status = 200, description = "A page of users, by username", body = Page<UserView>),
@@ -922,7 +926,7 @@ fn user_id(raw: &str) -> Result<Uuid, ApiError> {
 
 /// Reads a user: oneself, any user for a superadmin, a member for the organization's admins.
 #[utoipa::path(
-    get, path = "/api/v1/users/{id}", tag = "identity",
+    get, path = "/api/v1/users/{id}", tag = "identity", operation_id = "get_user",
     params(("id" = Uuid, Path, description = "The user")),
     responses(
         (status = 200, description = "The user", body = UserView),
@@ -998,7 +1002,7 @@ impl UserUpdateBody {
 /// Changes a user: their own email and name for anyone, anyone's (and whether they may log in,
 /// and whether they are a superadmin) for a superadmin.
 #[utoipa::path(
-    put, path = "/api/v1/users/{id}", tag = "identity",
+    put, path = "/api/v1/users/{id}", tag = "identity", operation_id = "update_user",
     request_body = UserUpdateBody,
     params(("id" = Uuid, Path, description = "The user")),
     responses(
@@ -1053,7 +1057,7 @@ async fn change_user(
 /// Deactivates a user (superadmins): they can no longer log in, and their sessions and keys
 /// stop working on the next request. Their history stays.
 #[utoipa::path(
-    delete, path = "/api/v1/users/{id}", tag = "identity",
+    delete, path = "/api/v1/users/{id}", tag = "identity", operation_id = "deactivate_user",
     params(("id" = Uuid, Path, description = "The user")),
     responses(
         (status = 204, description = "Deactivated"),

@@ -11,12 +11,19 @@ pub const MAX_PER_PAGE: u32 = 100;
 /// Rows per page when none is asked.
 pub const DEFAULT_PER_PAGE: u32 = 20;
 
-/// Page parameters as they arrive (strings, so bad values become clear problems).
+/// The highest page number accepted.
+pub const MAX_PAGE: u32 = u32::MAX / 1024;
+
+/// Page parameters. They arrive as strings, so that a bad value becomes a problem naming the
+/// field, but are documented as the integers they must be.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// Page number, from 1.
+    /// Page number, from 1 (default 1).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 4_194_303)]
     pub page: Option<String>,
     /// Rows per page, 1 to 100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub per_page: Option<String>,
 }
 
@@ -37,7 +44,7 @@ impl PageParams {
                 }
             },
         };
-        let page = number("page", &self.page, 1, u32::MAX / 1024);
+        let page = number("page", &self.page, 1, MAX_PAGE);
         let per_page = number("per_page", &self.per_page, DEFAULT_PER_PAGE, MAX_PER_PAGE);
         if errors.is_empty() {
             Ok((page, per_page))

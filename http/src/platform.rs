@@ -148,6 +148,7 @@ fn utc(time: DateTime<Utc>) -> String {
     get,
     path = "/health",
     tag = "platform",
+    operation_id = "get_health",
     responses((status = 200, description = "The process is up", body = Health))
 )]
 #[get("/health")]
@@ -164,6 +165,7 @@ pub async fn health() -> web::Json<Health> {
     get,
     path = "/ready",
     tag = "platform",
+    operation_id = "get_readiness",
     responses(
         (status = 200, description = "Ready to serve", body = Readiness),
         (status = 503, description = "The database or a projection is not ready; `detail` says which",
@@ -218,6 +220,7 @@ fn run_state(state: RunState) -> String {
     get,
     path = "/status",
     tag = "platform",
+    operation_id = "get_status",
     responses((status = 200, description = "The service's status", body = ServiceStatus))
 )]
 #[get("/status")]
@@ -247,6 +250,7 @@ pub async fn status(state: web::Data<PlatformState>) -> web::Json<ServiceStatus>
     get,
     path = "/metrics",
     tag = "platform",
+    operation_id = "get_metrics",
     responses(
         (status = 200, description = "Prometheus text exposition format", body = String,
             content_type = "text/plain; version=0.0.4"),

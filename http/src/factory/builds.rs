@@ -154,7 +154,7 @@ fn queued_reply(written: &Written<Build>) -> Result<Reply, ApiError> {
 /// Triggers a build of the project as it is now. The build is queued: follow it with
 /// `GET /builds/{id}` or its logs. `Idempotency-Key` makes a retried trigger make one build.
 #[utoipa::path(
-    post, path = "/api/v1/projects/{id}/build", tag = "factory",
+    post, path = "/api/v1/projects/{id}/build", tag = "factory", operation_id = "trigger_build",
     params(
         ("id" = Uuid, Path, description = "The project's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retried request"),
@@ -189,6 +189,7 @@ pub async fn trigger(
 
 /// Build list parameters.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BuildListParams {
     /// Only builds in this status: `queued`, `running`, `succeeded`, `failed`, `cancelled`.
     pub status: Option<String>,
@@ -198,7 +199,7 @@ pub struct BuildListParams {
 
 /// Lists a project's builds, newest first.
 #[utoipa::path(
-    get, path = "/api/v1/projects/{id}/builds", tag = "factory",
+    get, path = "/api/v1/projects/{id}/builds", tag = "factory", operation_id = "list_builds",
     params(("id" = Uuid, Path, description = "The project's id"), PageParams, BuildListParams),
     responses(
         (status = 200, description = "A page of builds", body = Page<BuildView>),
@@ -254,6 +255,7 @@ pub async fn list(
 
 /// Query parameters of a single build.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BuildGetParams {
     /// Wait until the build reflects the write that returned this `Atelier-Position`.
     pub min_position: Option<String>,
@@ -268,7 +270,7 @@ async fn find(state: &AppState, org_id: Uuid, id: Uuid) -> Result<BuildRow, ApiE
 
 /// Reads a build.
 #[utoipa::path(
-    get, path = "/api/v1/builds/{id}", tag = "factory",
+    get, path = "/api/v1/builds/{id}", tag = "factory", operation_id = "get_build",
     params(("id" = Uuid, Path, description = "The build's id"), BuildGetParams),
     responses(
         (status = 200, description = "The build; ETag is its revision", body = BuildView),
@@ -294,7 +296,7 @@ pub async fn get(
 
 /// Cancels a queued or running build; a running build's processes are killed.
 #[utoipa::path(
-    post, path = "/api/v1/builds/{id}/cancel", tag = "factory",
+    post, path = "/api/v1/builds/{id}/cancel", tag = "factory", operation_id = "cancel_build",
     params(
         ("id" = Uuid, Path, description = "The build's id"),
         ("If-Match" = Option<String>, Header, description = "The ETag the cancel is based on"),
@@ -330,7 +332,7 @@ pub async fn cancel(
 
 /// Restarts a finished build: a new build of the same project revision, linked to it.
 #[utoipa::path(
-    post, path = "/api/v1/builds/{id}/restart", tag = "factory",
+    post, path = "/api/v1/builds/{id}/restart", tag = "factory", operation_id = "restart_build",
     params(
         ("id" = Uuid, Path, description = "The build's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retried request"),
@@ -364,15 +366,29 @@ pub async fn restart(
 
 /// Log parameters.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogParams {
     /// The first line to read, from 0 (a followed log also takes `Last-Event-ID`).
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
     /// Most lines to return, 1 to 5000 (default 1000); not used when following.
+    #[param(minimum = 1, maximum = 5000)]
     pub limit: Option<i64>,
     /// `true`: stream the lines as server-sent events until the build ends.
     pub follow: Option<bool>,
     /// Wait until the build is visible at this `Atelier-Position` first.
     pub min_position: Option<String>,
+}
+
+/// One server-sent event of a followed log (`follow=true`), as its fields are sent.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LogEvent {
+    /// `log` (one line), then `end` (the build is over).
+    pub event: String,
+    /// The line's number (`log` events): a reconnect sends it back as `Last-Event-ID`.
+    pub id: Option<String>,
+    /// JSON: the line (`{seq, stream, line, at}`), or the build's end (`{status}`).
+    pub data: String,
 }
 
 /// A page of log lines.
@@ -390,10 +406,13 @@ pub struct LogPage {
 /// Reads a build's log from an offset, or follows it live (`follow=true`: `text/event-stream`,
 /// one `log` event per line with `id:` its number, then one `end` event with the build's status).
 #[utoipa::path(
-    get, path = "/api/v1/builds/{id}/logs", tag = "factory",
+    get, path = "/api/v1/builds/{id}/logs", tag = "factory", operation_id = "get_build_logs",
     params(("id" = Uuid, Path, description = "The build's id"), LogParams),
     responses(
-        (status = 200, description = "Lines, or a stream of server-sent events", body = LogPage),
+        (status = 200, description = "Lines (`application/json`), or with `follow=true` a stream of server-sent events (`text/event-stream`: `event: log` with `id:` the line's number, then `event: end` with the build's status)", content(
+            (LogPage = "application/json"),
+            (LogEvent = "text/event-stream"),
+        )),
         (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such build in this organization", body = Problem, content_type = "application/problem+json"),
     ),
@@ -572,6 +591,7 @@ pub struct StatsView {
 
 /// Query parameters of the stats.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatsParams {
     /// Wait until the stats reflect the write that returned this `Atelier-Position`.
     pub min_position: Option<String>,
@@ -579,7 +599,7 @@ pub struct StatsParams {
 
 /// The organization's figures: projects, builds by status, success rate, median duration.
 #[utoipa::path(
-    get, path = "/api/v1/stats", tag = "factory",
+    get, path = "/api/v1/stats", tag = "factory", operation_id = "get_stats",
     params(StatsParams),
     responses(
         (status = 200, description = "The figures", body = StatsView),

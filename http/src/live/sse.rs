@@ -23,7 +23,7 @@ use crate::problem::ApiError;
 
 /// Follows the live feed as `text/event-stream`.
 #[utoipa::path(
-    get, path = "/api/v1/stream", tag = "live",
+    get, path = "/api/v1/stream", tag = "live", operation_id = "stream_live_events",
     params(
         LiveQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "The last position received: resume after it (browsers send it when they reconnect)"),

@@ -25,12 +25,14 @@ pub const CLOSE_LAGGED: u16 = 4008;
 /// parameter are checked before the upgrade (401 when bad); without either, the first message
 /// must be `{type:"auth", token}`.
 #[utoipa::path(
-    get, path = "/ws", tag = "live",
+    get, path = "/ws", tag = "live", operation_id = "connect_live_websocket",
     params(LiveQuery),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; messages as described in the live feed's documentation"),
         (status = 400, description = "Not a WebSocket upgrade, or a malformed channel or position", body = crate::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Bad or expired credentials", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The organization is deactivated", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`organization_id` (or `X-Organization-Id`) names no organization of the caller's", body = crate::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The server holds its maximum of live connections", body = crate::Problem, content_type = "application/problem+json"),
     )
 )]
