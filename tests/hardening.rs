@@ -579,6 +579,89 @@ async fn a_new_user_belongs_to_no_organization_until_added_and_then_works_in_the
     assert_eq!(status, 200, "the project is Acme's");
     let (status, _) = as_bearer(&app, &root, Method::GET, &path, Some(&default_org), None).await;
     assert_eq!(status, 404, "and not the default organization's");
+    // In a second organization too, he chooses: per request, or with a default of his own.
+    let (_, beta) = as_bearer(
+        &app,
+        &root,
+        Method::POST,
+        "/api/v1/organizations",
+        None,
+        Some(json!({"name": "Beta"})),
+    )
+    .await;
+    let beta_id = beta["id"].as_str().unwrap().to_owned();
+    let members = format!("/api/v1/organizations/{beta_id}/members");
+    let (status, _) = as_bearer(
+        &app,
+        &root,
+        Method::POST,
+        &members,
+        None,
+        Some(json!({"user_id": dave_id, "role": "viewer"})),
+    )
+    .await;
+    assert!((200..300).contains(&status));
+    let (_, tokens) = login_as(&app, "dave", "daves password").await;
+    assert_eq!(
+        tokens["user_info"]["organization_id"],
+        Value::Null,
+        "two organizations, no default: {tokens}"
+    );
+    assert_eq!(
+        tokens["user_info"]["organizations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let both = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        as_bearer(&app, &both, Method::GET, "/api/v1/projects", None, None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        as_bearer(
+            &app,
+            &both,
+            Method::GET,
+            "/api/v1/projects",
+            Some(&beta_id),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let me = format!("/api/v1/users/{dave_id}");
+    let (status, problem) = as_bearer(
+        &app,
+        &both,
+        Method::PUT,
+        &me,
+        None,
+        Some(json!({"default_organization_id": default_org})),
+    )
+    .await;
+    assert_eq!(status, 400, "not one of his: {problem}");
+    assert_eq!(problem["errors"][0]["field"], "default_organization_id");
+    let (status, body) = as_bearer(
+        &app,
+        &both,
+        Method::PUT,
+        &me,
+        None,
+        Some(json!({"default_organization_id": beta_id})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, tokens) = login_as(&app, "dave", "daves password").await;
+    assert_eq!(
+        tokens["user_info"]["organization_id"],
+        beta_id.as_str(),
+        "{tokens}"
+    );
     let (status, _) = as_bearer(
         &app,
         &dave_token,

@@ -77,6 +77,9 @@ pub enum UserServiceError {
     /// The actor may not make this change.
     #[error("{0}")]
     NotAllowed(&'static str),
+    /// A default organization the user does not belong to.
+    #[error("the user does not belong to that organization")]
+    NotAMember,
 }
 
 /// How long an invitation can be accepted.
@@ -120,6 +123,9 @@ pub struct UserChanges {
     pub is_active: Option<bool>,
     /// Grant or withdraw platform administration (superadmins only, never on themselves).
     pub is_superadmin: Option<bool>,
+    /// The organization their logins act in unless they name one: one they belong to (kept
+    /// with their login, beside the log, like the password).
+    pub default_org: Option<Uuid>,
 }
 
 /// Registers users.
@@ -233,6 +239,14 @@ impl UserService {
                 UserError::NotFound,
             )));
         };
+        if let Some(org_id) = changes.default_org {
+            let (org, _) =
+                load::<Organization>(self.store.as_ref(), &stream_of::<Organization>(org_id))
+                    .await?;
+            if org.role_of(user_id).is_none() {
+                return Err(UserServiceError::NotAMember);
+            }
+        }
         let mut profile = user.profile.clone();
         let old_email = profile.email.clone();
         if let Some(email) = changes.email {
@@ -301,6 +315,9 @@ impl UserService {
                     ..next
                 };
             }
+        }
+        if let Some(org_id) = changes.default_org {
+            self.identity.set_default_org(user_id, Some(org_id)).await?;
         }
         Ok(written)
     }

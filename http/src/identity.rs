@@ -838,6 +838,10 @@ fn user_error(e: atelier_commands::users::UserServiceError) -> ApiError {
         UserServiceError::SuperadminOnly | UserServiceError::NotAllowed(_) => {
             ApiError::forbidden(e.to_string())
         }
+        UserServiceError::NotAMember => ApiError::invalid_field(
+            "default_organization_id",
+            "is not an organization the user belongs to",
+        ),
         UserServiceError::Credentials(e) => ApiError::internal(&e),
     }
 }
@@ -975,6 +979,10 @@ pub struct UserUpdateBody {
     /// Platform administration (superadmins, not on themselves).
     #[serde(default)]
     pub is_superadmin: Option<bool>,
+    /// The organization their logins act in unless a request names one (one they belong to;
+    /// from their next login).
+    #[serde(default)]
+    pub default_organization_id: Option<Uuid>,
 }
 
 impl UserUpdateBody {
@@ -995,6 +1003,7 @@ impl UserUpdateBody {
             full_name,
             is_active: self.is_active,
             is_superadmin: self.is_superadmin,
+            default_org: self.default_organization_id,
         })
     }
 }
