@@ -376,6 +376,27 @@ impl Identity {
         Ok(())
     }
 
+    /// Makes `org_id` the default organization of a user (or of their pending invitation) who
+    /// has none.
+    pub async fn adopt_default_org(
+        &self,
+        user_id: Uuid,
+        org_id: Uuid,
+    ) -> Result<(), IdentityError> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["credentials", "invitations"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET org_id = $2 WHERE user_id = $1 AND org_id IS NULL"
+            )))
+            .bind(user_id)
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Lets a login without an email address (the bootstrap superadmin's) log in with this one.
     pub async fn set_login_email(&self, user_id: Uuid, email: &str) -> Result<(), IdentityError> {
         sqlx::query("UPDATE credentials SET email = $2 WHERE user_id = $1 AND email IS NULL")

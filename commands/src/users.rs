@@ -322,6 +322,13 @@ impl UserService {
         Ok(written)
     }
 
+    /// A user was added to an organization: it becomes the one their logins act in if they had
+    /// none (their first), so a user of one organization acts in it from their next login
+    /// without waiting for any read model. A default they have is kept.
+    pub async fn joined(&self, user_id: Uuid, org_id: Uuid) -> Result<(), UserServiceError> {
+        Ok(self.identity.adopt_default_org(user_id, org_id).await?)
+    }
+
     /// Registers a user in an organization. `actor` must be a superadmin or may manage the
     /// organization's members; only a superadmin may create a superadmin.
     #[tracing::instrument(name = "users.create", skip_all)]

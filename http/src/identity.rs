@@ -550,6 +550,11 @@ pub async fn set_member(
         )
         .await
         .map_err(|e| command_error(e, rejected))?;
+    state
+        .users
+        .joined(body.user_id, id)
+        .await
+        .map_err(user_error)?;
     Ok(Reply::json(
         StatusCode::OK,
         &serde_json::json!({"user_id": body.user_id, "role": role.as_str()}),
