@@ -93,6 +93,23 @@ impl std::fmt::Debug for Bootstrap {
     }
 }
 
+/// A stored login, found by name: who it is and their password's hash (never shown).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    /// Who.
+    pub record: UserRecord,
+    hash: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("record", &self.record)
+            .field("hash", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Someone who may log in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
@@ -225,31 +242,11 @@ impl Identity {
         })
     }
 
-    /// The user this username or email address (compared case-insensitively) names, if any:
-    /// what a login attempt counts against, whatever name it used.
-    #[tracing::instrument(name = "identity.account_of", skip_all)]
-    pub async fn account_of(&self, username: &str) -> Result<Option<Uuid>, IdentityError> {
-        Ok(sqlx::query_scalar(
-            "SELECT user_id FROM credentials WHERE lower(username) = lower($1) \
-             UNION ALL \
-             SELECT user_id FROM credentials WHERE lower(email) = lower($1) \
-             AND lower(username) <> lower($1) \
-             LIMIT 1",
-        )
-        .bind(username.trim())
-        .fetch_optional(&self.pool)
-        .await?)
-    }
-
-    /// The user with this username or email address (compared case-insensitively) and
-    /// password, or `None`.
-    /// Unknown usernames cost the same password verification as wrong passwords.
-    #[tracing::instrument(name = "identity.authenticate", skip_all)]
-    pub async fn authenticate(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<Option<UserRecord>, IdentityError> {
+    /// The login this username or email address (compared case-insensitively) names, if any:
+    /// who a login attempt counts against, whatever name it used, before its password is
+    /// checked with [`Identity::verify`].
+    #[tracing::instrument(name = "identity.find_login", skip_all)]
+    pub async fn find_login(&self, username: &str) -> Result<Option<Login>, IdentityError> {
         let row: Option<(Uuid, String, String, Option<Uuid>, bool)> = sqlx::query_as(
             "SELECT user_id, username, password_hash, org_id, is_superadmin \
              FROM credentials WHERE lower(username) = lower($1) \
@@ -261,16 +258,29 @@ impl Identity {
         .bind(username.trim())
         .fetch_optional(&self.pool)
         .await?;
-        let (hash, user) = match row {
-            Some((user_id, username, hash, default_org, is_superadmin)) => (
-                hash,
-                Some(UserRecord {
+        Ok(row.map(
+            |(user_id, username, hash, default_org, is_superadmin)| Login {
+                record: UserRecord {
                     user_id,
                     username,
                     default_org,
                     is_superadmin,
-                }),
-            ),
+                },
+                hash,
+            },
+        ))
+    }
+
+    /// The user of this login if `password` is theirs, or `None`. No login (an unknown name)
+    /// costs the same password verification as a wrong password.
+    #[tracing::instrument(name = "identity.verify", skip_all)]
+    pub async fn verify(
+        &self,
+        login: Option<Login>,
+        password: &str,
+    ) -> Result<Option<UserRecord>, IdentityError> {
+        let (hash, user) = match login {
+            Some(Login { record, hash }) => (hash, Some(record)),
             None => (DUMMY_HASH.to_owned(), None),
         };
         let password = password.to_owned();
@@ -288,6 +298,17 @@ impl Identity {
                 user.user_id
             ))),
         }
+    }
+
+    /// The user with this username or email address and password, or `None`
+    /// ([`Identity::find_login`], then [`Identity::verify`]).
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<UserRecord>, IdentityError> {
+        let login = self.find_login(username).await?;
+        self.verify(login, password).await
     }
 
     /// Replaces a user's password if `current` is theirs: `Ok(false)` when it is not (nothing

@@ -284,18 +284,22 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let request = LoginRequest::parse(&body)?;
     // The budget is the account's, whatever name (username, email, any case) reached it.
-    let account = auth
+    let login = auth
         .identity
-        .account_of(&request.username)
+        .find_login(&request.username)
         .await
         .map_err(internal)?;
     auth.throttle.attempt(
         &client_ip(&req),
-        account.map_or(Account::Unknown(&request.username), Account::User),
+        login
+            .as_ref()
+            .map_or(Account::Unknown(&request.username), |l| {
+                Account::User(l.record.user_id)
+            }),
     )?;
     let record = auth
         .identity
-        .authenticate(&request.username, &request.password)
+        .verify(login, &request.password)
         .await
         .map_err(internal)?;
     let Some(record) = record else {

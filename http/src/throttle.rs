@@ -153,45 +153,45 @@ mod tests {
     fn an_unknown_name_past_its_burst_is_refused_with_a_retry_delay_whatever_the_case() {
         let t = LoginThrottle::new(limits(100, 3));
         for _ in 0..3 {
-            t.attempt("10.0.0.1", Account::Unknown("Alice")).unwrap();
+            t.attempt("127.0.0.1", Account::Unknown("Alice")).unwrap();
         }
         let e = t
-            .attempt("10.0.0.2", Account::Unknown(" alice"))
+            .attempt("127.0.0.2", Account::Unknown(" alice"))
             .unwrap_err();
         assert_eq!(e.problem().status, 429);
         assert!(e.problem().retry_after.is_some_and(|s| s > 3500));
-        t.attempt("10.0.0.1", Account::Unknown("bob")).unwrap();
+        t.attempt("127.0.0.1", Account::Unknown("bob")).unwrap();
     }
 
     #[test]
     fn a_user_is_one_budget_and_a_name_that_looks_like_their_id_is_another() {
         let t = LoginThrottle::new(limits(100, 2));
         let id = uuid::Uuid::now_v7();
-        t.attempt("10.0.0.1", Account::User(id)).unwrap();
-        t.attempt("10.0.0.2", Account::User(id)).unwrap();
+        t.attempt("127.0.0.1", Account::User(id)).unwrap();
+        t.attempt("127.0.0.2", Account::User(id)).unwrap();
         assert_eq!(
-            t.attempt("10.0.0.3", Account::User(id))
+            t.attempt("127.0.0.3", Account::User(id))
                 .unwrap_err()
                 .problem()
                 .status,
             429
         );
-        t.attempt("10.0.0.1", Account::Unknown(&format!("user:{id}")))
+        t.attempt("127.0.0.1", Account::Unknown(&format!("user:{id}")))
             .unwrap();
     }
 
     #[test]
     fn an_address_past_its_burst_is_refused_for_every_account() {
         let t = LoginThrottle::new(limits(2, 100));
-        t.attempt("10.0.0.1", Account::Unknown("a")).unwrap();
-        t.attempt("10.0.0.1", Account::Unknown("b")).unwrap();
+        t.attempt("127.0.0.1", Account::Unknown("a")).unwrap();
+        t.attempt("127.0.0.1", Account::Unknown("b")).unwrap();
         assert_eq!(
-            t.attempt("10.0.0.1", Account::Unknown("c"))
+            t.attempt("127.0.0.1", Account::Unknown("c"))
                 .unwrap_err()
                 .problem()
                 .status,
             429
         );
-        t.attempt("10.0.0.2", Account::Unknown("c")).unwrap();
+        t.attempt("127.0.0.2", Account::Unknown("c")).unwrap();
     }
 }
