@@ -4,6 +4,7 @@
 # Prints one table.
 #
 #   bash bench/api.sh [seconds]      (default 20)
+#   ATELIER_BIN=/path/to/atelier bash bench/api.sh   (benchmark that binary instead of building)
 #
 # Needs PostgreSQL at 127.0.0.1:5432 (started if installed but stopped); installs wrk from
 # Debian's packages if missing; builds the release binary. Uses a scratch database
@@ -27,13 +28,17 @@ if ! command -v wrk >/dev/null; then
     echo "installing wrk (Debian package)" >&2
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
-echo "building the release binary…" >&2
-cargo build --release -q --bin atelier
+# ATELIER_BIN benchmarks another build (a previous commit's, to compare in the same session).
+BIN="${ATELIER_BIN:-./target/release/atelier}"
+if [ -z "${ATELIER_BIN:-}" ]; then
+    echo "building the release binary…" >&2
+    cargo build --release -q --bin atelier
+fi
 
 psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
 export ATELIER_ADMIN_PASSWORD=bench-password ATELIER_LISTEN="127.0.0.1:$PORT" RUST_LOG=warn
-./target/release/atelier serve >"$WORK/server.log" 2>&1 &
+"$BIN" serve >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do curl -fs "$BASE/health" >/dev/null 2>&1 && break; sleep 0.2; done
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use atelier_commands::factory::RepoPolicy;
 use atelier_http::HttpSettings;
-use atelier_http::auth::AuthSettings;
+use atelier_http::identity::auth::AuthSettings;
 use atelier_http::live::LiveSettings;
 use atelier_http::server::{BuildSettings, DriverSettings, ServerConfig, default_runner_id};
 use atelier_projections::{Registry, runtime};
@@ -360,7 +360,7 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
     }
     let _ = out.flush();
     drop(out);
-    let runner = services.runner.clone();
+    let workers = services.clone();
     let live = services.live.clone();
     let mut server = actix_web::HttpServer::new(move || atelier_http::app(services.clone()))
         // Signals are handled below, so live connections are closed before the graceful stop
@@ -378,10 +378,9 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
         handle.stop(true).await;
     });
     server.await?;
-    // Builds still running are failed as interrupted when this runner starts again.
-    if let Some(runner) = runner.lock().await.take() {
-        runner.stop().await;
-    }
+    // The contexts' workers stop last (builds still running are failed as interrupted when
+    // this runner starts again).
+    workers.stop_workers().await;
     Ok(())
 }
 

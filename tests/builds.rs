@@ -639,8 +639,7 @@ async fn a_build_left_running_by_a_runner_crash_is_failed_as_interrupted_when_th
         .parse()
         .unwrap();
     // The crash: the runner stops with the build in flight; its processes go with it.
-    let runner = app.services.runner.lock().await.take().unwrap();
-    runner.stop().await;
+    app.services.stop_workers().await;
     wait_for_death(pid).await;
     app.settle().await;
     assert_eq!(c.build(&id).await["status"], "running");
@@ -650,7 +649,7 @@ async fn a_build_left_running_by_a_runner_crash_is_failed_as_interrupted_when_th
         .await;
     let queued = c.trigger(&quick).await["id"].as_str().unwrap().to_owned();
     let runner = atelier_http::server::start_runner(&app.services, &settings);
-    *app.services.runner.lock().await = Some(runner);
+    app.services.add_worker(Box::new(runner)).await;
     let (lines, end) = c.follow(&id, 0, |_| false).await;
     assert_eq!(end.unwrap()["status"], "failed");
     assert_eq!(

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use atelier_http::auth::PERSON_ONLY;
-use atelier_http::throttle::{LoginLimit, LoginLimits};
+use atelier_http::identity::auth::PERSON_ONLY;
+use atelier_http::identity::throttle::{LoginLimit, LoginLimits};
 use common::{ADMIN, PASSWORD, TestApp};
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use atelier_domain::DomainEvent;
 use atelier_domain::identity::Role;
 use atelier_domain::identity::organization::{JsonObject, OrgEvent, OrgName, OrgProfile};
@@ -14,11 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 async fn settle(app: &TestApp) {
-    let head = app.last_written().await.unwrap();
-    app.projections
-        .wait_for("identity", head, Duration::from_secs(20))
-        .await
-        .unwrap();
+    app.settle().await;
 }
 
 async fn get(app: &TestApp, token: &str, path: &str) -> (u16, Value) {

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::TestApp;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -131,11 +129,7 @@ async fn user(app: &TestApp, root: &str, name: &str, org: &str, role: &str) -> S
 }
 
 async fn settle_identity(app: &TestApp) {
-    let head = app.last_written().await.unwrap();
-    app.projections
-        .wait_for("identity", head, Duration::from_secs(20))
-        .await
-        .unwrap();
+    app.settle().await;
 }
 
 fn id(v: &Value) -> String {

@@ -26,7 +26,9 @@ use atelier_store::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::handler::CommandContext;
+use atelier_domain::Aggregate;
+
+use crate::handler::{CommandContext, CommandError, load, stream_of};
 
 const RESERVED: &str = "Reserved";
 
@@ -116,6 +118,35 @@ where
     Err(StoreError::Backend(
         format!("reservation {stream} kept changing").into(),
     ))
+}
+
+/// Takes the unique key reserved by `stream` for `owner`, a resource of aggregate `A`, the one
+/// way every context reserves its unique names: a holder whose state no longer holds the key
+/// (`holds` is false on it: renamed, deleted, never created) gives it up; a key held for good
+/// is a conflict, worded by `taken`. Returns the stream, to release if the write it protects
+/// fails ([`settle_key_change`]).
+pub async fn claim<A: Aggregate, E: std::error::Error + 'static>(
+    store: &dyn EventStore,
+    stream: StreamName,
+    owner: Uuid,
+    ctx: &CommandContext,
+    holds: impl Fn(&A) -> bool,
+    taken: impl FnOnce() -> String,
+) -> Result<StreamName, CommandError<E>> {
+    let holds = &holds;
+    let outcome = reserve(store, &stream, owner, ctx, |holder| async move {
+        match load::<A>(store, &stream_of::<A>(holder)).await {
+            Ok((state, _)) => Ok(!holds(&state)),
+            Err(CommandError::Store(e)) => Err(e),
+            // A holder whose events cannot be read is not taken over.
+            Err(_) => Ok(false),
+        }
+    })
+    .await?;
+    match outcome {
+        Reservation::Held => Ok(stream),
+        Reservation::Taken { .. } => Err(CommandError::Conflict(taken())),
+    }
 }
 
 /// Releases `stream` if `owner` still holds it.

@@ -3,15 +3,13 @@
 //! (utoipa-swagger-ui's `vendored` feature), so it works with no internet.
 //!
 //! Documenting an operation:
-//! 1. annotate the handler with `#[utoipa::path(...)]` above its actix attribute (`#[get(...)]`),
-//!    with a `tag` (its context), its `responses` (errors: `body = Problem, content_type =
-//!    "application/problem+json"`), `security(("bearer" = []))` when it needs a token, and
-//!    its full path (`path = "/api/v1/projects"`, or `context_path = "/api/v1"`);
+//! 1. annotate the handler with `#[utoipa::path(...)]`, with a `tag` (its context), the
+//!    responses particular to it (the shared ones, 400, 401, 403, 404, 412, 413, 415, 503 and the
+//!    idempotency answers, are added by [`StandardResponses`]), `security(("bearer" = []))` when
+//!    it takes credentials, and its full path (`path = "/api/v1/projects"`);
 //! 2. derive `ToSchema` on its request and response types;
-//! 3. add ONE line to the `paths(...)` list of [`ApiDoc`] (for example `crate::login::login,`).
-//!
-//! A module may instead derive its own `#[derive(OpenApi)]` document and add one line to
-//! [`extra_docs`]; [`openapi`] merges them all.
+//! 3. add ONE line to the `paths(...)` of its context's document (`crate::factory::Doc`);
+//!    [`openapi`] merges every context's.
 
 use std::sync::{Arc, OnceLock};
 
@@ -37,7 +35,8 @@ pub const BEARER: &str = "bearer";
 /// The name of the API-key security scheme in the document.
 pub const API_KEY: &str = "api_key";
 
-/// The API's OpenAPI document. Add an operation with one line in `paths(...)`.
+/// The document's shared part: what the platform serves itself (health, the live feed), the
+/// problem schema. Each context's operations come from its own document ([`openapi`]).
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -53,54 +52,12 @@ pub const API_KEY: &str = "api_key";
         crate::platform::ready,
         crate::platform::status,
         crate::platform::metrics,
-        crate::login::login,
-        crate::login::login_key,
-        crate::login::refresh,
-        crate::login::logout,
-        crate::account::me,
-        crate::account::verify,
-        crate::account::change_password,
-        crate::account::accept_invitation,
-        crate::factory::list,
-        crate::factory::create,
-        crate::factory::get,
-        crate::factory::update,
-        crate::factory::delete,
-        crate::factory::builds::trigger,
-        crate::factory::builds::list,
-        crate::factory::builds::get,
-        crate::factory::builds::cancel,
-        crate::factory::builds::restart,
-        crate::factory::builds::logs,
-        crate::factory::builds::stats,
-        crate::identity::list,
-        crate::identity::create,
-        crate::identity::get,
-        crate::identity::update,
-        crate::identity::delete,
-        crate::identity::members,
-        crate::identity::deactivate,
-        crate::identity::reactivate,
-        crate::identity::list_users,
-        crate::identity::get_user,
-        crate::identity::update_user,
-        crate::identity::deactivate_user,
-        crate::api_keys::create,
-        crate::api_keys::list,
-        crate::api_keys::revoke,
-        crate::identity::set_member,
-        crate::identity::remove_member,
-        crate::identity::create_user,
         crate::live::ws::connect,
         crate::live::sse::stream,
     ),
     components(schemas(Problem, FieldError)),
-    modifiers(&SecurityAddon, &StandardResponses, &ConventionParameters),
     tags(
         (name = "platform", description = "Health, readiness, status and metrics"),
-        (name = "auth", description = "Logins (password or API key), refresh-token rotation, logout, the caller's account, invitations"),
-        (name = "factory", description = "The software factory: projects, builds, logs and stats"),
-        (name = "identity", description = "Organizations, members and roles, users, API keys. A user of several organizations picks one with `X-Organization-Id`; another organization's resources are 404s"),
         (name = "live", description = "The event log, live: WebSocket `/ws` and server-sent events, per organization and channel, resumable by position"),
     )
 )]
@@ -108,7 +65,7 @@ pub struct ApiDoc;
 
 /// Adds the `bearer` security scheme (a JWT access token in `Authorization: Bearer …`) and the
 /// `api_key` one, which every operation that takes a token also accepts unless it is
-/// [`PERSON_ONLY`](crate::auth::PERSON_ONLY).
+/// [`PERSON_ONLY`](crate::identity::auth::PERSON_ONLY).
 pub struct SecurityAddon;
 
 impl Modify for SecurityAddon {
@@ -149,7 +106,7 @@ impl Modify for SecurityAddon {
                 let takes_token = security
                     .iter()
                     .any(|r| serde_json::to_value(r).is_ok_and(|v| v == bearer));
-                if takes_token && !crate::auth::person_only(method, path) {
+                if takes_token && !crate::identity::auth::person_only(method, path) {
                     security.push(SecurityRequirement::new(API_KEY, Vec::<String>::new()));
                 }
             }
@@ -330,18 +287,17 @@ impl Modify for ConventionParameters {
     }
 }
 
-/// Documents that modules derive on their own, merged into [`ApiDoc`]'s by [`openapi`]: one line
-/// each, such as `crate::auth::AuthDoc::openapi(),`.
-pub fn extra_docs() -> Vec<utoipa::openapi::OpenApi> {
-    vec![]
-}
-
-/// The whole document: [`ApiDoc`] merged with [`extra_docs`].
+/// The whole document: [`ApiDoc`] merged with every context's
+/// ([`Context::openapi`](crate::contexts::Context::openapi)), then the shared conventions
+/// applied to every operation (security schemes, standard problems, parameter forms).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
-    for extra in extra_docs() {
-        doc.merge(extra);
+    for context in crate::contexts::ALL {
+        doc.merge((context.openapi)());
     }
+    SecurityAddon.modify(&mut doc);
+    StandardResponses.modify(&mut doc);
+    ConventionParameters.modify(&mut doc);
     doc
 }
 
@@ -641,7 +597,7 @@ mod tests {
             serde_json::json!([{"bearer": []}]),
             "an API key cannot log out"
         );
-        for (method, path) in crate::auth::PERSON_ONLY {
+        for (method, path) in crate::identity::auth::PERSON_ONLY {
             assert!(
                 paths[*path][*method].is_object(),
                 "{method} {path} is documented"

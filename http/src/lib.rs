@@ -3,16 +3,14 @@
 //! commands (via `atelier-commands`) or queries (via `atelier-projections`); they hold no SQL and
 //! no business rules.
 
-pub mod account;
-pub mod api_keys;
-pub mod auth;
+pub mod contexts;
 pub mod conventions;
 pub mod cors;
 pub mod docs;
 pub mod factory;
 pub mod identity;
+pub mod kit;
 pub mod live;
-pub mod login;
 pub mod metrics;
 pub mod middleware;
 pub mod pagination;
@@ -21,12 +19,12 @@ pub mod problem;
 pub mod server;
 pub mod state;
 pub mod text;
-pub mod throttle;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::{App, web};
+use atelier_commands::worker::Worker;
 
 pub use problem::{ApiError, FieldError, Problem};
 pub use state::{AppState, HttpSettings};
@@ -37,14 +35,31 @@ pub struct Services {
     /// The contexts' state.
     pub app: web::Data<AppState>,
     /// Login and tokens.
-    pub auth: web::Data<auth::AuthState>,
+    pub auth: web::Data<identity::auth::AuthState>,
     /// Health, readiness, status and metrics.
     pub platform: web::Data<platform::PlatformState>,
     /// The live feed's fan-out.
     pub live: web::Data<live::hub::Hub>,
-    /// The build runner, when this server runs one.
-    pub runner:
-        std::sync::Arc<tokio::sync::Mutex<Option<atelier_commands::factory::runner::BuildRunner>>>,
+    /// The contexts' background workers this server runs.
+    pub workers: std::sync::Arc<tokio::sync::Mutex<Vec<Box<dyn Worker>>>>,
+}
+
+impl Services {
+    /// Runs `worker` with these services (stopped by [`Services::stop_workers`]).
+    pub async fn add_worker(&self, worker: Box<dyn Worker>) {
+        tracing::info!(worker = worker.name(), "worker started");
+        self.workers.lock().await.push(worker);
+    }
+
+    /// Stops every worker, the last started first.
+    pub async fn stop_workers(&self) {
+        let workers = std::mem::take(&mut *self.workers.lock().await);
+        for worker in workers.into_iter().rev() {
+            let name = worker.name();
+            worker.stop().await;
+            tracing::info!(worker = name, "worker stopped");
+        }
+    }
 }
 
 /// The application: every route, with the shared middleware (request ids and tracing, CORS, one
@@ -74,15 +89,13 @@ pub fn app(
         .wrap(from_fn(middleware::request_context))
         .configure(platform::configure)
         .configure(docs::configure)
-        .configure(login::configure)
-        .configure(account::configure)
         .configure(live::configure_ws)
         .service(
-            web::scope("/api/v1")
-                .configure(factory::configure)
-                .configure(identity::configure)
-                .configure(identity::configure_users)
-                .configure(api_keys::configure)
+            contexts::ALL
+                .iter()
+                .fold(web::scope("/api/v1"), |scope, context| {
+                    scope.configure(context.routes)
+                })
                 .configure(live::configure_sse),
         )
 }

@@ -172,7 +172,7 @@ pub async fn protective_headers(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     use actix_web::http::header;
     let credentials = req.headers().contains_key(header::AUTHORIZATION)
-        || crate::auth::API_KEY_HEADERS
+        || crate::identity::auth::API_KEY_HEADERS
             .iter()
             .any(|h| req.headers().contains_key(*h));
     let docs = req.path() == crate::docs::DOCS_PATH

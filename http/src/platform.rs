@@ -263,7 +263,10 @@ pub async fn metrics(
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(expected) = &state.metrics_token {
-        let presented = crate::auth::bearer_token(&req).ok().flatten().unwrap_or("");
+        let presented = crate::identity::auth::bearer_token(&req)
+            .ok()
+            .flatten()
+            .unwrap_or("");
         // Compared in constant time: the token is a secret.
         let same = presented.len() == expected.len()
             && presented

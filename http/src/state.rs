@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use atelier_commands::factory::ProjectService;
-use atelier_commands::factory::builds::BuildService;
-use atelier_commands::factory::logs::BuildLogs;
+use atelier_commands::factory::{FactoryServices, RepoPolicy};
 use atelier_commands::idempotency::IdempotencyStore;
+use atelier_commands::identity::IdentityServices;
 use atelier_projections::Registry;
 use atelier_store::EventStore;
 use sqlx::PgPool;
@@ -48,49 +47,32 @@ pub struct AppState {
     pub projections: Registry,
     /// Answers to `Idempotency-Key` requests.
     pub idempotency: IdempotencyStore,
-    /// Factory projects.
-    pub projects: ProjectService,
-    /// Factory builds.
-    pub builds: BuildService,
-    /// Organizations.
-    pub organizations: atelier_commands::organizations::OrganizationService,
-    /// Users.
-    pub users: atelier_commands::users::UserService,
-    /// Build logs.
-    pub logs: BuildLogs,
+    /// The software factory's services.
+    pub factory: FactoryServices,
+    /// Identity's services.
+    pub identity: IdentityServices,
     /// Settings.
     pub settings: HttpSettings,
 }
 
 impl AppState {
-    /// State over a store and a pool.
+    /// State over a store and a pool; projects (and the build drivers started from them) under
+    /// this repository policy.
     pub fn new(
         store: Arc<dyn EventStore>,
         pool: PgPool,
         projections: Registry,
         settings: HttpSettings,
+        repos: RepoPolicy,
     ) -> Self {
         Self {
-            projects: ProjectService::new(store.clone()),
-            builds: BuildService::new(store.clone()),
-            organizations: atelier_commands::organizations::OrganizationService::new(store.clone()),
-            users: atelier_commands::users::UserService::new(
-                store.clone(),
-                atelier_commands::identity::Identity::new(pool.clone()),
-            ),
-            logs: BuildLogs::new(pool.clone()),
+            factory: FactoryServices::new(store.clone(), pool.clone(), repos),
+            identity: IdentityServices::new(store.clone(), pool.clone()),
             idempotency: IdempotencyStore::new(pool.clone()),
             store,
             pool,
             projections,
             settings,
         }
-    }
-
-    /// The same state with projects (and the build drivers started from it) under this
-    /// repository policy.
-    pub fn with_repo_policy(mut self, repos: atelier_commands::factory::RepoPolicy) -> Self {
-        self.projects = self.projects.with_repo_policy(repos);
-        self
     }
 }

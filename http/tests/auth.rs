@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use atelier_commands::identity::{Identity, IdentityError};
+use atelier_commands::identity::{CredentialError, CredentialStore};
 use atelier_http::server::{ServerConfig, start};
 use atelier_store::EventStore;
 use atelier_store::postgres::{PgConfig, PgEventStore};
@@ -18,7 +18,7 @@ const PASSWORD: &str = "correct horse battery staple";
 struct Server {
     base: String,
     client: reqwest::Client,
-    identity: Identity,
+    identity: CredentialStore,
     handle: actix_web::dev::ServerHandle,
     _db: TestDatabase,
 }
@@ -57,7 +57,7 @@ impl Server {
         Ok(Self {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
-            identity: Identity::new(pool),
+            identity: CredentialStore::new(pool),
             handle,
             _db: db,
         })
@@ -508,7 +508,7 @@ async fn a_logout_ends_the_session_on_the_next_request() -> anyhow::Result<()> {
 async fn repeated_logins_are_throttled_per_account_with_retry_after_even_with_the_right_password()
 -> anyhow::Result<()> {
     let server = Server::start().await?;
-    let limit = atelier_http::throttle::LoginLimits::default()
+    let limit = atelier_http::identity::throttle::LoginLimits::default()
         .per_account
         .burst;
     for _ in 0..limit {
@@ -572,9 +572,9 @@ async fn repeated_logins_from_one_address_are_throttled_across_accounts() -> any
 #[actix_web::test]
 async fn production_refuses_to_start_without_a_secret() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
-    let identity = Identity::new(db.pool(2).await?);
+    let identity = CredentialStore::new(db.pool(2).await?);
     let err = identity.jwt_secret(None, true).await.unwrap_err();
-    assert!(matches!(err, IdentityError::MissingSecret));
+    assert!(matches!(err, CredentialError::MissingSecret));
     assert!(err.to_string().contains("ATELIER_JWT_SECRET"));
     let stored: Option<String> =
         sqlx::query_scalar("SELECT value FROM settings WHERE key = 'jwt_secret'")
@@ -587,12 +587,12 @@ async fn production_refuses_to_start_without_a_secret() -> anyhow::Result<()> {
 #[actix_web::test]
 async fn a_secret_shorter_than_32_bytes_is_refused_in_every_mode() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
-    let identity = Identity::new(db.pool(2).await?);
+    let identity = CredentialStore::new(db.pool(2).await?);
     for production in [false, true] {
         let short = identity
             .jwt_secret(Some("0123456789abcdef0123456789abcde"), production)
             .await;
-        assert!(matches!(short, Err(IdentityError::WeakSecret)));
+        assert!(matches!(short, Err(CredentialError::WeakSecret)));
         let enough = identity
             .jwt_secret(Some("0123456789abcdef0123456789abcdef"), production)
             .await?;
@@ -604,12 +604,12 @@ async fn a_secret_shorter_than_32_bytes_is_refused_in_every_mode() -> anyhow::Re
 #[actix_web::test]
 async fn development_generates_a_secret_once_and_returns_it_again() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
-    let first = Identity::new(db.pool(2).await?)
+    let first = CredentialStore::new(db.pool(2).await?)
         .jwt_secret(None, false)
         .await?;
     assert!(first.len() >= 32);
     // Another server on the same database (a restart) agrees.
-    let second = Identity::new(db.pool(2).await?)
+    let second = CredentialStore::new(db.pool(2).await?)
         .jwt_secret(None, false)
         .await?;
     assert_eq!(first, second);

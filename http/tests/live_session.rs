@@ -50,7 +50,7 @@ async fn a_session_catching_up_while_writes_go_on_sends_every_event_once_in_orde
     let org = Uuid::now_v7();
     let mut expected = Vec::new();
     for _ in 0..30 {
-        expected.extend(append(&store, org, "thing", 100).await);
+        expected.extend(append(&store, org, "project", 100).await);
     }
     let hub = Hub::start(Arc::new(store.clone()), LiveSettings::default())
         .await
@@ -61,7 +61,7 @@ async fn a_session_catching_up_while_writes_go_on_sends_every_event_once_in_orde
         tokio::spawn(async move {
             let mut written = Vec::new();
             for _ in 0..200 {
-                written.extend(append(&store, org, "thing", 3).await);
+                written.extend(append(&store, org, "project", 3).await);
                 tokio::task::yield_now().await;
             }
             written
@@ -90,9 +90,9 @@ async fn a_session_that_does_not_keep_up_is_cut_off_and_told_its_last_position()
     let hub = Hub::start(Arc::new(store.clone()), settings).await.unwrap();
     let mut session = Session::new(hub.clone(), org);
     session.subscribe(vec![Channel::All], None).unwrap();
-    let first = append(&store, org, "thing", 1).await;
+    let first = append(&store, org, "project", 1).await;
     assert_eq!(next_event(&mut session).await, first[0]);
-    let burst = append(&store, org, "thing", 20).await;
+    let burst = append(&store, org, "project", 20).await;
     assert!(
         hub.wait_for(*burst.last().unwrap(), Duration::from_secs(10))
             .await
@@ -112,17 +112,17 @@ async fn a_session_gets_only_its_organizations_events_on_its_channels() {
         .unwrap();
     let mut session = Session::new(hub.clone(), mine);
     session
-        .subscribe(vec![Channel::parse("category:wanted").unwrap()], None)
+        .subscribe(vec![Channel::parse("category:build").unwrap()], None)
         .unwrap();
-    append(&store, theirs, "wanted", 3).await;
-    append(&store, mine, "other", 3).await;
-    let wanted = append(&store, mine, "wanted", 1).await;
+    append(&store, theirs, "build", 3).await;
+    append(&store, mine, "project", 3).await;
+    let wanted = append(&store, mine, "build", 1).await;
     assert_eq!(next_event(&mut session).await, wanted[0]);
     // Catching up from the start filters the same way.
     let mut again = Session::new(hub, mine);
     again
         .subscribe(
-            vec![Channel::parse("category:wanted").unwrap()],
+            vec![Channel::parse("category:build").unwrap()],
             Some(Position::START),
         )
         .unwrap();

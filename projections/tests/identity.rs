@@ -10,7 +10,9 @@ use atelier_domain::identity::Role;
 use atelier_domain::identity::organization::{JsonObject, OrgEvent, OrgName, OrgProfile};
 use atelier_domain::identity::user::{Email, UserEvent, UserProfile, Username};
 use atelier_projections::Registry;
-use atelier_projections::identity::{IDENTITY, IdentityProjection, get_organization, list_members};
+use atelier_projections::identity::{
+    DIRECTORY, DirectoryProjection, get_organization, list_members,
+};
 use atelier_store::postgres::{PgConfig, PgEventStore};
 use atelier_store::testing::TestDatabase;
 use atelier_store::{EventData, EventStore, ExpectedRevision, Position, StreamName};
@@ -117,9 +119,9 @@ async fn organizations_and_their_members_follow_their_events_and_only_members_se
     )
     .await;
     let registry = Registry::new();
-    registry.start(Arc::new(IdentityProjection), store.clone(), pool.clone());
+    registry.start(Arc::new(DirectoryProjection), store.clone(), pool.clone());
     registry
-        .wait_for(IDENTITY, head, Duration::from_secs(20))
+        .wait_for(DIRECTORY, head, Duration::from_secs(20))
         .await
         .unwrap();
 
@@ -178,7 +180,7 @@ async fn organizations_and_their_members_follow_their_events_and_only_members_se
     )
     .await;
     registry
-        .wait_for(IDENTITY, head, Duration::from_secs(20))
+        .wait_for(DIRECTORY, head, Duration::from_secs(20))
         .await
         .unwrap();
     assert!(
@@ -250,9 +252,9 @@ async fn a_rebuilt_identity_read_model_has_the_same_rows() {
         rows
     };
     let registry = Registry::new();
-    registry.start(Arc::new(IdentityProjection), store.clone(), pool.clone());
+    registry.start(Arc::new(DirectoryProjection), store.clone(), pool.clone());
     registry
-        .wait_for(IDENTITY, head, Duration::from_secs(20))
+        .wait_for(DIRECTORY, head, Duration::from_secs(20))
         .await
         .unwrap();
     let before = snapshot().await;
@@ -262,9 +264,9 @@ async fn a_rebuilt_identity_read_model_has_the_same_rows() {
             .iter()
             .any(|r| r.0.contains("\"is_superadmin\":true"))
     );
-    registry.rebuild(IDENTITY, &pool).await.unwrap();
+    registry.rebuild(DIRECTORY, &pool).await.unwrap();
     registry
-        .wait_for(IDENTITY, head, Duration::from_secs(20))
+        .wait_for(DIRECTORY, head, Duration::from_secs(20))
         .await
         .unwrap();
     assert_eq!(snapshot().await, before);

@@ -112,12 +112,13 @@ impl TestApp {
         row.map(|(c, p)| atelier_store::Position::new(c as u64, p as u64))
     }
 
-    /// Waits until every projection has passed every write so far (no sleeping: positions).
+    /// Waits until every registered projection has passed every write so far (no sleeping:
+    /// positions).
     pub async fn settle(&self) {
         if let Some(head) = self.last_written().await {
-            for name in ["factory.projects", "factory.builds"] {
+            for projection in atelier_projections::all() {
                 self.projections
-                    .wait_for(name, head, std::time::Duration::from_secs(20))
+                    .wait_for(projection.name(), head, std::time::Duration::from_secs(20))
                     .await
                     .unwrap();
             }
@@ -125,9 +126,7 @@ impl TestApp {
     }
 
     pub async fn stop(self) {
-        if let Some(runner) = self.services.runner.lock().await.take() {
-            runner.stop().await;
-        }
+        self.services.stop_workers().await;
         self.services.live.close_all();
         self.server.stop(true).await;
     }

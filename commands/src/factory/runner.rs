@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use atelier_domain::DomainEvent;
 use atelier_domain::factory::build::{Build, BuildError, BuildEvent, FailureReason, Outcome};
+use atelier_domain::{Aggregate, DomainEvent};
 use atelier_store::{EventStore, Filter, Position, SubscribeFrom, SubscriptionMessage};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -103,6 +103,17 @@ impl BuildRunner {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::worker::Worker for BuildRunner {
+    fn name(&self) -> &'static str {
+        "factory.build-runner"
+    }
+
+    async fn stop(self: Box<Self>) {
+        BuildRunner::stop(*self).await;
+    }
+}
+
 fn system_context() -> CommandContext {
     CommandContext::new(Uuid::nil(), "system:build-runner")
 }
@@ -163,7 +174,7 @@ async fn follow(shared: &Arc<Shared>, backlog: &dyn Backlog) -> Result<(), Strin
     info!(runner = %shared.config.id, %head, "build runner following the log");
     let mut sub = shared.store.subscribe_all(
         SubscribeFrom::After(head),
-        Filter::Category(vec!["build".to_owned()]),
+        Filter::Category(vec![Build::CATEGORY.to_owned()]),
     );
     while let Some(message) = sub.next().await {
         let SubscriptionMessage::Event(event) = message else {

@@ -6,6 +6,7 @@
 //! they live in a credentials table beside the log.
 
 pub mod api_key;
+pub mod caller;
 pub mod organization;
 pub mod session;
 pub mod user;

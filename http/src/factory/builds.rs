@@ -19,9 +19,8 @@ use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{context, project_id};
-use crate::auth::Principal;
 use crate::conventions::{Reply, await_projection, command_error, etag, idempotent, if_match};
+use crate::kit::{Principal, command_context, path_id};
 use crate::pagination::{Page, PageParams, Pagination};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
@@ -139,10 +138,6 @@ fn rejected(e: BuildError) -> ApiError {
     }
 }
 
-fn build_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("no such build"))
-}
-
 fn queued_reply(written: &Written<Build>) -> Result<Reply, ApiError> {
     let view = view(written).ok_or_else(|| ApiError::bug("queued build missing"))?;
     Ok(Reply::json(StatusCode::ACCEPTED, &view)
@@ -161,7 +156,6 @@ fn queued_reply(written: &Written<Build>) -> Result<Reply, ApiError> {
     ),
     responses(
         (status = 202, description = "Queued; Location is the build", body = BuildView),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such project in this organization (or it was deleted)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -174,12 +168,13 @@ pub async fn trigger(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Write)?;
-    let id = project_id(&id)?;
+    let id = path_id(&id, "project")?;
     // No body: a retry is recognised by its key (and path) alone.
     idempotent(&state, &req, principal.org_id, &[], async || {
         let written = state
+            .factory
             .builds
-            .trigger(&context(&principal), id)
+            .trigger(&command_context(&principal), id)
             .await
             .map_err(|e| command_error(e, rejected))?;
         queued_reply(&written)
@@ -203,7 +198,6 @@ pub struct BuildListParams {
     params(("id" = Uuid, Path, description = "The project's id"), PageParams, BuildListParams),
     responses(
         (status = 200, description = "A page of builds", body = Page<BuildView>),
-        (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such project in this organization", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -218,7 +212,7 @@ pub async fn list(
     params: web::Query<BuildListParams>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
-    let id = project_id(&id)?;
+    let id = path_id(&id, "project")?;
     let mut errors = Vec::new();
     let (page, per_page) = page.parse().unwrap_or_else(|e| {
         errors.extend(e);
@@ -286,7 +280,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
-    let id = build_id(&id)?;
+    let id = path_id(&id, "build")?;
     await_projection(&state, &req, BUILDS).await?;
     let view = BuildView::from(find(&state, principal.org_id, id).await?);
     Ok(HttpResponse::Ok()
@@ -316,11 +310,12 @@ pub async fn cancel(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Write)?;
-    let id = build_id(&id)?;
+    let id = path_id(&id, "build")?;
     let expected = if_match(req.headers())?;
     let written = state
+        .factory
         .builds
-        .cancel(&context(&principal), id, expected)
+        .cancel(&command_context(&principal), id, expected)
         .await
         .map_err(|e| command_error(e, rejected))?;
     let view = view(&written).ok_or_else(|| ApiError::not_found("no such build"))?;
@@ -352,11 +347,12 @@ pub async fn restart(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Write)?;
-    let id = build_id(&id)?;
+    let id = path_id(&id, "build")?;
     idempotent(&state, &req, principal.org_id, &[], async || {
         let written = state
+            .factory
             .builds
-            .restart(&context(&principal), id)
+            .restart(&command_context(&principal), id)
             .await
             .map_err(|e| command_error(e, rejected))?;
         queued_reply(&written)
@@ -413,7 +409,6 @@ pub struct LogPage {
             (LogPage = "application/json"),
             (LogEvent = "text/event-stream"),
         )),
-        (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such build in this organization", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -427,7 +422,7 @@ pub async fn logs(
     params: web::Query<LogParams>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
-    let id = build_id(&id)?;
+    let id = path_id(&id, "build")?;
     let mut errors = Vec::new();
     let last_event_id = req
         .headers()
@@ -456,12 +451,12 @@ pub async fn logs(
     let build = find(&state, principal.org_id, id).await?;
     if params.follow.unwrap_or(false) {
         let follower = Follower {
-            logs: state.logs.clone(),
+            logs: state.factory.logs.clone(),
             pool: state.pool.clone(),
             org_id: principal.org_id,
             build_id: id,
             next: offset,
-            grown: state.logs.subscribe(),
+            grown: state.factory.logs.subscribe(),
             ended: false,
         };
         return Ok(HttpResponse::Ok()
@@ -472,6 +467,7 @@ pub async fn logs(
     }
     let finished = BuildStatus::parse(&build.status).is_some_and(BuildStatus::is_finished);
     let lines = state
+        .factory
         .logs
         .read(principal.org_id, id, offset, limit)
         .await
@@ -603,7 +599,6 @@ pub struct StatsParams {
     params(StatsParams),
     responses(
         (status = 200, description = "The figures", body = StatsView),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

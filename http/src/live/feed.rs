@@ -8,11 +8,6 @@ use bytestring::ByteString;
 use serde::Serialize;
 use uuid::Uuid;
 
-/// Stream categories never sent to clients: the command layer's bookkeeping (reservations), and
-/// credentials' lives (who logged in when, which keys exist) that an organization's viewers
-/// have no business following.
-const INTERNAL_CATEGORIES: &[&str] = &["reservation", "session", "apikey"];
-
 /// One event of the log as the live feed sends it.
 #[derive(Debug)]
 pub struct FeedEvent {
@@ -50,15 +45,14 @@ pub fn org_of(record: &RecordedEvent) -> Option<Uuid> {
 }
 
 impl FeedEvent {
-    /// The feed's view of this event, or `None` for the log's internal streams.
+    /// The feed's view of this event, or `None` for a category no context declared public
+    /// ([`crate::contexts::Context::live`]): private by default.
     pub fn new(record: Arc<RecordedEvent>) -> Option<Arc<Self>> {
         let category = record.stream.category();
-        if category.starts_with('$') || INTERNAL_CATEGORIES.contains(&category) {
-            return None;
-        }
+        let public = crate::contexts::live_categories().find(|c| c.category == category)?;
         Some(Arc::new(Self {
             org_id: org_of(&record),
-            kind: kind_of(resource_name(category), &record.event_type),
+            kind: kind_of(public.resource, &record.event_type),
             record,
             json: OnceLock::new(),
         }))
@@ -129,25 +123,20 @@ impl FeedEvent {
     }
 }
 
-/// Stream categories whose resource has a longer name in the API (the stream names stay as
-/// they were written): the feed's kinds and channels use the resource's.
-const RESOURCE_NAMES: &[(&str, &str)] = &[("org", "organization")];
-
-/// The resource a stream category holds, as the API names it (`org` → `organization`).
+/// The resource a stream category holds, as the API names it (`org` → `organization`; an
+/// undeclared category keeps its own name).
 pub fn resource_name(category: &str) -> &str {
-    RESOURCE_NAMES
-        .iter()
-        .find(|(c, _)| *c == category)
-        .map_or(category, |(_, r)| r)
+    crate::contexts::live_categories()
+        .find(|c| c.category == category)
+        .map_or(category, |c| c.resource)
 }
 
 /// The stream category of a resource the API names (`organization` → `org`; a category is
 /// its own name too).
 pub fn category_named(resource: &str) -> &str {
-    RESOURCE_NAMES
-        .iter()
-        .find(|(_, r)| *r == resource)
-        .map_or(resource, |(c, _)| c)
+    crate::contexts::live_categories()
+        .find(|c| c.resource == resource)
+        .map_or(resource, |c| c.category)
 }
 
 /// `<category>:<verb>` for an event type: the type without the category's own name in front,
@@ -295,6 +284,29 @@ mod tests {
             // The same event in a resource's stream is sent.
             let e = record("project-p1", event_type, json!({}), org);
             assert!(FeedEvent::new(e).is_some());
+        }
+    }
+
+    #[test]
+    fn a_category_no_context_declared_is_private() {
+        let org = json!({"org_id": Uuid::from_u128(1)});
+        let e = record("invoice-i1", "InvoiceIssued", json!({}), org.clone());
+        assert!(
+            FeedEvent::new(e).is_none(),
+            "an undeclared category is not sent"
+        );
+        for public in crate::contexts::live_categories() {
+            let e = record(
+                &format!("{}-x1", public.category),
+                "Created",
+                json!({}),
+                org.clone(),
+            );
+            assert!(
+                FeedEvent::new(e).is_some(),
+                "{} is declared",
+                public.category
+            );
         }
     }
 

@@ -38,7 +38,7 @@ use atelier_store::Position;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::{AuthState, Presented, Principal};
+use crate::identity::auth::{AuthState, Presented, Principal};
 use crate::problem::{ApiError, FieldError};
 use channels::Channel;
 
@@ -139,7 +139,7 @@ impl LiveQuery {
 /// The token a request carries: `Authorization: Bearer …`, else the `access_token` parameter.
 /// A malformed `Authorization` header is an error, not an absent token.
 fn token_of<'a>(req: &'a HttpRequest, query: &'a LiveQuery) -> Result<Option<&'a str>, ApiError> {
-    match crate::auth::bearer_token(req)? {
+    match crate::identity::auth::bearer_token(req)? {
         Some(token) => Ok(Some(token)),
         None => Ok(query.access_token.as_deref().filter(|t| !t.is_empty())),
     }
@@ -147,7 +147,7 @@ fn token_of<'a>(req: &'a HttpRequest, query: &'a LiveQuery) -> Result<Option<&'a
 
 /// The organization the request names: `X-Organization-Id`, else `organization_id=`.
 fn organization_of(req: &HttpRequest, query: &LiveQuery) -> Result<Option<uuid::Uuid>, ApiError> {
-    if let Some(org) = crate::auth::organization_header(req)? {
+    if let Some(org) = crate::identity::auth::organization_header(req)? {
         return Ok(Some(org));
     }
     query
@@ -200,7 +200,7 @@ async fn principal_of(
     let org = organization_of(req, query)?;
     let credential = match token_of(req, query)? {
         Some(token) => Credential::Bearer(token.to_owned()),
-        None => match crate::auth::api_key(req)? {
+        None => match crate::identity::auth::api_key(req)? {
             Some(key) => Credential::ApiKey(key.to_owned()),
             None => return Ok(None),
         },

@@ -18,7 +18,7 @@ use super::feed::FeedEvent;
 use super::hub::{ConnectionGuard, Hub};
 use super::session::{Next, Session};
 use super::{LiveQuery, Watch, principal_of, too_many_connections};
-use crate::auth::AuthState;
+use crate::identity::auth::AuthState;
 use crate::problem::ApiError;
 
 /// Follows the live feed as `text/event-stream`.
@@ -103,7 +103,7 @@ pub async fn stream(
 struct Feed {
     /// Checks the credentials again when a revocation concerns them.
     watch: Watch,
-    principal: crate::auth::Principal,
+    principal: crate::identity::auth::Principal,
     session: Session,
     closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     heartbeat: Interval,

@@ -13,7 +13,7 @@ use super::channels::Channel;
 use super::hub::{ConnectionGuard, Hub};
 use super::session::{Next, Session};
 use super::{Credential, LiveQuery, Watch, principal_of, too_many_connections};
-use crate::auth::{AuthState, Presented, Principal};
+use crate::identity::auth::{AuthState, Presented, Principal};
 use crate::problem::ApiError;
 
 /// Closed for missing, bad or expired credentials.

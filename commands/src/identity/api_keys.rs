@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
+use super::credentials::{CredentialError, CredentialStore};
+use super::secrets::{random_hex, sha256};
 use crate::handler::{CommandContext, CommandError, Store, Written, execute, stream_of};
-use crate::identity::{Identity, IdentityError};
-use crate::secrets::{random_hex, sha256};
 
 /// The prefix of every key.
 pub const KEY_PREFIX: &str = "atk_";
@@ -47,7 +47,7 @@ pub enum KeyServiceError {
     Key(#[from] CommandError<KeyError>),
     /// Storing its secret failed.
     #[error(transparent)]
-    Credentials(#[from] IdentityError),
+    Credentials(#[from] CredentialError),
 }
 
 /// A key to create.
@@ -65,7 +65,7 @@ pub struct NewKey {
 #[derive(Clone)]
 pub struct ApiKeyService {
     store: Store,
-    identity: Identity,
+    identity: CredentialStore,
 }
 
 impl std::fmt::Debug for ApiKeyService {
@@ -87,7 +87,7 @@ fn parse(key: &str) -> Option<(Uuid, &str)> {
 
 impl ApiKeyService {
     /// A service writing to this store and keeping secrets through `identity`.
-    pub fn new(store: Store, identity: Identity) -> Self {
+    pub fn new(store: Store, identity: CredentialStore) -> Self {
         Self { store, identity }
     }
 
@@ -161,7 +161,7 @@ impl ApiKeyService {
     /// The id of the key this string is, if it is a well-formed key whose secret matches (its
     /// state, revoked or expired, is the caller's to check). Records its use.
     #[tracing::instrument(name = "api_keys.authenticate", skip_all)]
-    pub async fn authenticate(&self, key: &str) -> Result<Option<Uuid>, IdentityError> {
+    pub async fn authenticate(&self, key: &str) -> Result<Option<Uuid>, CredentialError> {
         let Some((key_id, secret)) = parse(key.trim()) else {
             return Ok(None);
         };

@@ -11,7 +11,7 @@ use atelier_domain::identity::organization::{
 };
 use atelier_domain::identity::{Actor, Permission};
 use atelier_projections::identity::{
-    IDENTITY, MemberRow, OrganizationQuery, OrganizationRow, get_organization, list_members,
+    DIRECTORY, MemberRow, OrganizationQuery, OrganizationRow, get_organization, list_members,
     list_organizations,
 };
 use chrono::{DateTime, Utc};
@@ -19,10 +19,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::Principal;
+use super::users::user_error;
 use crate::conventions::{Reply, await_projection, command_error, idempotent, if_match, json_body};
+use crate::identity::auth::Principal;
+use crate::kit::path_id;
 use crate::pagination::{Page, PageParams, Pagination};
-use crate::problem::{ApiError, FieldError, Problem, collect};
+use crate::problem::{ApiError, Problem, collect};
 use crate::state::AppState;
 
 /// An organization.
@@ -104,18 +106,12 @@ pub struct OrganizationParams {
     pub min_position: Option<String>,
 }
 
-fn org_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("no such organization"))
-}
-
 /// Lists the organizations the caller may see.
 #[utoipa::path(
     get, path = "/api/v1/organizations", tag = "identity", operation_id = "list_organizations",
     params(PageParams, OrganizationParams),
     responses(
         (status = 200, description = "A page of organizations, by name", body = Page<OrganizationView>),
-        (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -135,7 +131,7 @@ pub async fn list(
     let is_active = crate::pagination::flag("is_active", params.is_active.as_deref(), &mut errors);
     let search = crate::pagination::search(params.search.as_deref(), &mut errors);
     crate::pagination::validate(errors)?;
-    await_projection(&state, &req, IDENTITY).await?;
+    await_projection(&state, &req, DIRECTORY).await?;
     let query = OrganizationQuery {
         page,
         per_page,
@@ -163,7 +159,6 @@ pub async fn list(
     params(("id" = Uuid, Path, description = "The organization")),
     responses(
         (status = 200, description = "The organization; ETag is its revision", body = OrganizationView),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one of the caller's", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -175,9 +170,9 @@ pub async fn get(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = org_id(&id)?;
+    let id = path_id(&id, "organization")?;
     acting(&principal, id, Permission::Read)?;
-    await_projection(&state, &req, IDENTITY).await?;
+    await_projection(&state, &req, DIRECTORY).await?;
     let row = get_organization(&state.pool, principal.user_id, principal.is_superadmin, id)
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -193,7 +188,6 @@ pub async fn get(
     params(("id" = Uuid, Path, description = "The organization")),
     responses(
         (status = 200, description = "Its members, by username", body = Vec<MemberView>),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one of the caller's", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -205,9 +199,9 @@ pub async fn members(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = org_id(&id)?;
+    let id = path_id(&id, "organization")?;
     acting(&principal, id, Permission::Read)?;
-    await_projection(&state, &req, IDENTITY).await?;
+    await_projection(&state, &req, DIRECTORY).await?;
     get_organization(&state.pool, principal.user_id, principal.is_superadmin, id)
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -263,28 +257,25 @@ impl OrganizationBody {
 
 /// A command context acting for `org_id`: an organization's (and a new member's) events belong
 /// to that organization, whichever one the caller's token names.
-fn org_context(principal: &Principal, org_id: Uuid) -> atelier_commands::handler::CommandContext {
-    let mut ctx = crate::factory::context(principal);
+pub(super) fn org_context(
+    principal: &Principal,
+    org_id: Uuid,
+) -> atelier_commands::handler::CommandContext {
+    let mut ctx = crate::kit::command_context(principal);
     ctx.org_id = org_id;
     ctx
 }
 
-/// The actor the organization's own rules judge. An API key acts only in its organization
-/// (another is not found) and only within its scopes; its creator's role applies on top.
-fn acting(principal: &Principal, org_id: Uuid, permission: Permission) -> Result<Actor, ApiError> {
-    if principal.key_id.is_some() {
-        if principal.org_id != org_id {
-            return Err(ApiError::not_found("no such organization"));
-        }
-        principal.require(permission)?;
-    }
-    Ok(Actor {
-        user_id: principal.user_id,
-        is_superadmin: principal.is_superadmin,
-    })
+/// The actor the organization's own rules judge ([`Caller::acting_on`](atelier_domain::identity::caller::Caller::acting_on)).
+pub(super) fn acting(
+    principal: &Principal,
+    org_id: Uuid,
+    permission: Permission,
+) -> Result<Actor, ApiError> {
+    Ok(principal.acting_on(org_id, permission)?)
 }
 
-fn rejected(e: OrgError) -> ApiError {
+pub(super) fn rejected(e: OrgError) -> ApiError {
     match e {
         OrgError::NotFound => ApiError::not_found("no such organization"),
         OrgError::NoSuchUser => ApiError::not_found("no such user"),
@@ -319,8 +310,6 @@ fn written_view(written: &Written<Organization>) -> Option<OrganizationView> {
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retried request")),
     responses(
         (status = 201, description = "Created; ETag is its revision, Atelier-Position the write's place in the log", body = OrganizationView),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a superadmin", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
     ),
@@ -339,6 +328,7 @@ pub async fn create(
         // The new organization's events belong to it.
         let ctx = org_context(&principal, id);
         let written = state
+            .identity
             .organizations
             .create(&ctx, &acting(&principal, id, Permission::Own)?, profile)
             .await
@@ -363,7 +353,6 @@ pub async fn create(
     ),
     responses(
         (status = 200, description = "Updated", body = OrganizationView),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A member whose role does not allow it", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one of the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The new name is taken", body = Problem, content_type = "application/problem+json"),
@@ -379,11 +368,12 @@ pub async fn update(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let id = org_id(&id)?;
+    let id = path_id(&id, "organization")?;
     let profile = json_body::<OrganizationBody>(&req, &body)?.parse()?;
     let expected = if_match(req.headers())?;
     let ctx = org_context(&principal, id);
     let written = state
+        .identity
         .organizations
         .update(
             &ctx,
@@ -423,10 +413,11 @@ pub async fn delete(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = org_id(&id)?;
+    let id = path_id(&id, "organization")?;
     let expected = if_match(req.headers())?;
     let ctx = org_context(&principal, id);
     let written = state
+        .identity
         .organizations
         .delete(
             &ctx,
@@ -488,9 +479,10 @@ async fn set_active(
     id: &str,
     active: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let id = org_id(id)?;
+    let id = path_id(id, "organization")?;
     let ctx = org_context(principal, id);
     let written = state
+        .identity
         .organizations
         .set_active(&ctx, &acting(principal, id, Permission::Own)?, id, active)
         .await
@@ -519,7 +511,6 @@ pub struct MemberBody {
     params(("id" = Uuid, Path, description = "The organization")),
     responses(
         (status = 200, description = "The member and their role", body = MemberBody),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller's role does not allow it", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization (or not the caller's), or no such user", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "It would leave the organization without an owner", body = Problem, content_type = "application/problem+json"),
@@ -534,12 +525,13 @@ pub async fn set_member(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let id = org_id(&id)?;
+    let id = path_id(&id, "organization")?;
     let body = json_body::<MemberBody>(&req, &body)?;
     let role = atelier_domain::identity::Role::parse(&body.role)
         .map_err(|e| ApiError::invalid_field(e.field, e.message))?;
     let ctx = org_context(&principal, id);
     let written = state
+        .identity
         .organizations
         .set_member(
             &ctx,
@@ -551,6 +543,7 @@ pub async fn set_member(
         .await
         .map_err(|e| command_error(e, rejected))?;
     state
+        .identity
         .users
         .joined(body.user_id, id)
         .await
@@ -585,10 +578,11 @@ pub async fn remove_member(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, user) = path.into_inner();
-    let id = org_id(&id)?;
+    let id = path_id(&id, "organization")?;
     let user_id = Uuid::parse_str(&user).map_err(|_| ApiError::not_found("no such member"))?;
     let ctx = org_context(&principal, id);
     let written = state
+        .identity
         .organizations
         .remove_member(
             &ctx,
@@ -626,486 +620,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/organizations/{id}/members/{user_id}")
             .route(web::delete().to(remove_member)),
-    );
-}
-
-/// A new user (Sentinel's and WindFlow's user creation).
-#[derive(Clone, Deserialize, ToSchema)]
-pub struct UserBody {
-    /// 3 to 50 letters, digits, `_`, `.` or `-`; unique on the platform, whatever the case.
-    pub username: String,
-    /// Unique on the platform, whatever the case.
-    pub email: String,
-    /// At least 8 characters; required unless `invite` is true.
-    #[schema(format = Password)]
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Invite them instead: no password; the answer carries a token, shown once, with which
-    /// they set theirs (`POST /api/v1/auth/accept-invitation`).
-    #[serde(default)]
-    pub invite: bool,
-    /// Their name.
-    #[serde(default)]
-    pub full_name: Option<String>,
-    /// Platform administrator (only a superadmin may grant it).
-    #[serde(default)]
-    pub is_superadmin: bool,
-    /// The organization they join (default: the caller's for an organization's admin; none for a
-    /// superadmin: the user belongs to the organizations they are added to, and no other).
-    #[serde(default)]
-    pub organization_id: Option<Uuid>,
-    /// Their role there: `owner`, `admin`, `member` (default) or `viewer`.
-    #[serde(default)]
-    pub role: Option<String>,
-}
-
-impl std::fmt::Debug for UserBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserBody")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish_non_exhaustive()
-    }
-}
-
-/// A user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct UserView {
-    /// Their id.
-    pub id: Uuid,
-    /// Their username.
-    pub username: String,
-    /// Their email address.
-    pub email: String,
-    /// Their name.
-    pub full_name: Option<String>,
-    /// Whether they administer the platform.
-    pub is_superadmin: bool,
-    /// Whether they may log in.
-    pub is_active: bool,
-    /// When they were registered.
-    pub created_at: DateTime<Utc>,
-}
-
-impl UserBody {
-    /// The user to create, for this caller: without `organization_id`, an organization's
-    /// admin creates them in theirs, a superadmin in none (they belong to the organizations
-    /// they are added to, and no other).
-    fn parse(&self, caller: &Principal) -> Result<atelier_commands::users::NewUser, ApiError> {
-        use atelier_domain::identity::Role;
-        use atelier_domain::identity::user::{Email, UserProfile, Username, check_password};
-        use atelier_domain::value::invalid;
-        let mut errors = Vec::new();
-        let username = collect(&mut errors, Username::parse(&self.username));
-        let email = collect(&mut errors, Email::parse(&self.email));
-        let full_name = collect(
-            &mut errors,
-            UserProfile::full_name(self.full_name.as_deref()),
-        );
-        let password = collect(
-            &mut errors,
-            match (&self.password, self.invite) {
-                (Some(p), false) => check_password("password", p),
-                (None, true) => Ok(()),
-                (Some(_), true) => Err(invalid(
-                    "password",
-                    "must be absent when inviting (the user sets it)",
-                )),
-                (None, false) => Err(invalid(
-                    "password",
-                    "is required (or invite the user with `invite: true`)",
-                )),
-            },
-        );
-        let role = collect(
-            &mut errors,
-            self.role.as_deref().map_or(Ok(Role::Member), Role::parse),
-        );
-        match (username, email, full_name, password, role) {
-            (Some(username), Some(email), Some(full_name), Some(()), Some(role)) => {
-                Ok(atelier_commands::users::NewUser {
-                    username,
-                    profile: UserProfile { email, full_name },
-                    password: self.password.clone().filter(|_| !self.invite),
-                    is_superadmin: self.is_superadmin,
-                    org_id: match self.organization_id {
-                        Some(org) => Some(org),
-                        None if caller.is_superadmin => None,
-                        None => Some(caller.org_id),
-                    },
-                    role,
-                })
-            }
-            _ => Err(ApiError::validation(errors)),
-        }
-    }
-}
-
-/// A user just created, with their invitation when they were invited.
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
-pub struct CreatedUserView {
-    /// The user.
-    #[serde(flatten)]
-    pub user: UserView,
-    /// The invitation's token, shown this once: the user accepts it with their password.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub invitation_token: Option<String>,
-    /// Until when it can be accepted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub invitation_expires_at: Option<DateTime<Utc>>,
-}
-
-/// Creates (or invites) a user in an organization; a superadmin may, and so may the
-/// organization's admins and owners (who cannot create superadmins).
-#[utoipa::path(
-    post, path = "/api/v1/users", tag = "identity", operation_id = "create_user",
-    request_body = UserBody,
-    responses(
-        (status = 201, description = "Created: they can log in, or accept their invitation", body = CreatedUserView),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The caller may not add members to that organization, or create a superadmin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such organization, or not one of the caller's", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The username or email is taken", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = []))
-)]
-#[tracing::instrument(name = "http.users.create", skip_all, fields(user = %principal.user_id))]
-pub async fn create_user(
-    state: web::Data<AppState>,
-    principal: Principal,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let new = json_body::<UserBody>(&req, &body)?.parse(&principal)?;
-    // A user in no organization is recorded in the caller's.
-    let org_id = new.org_id.unwrap_or(principal.org_id);
-    let ctx = org_context(&principal, org_id);
-    let created = state
-        .users
-        .create(&ctx, &acting(&principal, org_id, Permission::Manage)?, new)
-        .await
-        .map_err(user_error)?;
-    let written = created.written;
-    let user = written
-        .state
-        .data()
-        .ok_or_else(|| ApiError::bug("created user missing"))?;
-    let view = CreatedUserView {
-        user: user_view(user),
-        invitation_token: created.invitation.as_ref().map(|i| i.token.clone()),
-        invitation_expires_at: created.invitation.as_ref().map(|i| i.expires_at),
-    };
-    Ok(Reply::json(StatusCode::CREATED, &view)
-        .header("cache-control", "no-store")
-        .etag(written.revision)
-        .position(written.position)
-        .into_response())
-}
-
-/// The view of a user as a command left them.
-pub fn user_view(user: &atelier_domain::identity::user::UserData) -> UserView {
-    UserView {
-        id: user.id,
-        username: user.username.as_str().to_owned(),
-        email: user.profile.email.as_str().to_owned(),
-        full_name: user.profile.full_name.clone(),
-        is_superadmin: user.is_superadmin,
-        is_active: user.is_active,
-        created_at: user.created_at,
-    }
-}
-
-impl From<atelier_projections::identity::UserRow> for UserView {
-    fn from(u: atelier_projections::identity::UserRow) -> Self {
-        Self {
-            id: u.id,
-            username: u.username,
-            email: u.email,
-            full_name: u.full_name,
-            is_superadmin: u.is_superadmin,
-            is_active: u.is_active,
-            created_at: u.created_at,
-        }
-    }
-}
-
-fn user_error(e: atelier_commands::users::UserServiceError) -> ApiError {
-    use atelier_commands::users::UserServiceError;
-    match e {
-        UserServiceError::Organization(e) => command_error(e, rejected),
-        UserServiceError::User(e) => command_error(e, |e| match e {
-            atelier_domain::identity::user::UserError::NotFound => {
-                ApiError::not_found("no such user")
-            }
-            e => ApiError::conflict(e.to_string()),
-        }),
-        UserServiceError::SuperadminOnly | UserServiceError::NotAllowed(_) => {
-            ApiError::forbidden(e.to_string())
-        }
-        UserServiceError::NotAMember => ApiError::invalid_field(
-            "default_organization_id",
-            "is not an organization the user belongs to",
-        ),
-        UserServiceError::Credentials(e) => ApiError::internal(&e),
-    }
-}
-
-/// Which users to list.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct UserParams {
-    /// Part of the username or email address, case-insensitive.
-    pub search: Option<String>,
-    /// `true` or `false`: only active (or only deactivated) users.
-    #[param(value_type = Option<bool>)]
-    pub is_active: Option<String>,
-    /// Only the members of this organization (a superadmin's filter: an admin always sees
-    /// their organization's members only).
-    #[param(value_type = Option<Uuid>)]
-    pub organization_id: Option<String>,
-    /// Wait until the list reflects the write that returned this `Atelier-Position`.
-    pub min_position: Option<String>,
-}
-
-/// Lists users: a superadmin sees everyone, an organization's admins its members.
-#[utoipa::path(
-    get, path = "/api/v1/users", tag = "identity", operation_id = "list_users",
-    params(PageParams, UserParams),
-    responses(
-        (status = 200, description = "A page of users, by username", body = Page<UserView>),
-        (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Neither a superadmin nor an admin of the organization", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = []))
-)]
-#[tracing::instrument(name = "http.users.list", skip_all, fields(user = %principal.user_id))]
-pub async fn list_users(
-    state: web::Data<AppState>,
-    principal: Principal,
-    req: HttpRequest,
-    page: web::Query<PageParams>,
-    params: web::Query<UserParams>,
-) -> Result<HttpResponse, ApiError> {
-    principal.require(Permission::Manage)?;
-    let mut errors = Vec::new();
-    let (page, per_page) = page.parse().unwrap_or_else(|e| {
-        errors.extend(e);
-        (1, 1)
-    });
-    let is_active = crate::pagination::flag("is_active", params.is_active.as_deref(), &mut errors);
-    let search = crate::pagination::search(params.search.as_deref(), &mut errors);
-    let only = match params.organization_id.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => Uuid::try_parse(raw)
-            .map_err(|_| {
-                errors.push(FieldError {
-                    field: "organization_id".into(),
-                    message: "must be an organization's id".into(),
-                })
-            })
-            .ok(),
-    };
-    crate::pagination::validate(errors)?;
-    await_projection(&state, &req, IDENTITY).await?;
-    let query = atelier_projections::identity::UserQuery {
-        page,
-        per_page,
-        search,
-        is_active,
-        org_id: if principal.is_superadmin {
-            only
-        } else {
-            Some(principal.org_id)
-        },
-    };
-    let (rows, total) = atelier_projections::identity::list_users(&state.pool, &query)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    Ok(HttpResponse::Ok().json(Page {
-        data: rows.into_iter().map(UserView::from).collect(),
-        pagination: Pagination::new(page, per_page, total),
-    }))
-}
-
-fn user_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("no such user"))
-}
-
-/// Reads a user: oneself, any user for a superadmin, a member for the organization's admins.
-#[utoipa::path(
-    get, path = "/api/v1/users/{id}", tag = "identity", operation_id = "get_user",
-    params(("id" = Uuid, Path, description = "The user")),
-    responses(
-        (status = 200, description = "The user", body = UserView),
-        (status = 401, description = "Missing or invalid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user the caller may see", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = []))
-)]
-#[tracing::instrument(name = "http.users.get", skip_all, fields(user = %principal.user_id))]
-pub async fn get_user(
-    state: web::Data<AppState>,
-    principal: Principal,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = user_id(&id)?;
-    await_projection(&state, &req, IDENTITY).await?;
-    let visible = id == principal.user_id && principal.key_id.is_none()
-        || principal.is_superadmin
-        || principal.require(Permission::Manage).is_ok()
-            && atelier_projections::identity::is_member(&state.pool, principal.org_id, id)
-                .await
-                .map_err(|e| ApiError::internal(&e))?;
-    if !visible {
-        return Err(ApiError::not_found("no such user"));
-    }
-    let user = atelier_projections::identity::get_user(&state.pool, id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(|| ApiError::not_found("no such user"))?;
-    Ok(HttpResponse::Ok().json(UserView::from(user)))
-}
-
-/// Changes to a user (Sentinel's `UserUpdate`): every field optional.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-pub struct UserUpdateBody {
-    /// A new email address (unique on the platform).
-    #[serde(default)]
-    pub email: Option<String>,
-    /// A new name; `null` leaves it, `""` clears it.
-    #[serde(default)]
-    pub full_name: Option<String>,
-    /// Let them log in, or not (superadmins, not on themselves).
-    #[serde(default)]
-    pub is_active: Option<bool>,
-    /// Platform administration (superadmins, not on themselves).
-    #[serde(default)]
-    pub is_superadmin: Option<bool>,
-    /// The organization their logins act in unless a request names one (one they belong to;
-    /// from their next login).
-    #[serde(default)]
-    pub default_organization_id: Option<Uuid>,
-}
-
-impl UserUpdateBody {
-    fn parse(&self) -> Result<atelier_commands::users::UserChanges, ApiError> {
-        use atelier_domain::identity::user::{Email, UserProfile};
-        let mut errors = Vec::new();
-        let email = self
-            .email
-            .as_deref()
-            .and_then(|raw| collect(&mut errors, Email::parse(raw)));
-        let full_name = self
-            .full_name
-            .as_deref()
-            .and_then(|raw| collect(&mut errors, UserProfile::full_name(Some(raw))));
-        crate::pagination::validate(errors)?;
-        Ok(atelier_commands::users::UserChanges {
-            email,
-            full_name,
-            is_active: self.is_active,
-            is_superadmin: self.is_superadmin,
-            default_org: self.default_organization_id,
-        })
-    }
-}
-
-/// Changes a user: their own email and name for anyone, anyone's (and whether they may log in,
-/// and whether they are a superadmin) for a superadmin.
-#[utoipa::path(
-    put, path = "/api/v1/users/{id}", tag = "identity", operation_id = "update_user",
-    request_body = UserUpdateBody,
-    params(("id" = Uuid, Path, description = "The user")),
-    responses(
-        (status = 200, description = "The user now", body = UserView),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A change only a superadmin may make, or one a superadmin may not make on themselves", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user the caller may change", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The email address is taken", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = []))
-)]
-#[tracing::instrument(name = "http.users.update", skip_all, fields(user = %principal.user_id))]
-pub async fn update_user(
-    state: web::Data<AppState>,
-    principal: Principal,
-    req: HttpRequest,
-    id: web::Path<String>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let id = user_id(&id)?;
-    let changes = json_body::<UserUpdateBody>(&req, &body)?.parse()?;
-    change_user(&state, &principal, id, changes).await
-}
-
-async fn change_user(
-    state: &AppState,
-    principal: &Principal,
-    id: Uuid,
-    changes: atelier_commands::users::UserChanges,
-) -> Result<HttpResponse, ApiError> {
-    let ctx = crate::factory::context(principal);
-    let written = state
-        .users
-        .update(
-            &ctx,
-            &acting(principal, principal.org_id, Permission::Read)?,
-            id,
-            changes,
-        )
-        .await
-        .map_err(user_error)?;
-    let user = written
-        .state
-        .data()
-        .ok_or_else(|| ApiError::not_found("no such user"))?;
-    Ok(Reply::json(StatusCode::OK, &user_view(user))
-        .etag(written.revision)
-        .position(written.position)
-        .into_response())
-}
-
-/// Deactivates a user (superadmins): they can no longer log in, and their sessions and keys
-/// stop working on the next request. Their history stays.
-#[utoipa::path(
-    delete, path = "/api/v1/users/{id}", tag = "identity", operation_id = "deactivate_user",
-    params(("id" = Uuid, Path, description = "The user")),
-    responses(
-        (status = 204, description = "Deactivated"),
-        (status = 403, description = "Not a superadmin, or oneself", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = []))
-)]
-#[tracing::instrument(name = "http.users.deactivate", skip_all, fields(user = %principal.user_id))]
-pub async fn deactivate_user(
-    state: web::Data<AppState>,
-    principal: Principal,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = user_id(&id)?;
-    let changes = atelier_commands::users::UserChanges {
-        is_active: Some(false),
-        ..Default::default()
-    };
-    change_user(&state, &principal, id, changes).await?;
-    Ok(HttpResponse::NoContent().finish())
-}
-
-/// Registers the user routes (inside `/api/v1`).
-pub fn configure_users(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/users")
-            .route(web::get().to(list_users))
-            .route(web::post().to(create_user)),
-    )
-    .service(
-        web::resource("/users/{id}")
-            .route(web::get().to(get_user))
-            .route(web::put().to(update_user))
-            .route(web::delete().to(deactivate_user)),
     );
 }

@@ -7,13 +7,11 @@ use std::sync::Arc;
 use atelier_domain::identity::organization::{OrgCommand, OrgError, OrgProfile, Organization};
 use atelier_domain::identity::user::User;
 use atelier_domain::identity::{Actor, Permission, Role};
-use atelier_store::{EventStore, StoreError, StreamName};
+use atelier_store::{EventStore, StreamName};
 use uuid::Uuid;
 
 use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
-use crate::reservation::{
-    PLATFORM, Reservation, release_quietly, reservation_stream, reserve, settle_key_change,
-};
+use crate::reservation::{PLATFORM, claim, release_quietly, reservation_stream, settle_key_change};
 
 /// An organization command's error.
 pub type OrgCommandError = CommandError<OrgError>;
@@ -42,16 +40,8 @@ impl OrganizationService {
         stream_of::<Organization>(id)
     }
 
-    /// Whether the holder of a name reservation no longer uses the name.
-    async fn reservation_is_stale(&self, holder: Uuid, key: &str) -> Result<bool, StoreError> {
-        match load::<Organization>(self.store.as_ref(), &Self::stream(holder)).await {
-            Ok((Organization::Present(o), _)) => Ok(o.profile.name.key() != key),
-            Ok(_) => Ok(true),
-            Err(CommandError::Store(e)) => Err(e),
-            Err(_) => Ok(false),
-        }
-    }
-
+    /// Reserves an organization name on the platform; a holder that no longer uses it (never
+    /// created, deleted, renamed) gives it up.
     async fn reserve_name(
         &self,
         ctx: &CommandContext,
@@ -59,22 +49,22 @@ impl OrganizationService {
         profile: &OrgProfile,
     ) -> Result<StreamName, OrgCommandError> {
         let key = profile.name.key();
-        let stream = name_reservation(&key);
-        let outcome = reserve(self.store.as_ref(), &stream, owner, ctx, |holder| {
-            let key = key.clone();
-            async move { self.reservation_is_stale(holder, &key).await }
-        })
-        .await?;
-        match outcome {
-            Reservation::Held => Ok(stream),
-            Reservation::Taken { .. } => Err(CommandError::Conflict(format!(
-                "an organization named {:?} already exists",
-                profile.name.as_str()
-            ))),
-        }
+        claim(
+            self.store.as_ref(),
+            name_reservation(&key),
+            owner,
+            ctx,
+            |o: &Organization| o.data().is_some_and(|o| o.profile.name.key() == key),
+            || {
+                format!(
+                    "an organization named {:?} already exists",
+                    profile.name.as_str()
+                )
+            },
+        )
+        .await
     }
 
-    /// Loads the organization and checks that `actor` may do this there.
     async fn authorized(
         &self,
         id: Uuid,
@@ -110,9 +100,10 @@ impl OrganizationService {
         let written =
             execute::<Organization>(self.store.as_ref(), &Self::stream(id), ctx, None, command)
                 .await;
-        if written.is_err() {
-            release_quietly(self.store.as_ref(), &reservation, id).await;
-        }
+        settle_key_change(self.store.as_ref(), id, &written, Some(reservation), |_| {
+            None
+        })
+        .await;
         written
     }
 

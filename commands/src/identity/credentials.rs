@@ -1,21 +1,16 @@
-//! The small, replaceable login of issue 3: a bootstrap superadmin in a `default` organization,
-//! password checks, and the JWT secret. The bootstrap is also recorded in the log
-//! ([`record_bootstrap`]), where the full identity model (users, organizations and roles as
-//! aggregates, `atelier_domain::identity`) takes over.
+//! The credentials store: what identity keeps beside the log because it is secret or a
+//! lookup by secret: logins (username, argon2id password hash, default organization),
+//! invitation tokens, API keys' hashes, and the JWT secret. The bootstrap superadmin's login is
+//! created here ([`CredentialStore::bootstrap`]) and recorded in the log by
+//! [`super::bootstrap::record_bootstrap`].
 //!
 //! Secret material stays in the `credentials` and `settings` tables: password hashes and the
 //! JWT secret never reach logs or event data (this module's `Debug` output redacts them).
 
 use argon2::password_hash::Error as HashError;
-use atelier_domain::identity::Role;
-use atelier_domain::identity::organization::{
-    JsonObject, OrgEvent, OrgName, OrgProfile, Organization,
-};
-use atelier_domain::identity::user::{Email, User, UserEvent, UserProfile, Username};
-use atelier_store::{EventStore, ExpectedRevision, Position, StoreError};
+use atelier_domain::identity::user::Username;
 use chrono::{DateTime, Utc};
 
-use crate::handler::{CommandContext, stream_of};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use rand::RngExt;
 use sqlx::PgPool;
@@ -39,7 +34,7 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$X60MxlQ5SMuih8ufWhCBzg$
 
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
+pub enum CredentialError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -63,7 +58,7 @@ pub enum IdentityError {
     Invalid(String),
 }
 
-/// What [`Identity::bootstrap`] did.
+/// What [`CredentialStore::bootstrap`] did.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Bootstrap {
     /// The `default` organization.
@@ -126,18 +121,18 @@ pub struct UserRecord {
 
 /// Credentials and settings, over PostgreSQL.
 #[derive(Clone)]
-pub struct Identity {
+pub struct CredentialStore {
     pool: PgPool,
 }
 
-impl std::fmt::Debug for Identity {
+impl std::fmt::Debug for CredentialStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").finish_non_exhaustive()
+        f.debug_struct("CredentialStore").finish_non_exhaustive()
     }
 }
 
-impl Identity {
-    /// Identity over this (migrated) database.
+impl CredentialStore {
+    /// The credentials store of this (migrated) database.
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
@@ -150,20 +145,20 @@ impl Identity {
         &self,
         username: &str,
         password: Option<&str>,
-    ) -> Result<Bootstrap, IdentityError> {
+    ) -> Result<Bootstrap, CredentialError> {
         let username = username.trim();
         if username.is_empty() {
-            return Err(IdentityError::Invalid(
+            return Err(CredentialError::Invalid(
                 "the admin username must not be empty".to_owned(),
             ));
         }
         Username::parse(username).map_err(|e| {
-            IdentityError::Invalid(format!(
+            CredentialError::Invalid(format!(
                 "the admin username {e} (3 to 50 letters, digits, `_`, `.` or `-`)"
             ))
         })?;
         if password.is_some_and(str::is_empty) {
-            return Err(IdentityError::Invalid(
+            return Err(CredentialError::Invalid(
                 "the admin password must not be empty (leave it unset to generate one)".to_owned(),
             ));
         }
@@ -186,7 +181,7 @@ impl Identity {
                 .fetch_one(&mut *tx)
                 .await?;
         let org_id = Uuid::parse_str(&stored).map_err(|_| {
-            IdentityError::Invalid("settings.default_org_id is not a UUID".to_owned())
+            CredentialError::Invalid("settings.default_org_id is not a UUID".to_owned())
         })?;
 
         let existing: Option<(Uuid, String)> = sqlx::query_as(
@@ -227,7 +222,7 @@ impl Identity {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(IdentityError::Invalid(format!(
+            return Err(CredentialError::Invalid(format!(
                 "a user named {username:?} exists and is not a superadmin"
             )));
         }
@@ -244,9 +239,9 @@ impl Identity {
 
     /// The login this username or email address (compared case-insensitively) names, if any:
     /// who a login attempt counts against, whatever name it used, before its password is
-    /// checked with [`Identity::verify`].
+    /// checked with [`CredentialStore::verify`].
     #[tracing::instrument(name = "identity.find_login", skip_all)]
-    pub async fn find_login(&self, username: &str) -> Result<Option<Login>, IdentityError> {
+    pub async fn find_login(&self, username: &str) -> Result<Option<Login>, CredentialError> {
         let row: Option<(Uuid, String, String, Option<Uuid>, bool)> = sqlx::query_as(
             "SELECT user_id, username, password_hash, org_id, is_superadmin \
              FROM credentials WHERE lower(username) = lower($1) \
@@ -278,7 +273,7 @@ impl Identity {
         &self,
         login: Option<Login>,
         password: &str,
-    ) -> Result<Option<UserRecord>, IdentityError> {
+    ) -> Result<Option<UserRecord>, CredentialError> {
         let (hash, user) = match login {
             Some(Login { record, hash }) => (hash, Some(record)),
             None => (DUMMY_HASH.to_owned(), None),
@@ -288,12 +283,12 @@ impl Identity {
             Argon2::default().verify_password(password.as_bytes(), hash.as_str())
         })
         .await
-        .map_err(|e| IdentityError::Hash(e.to_string()))?;
+        .map_err(|e| CredentialError::Hash(e.to_string()))?;
         match (verified, user) {
             (Ok(()), Some(user)) => Ok(Some(user)),
             (Ok(()), None) | (Err(HashError::PasswordInvalid), _) => Ok(None),
             (Err(_), None) => Ok(None),
-            (Err(e), Some(user)) => Err(IdentityError::Hash(format!(
+            (Err(e), Some(user)) => Err(CredentialError::Hash(format!(
                 "the stored hash of user {} cannot be verified: {e}",
                 user.user_id
             ))),
@@ -301,12 +296,12 @@ impl Identity {
     }
 
     /// The user with this username or email address and password, or `None`
-    /// ([`Identity::find_login`], then [`Identity::verify`]).
+    /// ([`CredentialStore::find_login`], then [`CredentialStore::verify`]).
     pub async fn authenticate(
         &self,
         username: &str,
         password: &str,
-    ) -> Result<Option<UserRecord>, IdentityError> {
+    ) -> Result<Option<UserRecord>, CredentialError> {
         let login = self.find_login(username).await?;
         self.verify(login, password).await
     }
@@ -319,7 +314,7 @@ impl Identity {
         user_id: Uuid,
         current: &str,
         new: &str,
-    ) -> Result<bool, IdentityError> {
+    ) -> Result<bool, CredentialError> {
         let stored: Option<String> =
             sqlx::query_scalar("SELECT password_hash FROM credentials WHERE user_id = $1")
                 .bind(user_id)
@@ -333,11 +328,11 @@ impl Identity {
             Argon2::default().verify_password(current.as_bytes(), stored.as_str())
         })
         .await
-        .map_err(|e| IdentityError::Hash(e.to_string()))?;
+        .map_err(|e| CredentialError::Hash(e.to_string()))?;
         match verified {
             Ok(()) => {}
             Err(HashError::PasswordInvalid) => return Ok(false),
-            Err(e) => return Err(IdentityError::Hash(e.to_string())),
+            Err(e) => return Err(CredentialError::Hash(e.to_string())),
         }
         let hash = hash_password(new.to_owned()).await?;
         sqlx::query("UPDATE credentials SET password_hash = $2 WHERE user_id = $1")
@@ -350,7 +345,7 @@ impl Identity {
 
     /// Stores the login of a registered user: their password's argon2id hash, their default
     /// organization and whether they are a superadmin. The password is hashed here and never
-    /// kept. A username already stored is [`IdentityError::Invalid`].
+    /// kept. A username already stored is [`CredentialError::Invalid`].
     #[tracing::instrument(name = "identity.add_credentials", skip_all, fields(%user_id))]
     pub async fn add_credentials(
         &self,
@@ -360,7 +355,7 @@ impl Identity {
         password: &str,
         org_id: Option<Uuid>,
         is_superadmin: bool,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<(), CredentialError> {
         let hash = hash_password(password.to_owned()).await?;
         let inserted = sqlx::query(
             "INSERT INTO credentials \
@@ -376,7 +371,7 @@ impl Identity {
         .execute(&self.pool)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(IdentityError::Invalid(format!(
+            return Err(CredentialError::Invalid(format!(
                 "a login named {username:?} exists already"
             )));
         }
@@ -388,7 +383,7 @@ impl Identity {
         &self,
         user_id: Uuid,
         org_id: Option<Uuid>,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<(), CredentialError> {
         sqlx::query("UPDATE credentials SET org_id = $2 WHERE user_id = $1")
             .bind(user_id)
             .bind(org_id)
@@ -403,7 +398,7 @@ impl Identity {
         &self,
         user_id: Uuid,
         org_id: Uuid,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<(), CredentialError> {
         let mut tx = self.pool.begin().await?;
         for table in ["credentials", "invitations"] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -419,7 +414,7 @@ impl Identity {
     }
 
     /// Lets a login without an email address (the bootstrap superadmin's) log in with this one.
-    pub async fn set_login_email(&self, user_id: Uuid, email: &str) -> Result<(), IdentityError> {
+    pub async fn set_login_email(&self, user_id: Uuid, email: &str) -> Result<(), CredentialError> {
         sqlx::query("UPDATE credentials SET email = $2 WHERE user_id = $1 AND email IS NULL")
             .bind(user_id)
             .bind(email)
@@ -429,7 +424,7 @@ impl Identity {
     }
 
     /// Replaces the email address a user logs in with.
-    pub async fn set_email(&self, user_id: Uuid, email: &str) -> Result<(), IdentityError> {
+    pub async fn set_email(&self, user_id: Uuid, email: &str) -> Result<(), CredentialError> {
         sqlx::query("UPDATE credentials SET email = $2 WHERE user_id = $1")
             .bind(user_id)
             .bind(email)
@@ -446,7 +441,7 @@ impl Identity {
         org_id: Option<Uuid>,
         token_hash: &[u8],
         expires_at: DateTime<Utc>,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<(), CredentialError> {
         sqlx::query(
             "INSERT INTO invitations (token_hash, user_id, org_id, expires_at) \
              VALUES ($1, $2, $3, $4)",
@@ -465,7 +460,7 @@ impl Identity {
     pub async fn take_invitation(
         &self,
         token_hash: &[u8],
-    ) -> Result<Option<(Uuid, Option<Uuid>)>, IdentityError> {
+    ) -> Result<Option<(Uuid, Option<Uuid>)>, CredentialError> {
         let row: Option<(Uuid, Option<Uuid>, bool)> = sqlx::query_as(
             "DELETE FROM invitations WHERE token_hash = $1 \
              RETURNING user_id, org_id, expires_at > now()",
@@ -477,7 +472,7 @@ impl Identity {
     }
 
     /// Stores the SHA-256 hash of an API key's secret.
-    pub async fn store_key_secret(&self, key_id: Uuid, hash: &[u8]) -> Result<(), IdentityError> {
+    pub async fn store_key_secret(&self, key_id: Uuid, hash: &[u8]) -> Result<(), CredentialError> {
         sqlx::query("INSERT INTO api_key_secrets (key_id, secret_hash) VALUES ($1, $2)")
             .bind(key_id)
             .bind(hash)
@@ -487,7 +482,7 @@ impl Identity {
     }
 
     /// Forgets an API key's secret (a key whose creation failed).
-    pub async fn delete_key_secret(&self, key_id: Uuid) -> Result<(), IdentityError> {
+    pub async fn delete_key_secret(&self, key_id: Uuid) -> Result<(), CredentialError> {
         sqlx::query("DELETE FROM api_key_secrets WHERE key_id = $1")
             .bind(key_id)
             .execute(&self.pool)
@@ -496,7 +491,7 @@ impl Identity {
     }
 
     /// The SHA-256 hash of an API key's secret, if the key has one.
-    pub async fn key_secret(&self, key_id: Uuid) -> Result<Option<Vec<u8>>, IdentityError> {
+    pub async fn key_secret(&self, key_id: Uuid) -> Result<Option<Vec<u8>>, CredentialError> {
         Ok(
             sqlx::query_scalar("SELECT secret_hash FROM api_key_secrets WHERE key_id = $1")
                 .bind(key_id)
@@ -506,7 +501,7 @@ impl Identity {
     }
 
     /// Records that a key was used now, at most once a minute per key.
-    pub async fn touch_key(&self, key_id: Uuid) -> Result<(), IdentityError> {
+    pub async fn touch_key(&self, key_id: Uuid) -> Result<(), CredentialError> {
         sqlx::query(
             "UPDATE api_key_secrets SET last_used_at = now() WHERE key_id = $1 \
              AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
@@ -524,15 +519,15 @@ impl Identity {
         &self,
         configured: Option<&str>,
         production: bool,
-    ) -> Result<Vec<u8>, IdentityError> {
+    ) -> Result<Vec<u8>, CredentialError> {
         if let Some(secret) = configured {
             if secret.len() < MIN_SECRET_LEN {
-                return Err(IdentityError::WeakSecret);
+                return Err(CredentialError::WeakSecret);
             }
             return Ok(secret.as_bytes().to_vec());
         }
         if production {
-            return Err(IdentityError::MissingSecret);
+            return Err(CredentialError::MissingSecret);
         }
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ('jwt_secret', $1) \
@@ -546,149 +541,22 @@ impl Identity {
                 .fetch_one(&self.pool)
                 .await?;
         if stored.len() < MIN_SECRET_LEN {
-            return Err(IdentityError::WeakSecret);
+            return Err(CredentialError::WeakSecret);
         }
         Ok(stored.into_bytes())
     }
 }
 
-/// The name of the organization the bootstrap creates.
-pub const DEFAULT_ORG_NAME: &str = "default";
-
-/// Records what [`Identity::bootstrap`] set up as events: the `default` organization
-/// (`OrganizationCreated`, and `MemberAdded` with the superadmin as owner) and the superadmin
-/// (`UserRegistered`), so the identity log starts where the credentials table does. Event ids
-/// are derived from the organization's and the user's ids, so every start (and every server of
-/// several starting at once) appends the same events, once. Returns where the last one is.
-#[tracing::instrument(name = "identity.record_bootstrap", skip_all)]
-pub async fn record_bootstrap(
-    store: &dyn EventStore,
-    bootstrap: &Bootstrap,
-    admin_email: &str,
-    at: DateTime<Utc>,
-) -> Result<Position, IdentityError> {
-    let username = Username::parse(&bootstrap.admin_username).map_err(|e| {
-        IdentityError::Invalid(format!(
-            "the superadmin's username {:?} {e} (3 to 50 letters, digits, `_`, `.` or `-`)",
-            bootstrap.admin_username
-        ))
-    })?;
-    let email = Email::parse(admin_email)
-        .map_err(|e| IdentityError::Invalid(format!("the superadmin's email {e}")))?;
-    let (username_key, email_key) = (username.key(), email.key());
-    let (org_id, user_id) = (bootstrap.org_id, bootstrap.admin_user_id);
-    let ctx = CommandContext::new(org_id, "system:bootstrap");
-    let id = |base: Uuid, what: &str| Uuid::new_v5(&base, what.as_bytes());
-    let org_events = ctx
-        .encode(
-            &[
-                OrgEvent::OrganizationCreated {
-                    org_id,
-                    profile: OrgProfile {
-                        name: OrgName::parse(DEFAULT_ORG_NAME)
-                            .map_err(|e| IdentityError::Invalid(e.to_string()))?,
-                        description: Some("Created by the first start".to_owned()),
-                        settings: JsonObject::default(),
-                        quotas: JsonObject::default(),
-                    },
-                    created_at: at,
-                },
-                OrgEvent::MemberAdded {
-                    org_id,
-                    user_id,
-                    role: Role::Owner,
-                    at,
-                },
-            ],
-            &[],
-        )
-        .into_iter()
-        .zip(["bootstrap:organization", "bootstrap:owner"])
-        .map(|(e, what)| e.with_id(id(org_id, what)))
-        .collect();
-    let user_events = ctx
-        .encode(
-            &[UserEvent::UserRegistered {
-                user_id,
-                username,
-                profile: UserProfile {
-                    email,
-                    full_name: None,
-                },
-                is_superadmin: true,
-                created_at: at,
-            }],
-            &[],
-        )
-        .into_iter()
-        .map(|e| e.with_id(id(user_id, "bootstrap:user")))
-        .collect();
-    // The superadmin's username and email are taken like any user's, so nobody registers them
-    // again.
-    for stream in [
-        crate::users::username_reservation(&username_key),
-        crate::users::email_reservation(&email_key),
-    ] {
-        let outcome =
-            crate::reservation::reserve(store, &stream, user_id, &ctx, |_| async { Ok(false) })
-                .await?;
-        if let crate::reservation::Reservation::Taken { holder } = outcome {
-            return Err(IdentityError::Invalid(format!(
-                "the superadmin's username or email is already taken by user {holder}"
-            )));
-        }
-    }
-    let mut last = Position::START;
-    for (stream, events) in [
-        (stream_of::<Organization>(org_id), org_events),
-        (stream_of::<User>(user_id), user_events),
-    ] {
-        match store
-            .append(&stream, ExpectedRevision::NoStream, events)
-            .await
-        {
-            Ok(r) => last = last.max(r.position),
-            // Recorded by an earlier start, and changed since: nothing to do.
-            Err(StoreError::WrongExpectedRevision { .. }) => {}
-            Err(e) => return Err(IdentityError::Store(e)),
-        }
-    }
-    // The default organization's name is taken like any organization's, while it keeps it.
-    let (org, _) = crate::handler::load::<Organization>(store, &stream_of::<Organization>(org_id))
-        .await
-        .map_err(|e| match e {
-            crate::handler::CommandError::Store(e) => IdentityError::Store(e),
-            other => IdentityError::Invalid(other.to_string()),
-        })?;
-    if let Organization::Present(o) = &org {
-        let key = o.profile.name.key();
-        if key
-            == OrgName::parse(DEFAULT_ORG_NAME)
-                .map(|n| n.key())
-                .unwrap_or_default()
-        {
-            let stream = crate::organizations::name_reservation(&key);
-            let outcome =
-                crate::reservation::reserve(store, &stream, org_id, &ctx, |_| async { Ok(false) })
-                    .await?;
-            if let crate::reservation::Reservation::Taken { holder } = outcome {
-                tracing::warn!(%holder, "another organization holds the default organization's name");
-            }
-        }
-    }
-    Ok(last)
-}
-
 /// An argon2id hash (PHC string) of `password`, computed on a blocking thread.
-async fn hash_password(password: String) -> Result<String, IdentityError> {
+async fn hash_password(password: String) -> Result<String, CredentialError> {
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
     })
     .await
-    .map_err(|e| IdentityError::Hash(e.to_string()))?
-    .map_err(|e| IdentityError::Hash(e.to_string()))
+    .map_err(|e| CredentialError::Hash(e.to_string()))?
+    .map_err(|e| CredentialError::Hash(e.to_string()))
 }
 
 /// 24 random alphanumeric characters.
@@ -702,7 +570,7 @@ fn generate_password() -> String {
 
 /// 48 random bytes, hex-encoded.
 fn generate_secret() -> String {
-    crate::secrets::random_hex(GENERATED_SECRET_BYTES)
+    super::secrets::random_hex(GENERATED_SECRET_BYTES)
 }
 
 #[cfg(test)]
@@ -711,10 +579,10 @@ mod tests {
     use argon2::password_hash::phc::PasswordHash;
     use atelier_store::testing::TestDatabase;
 
-    async fn identity() -> anyhow::Result<(TestDatabase, Identity)> {
+    async fn identity() -> anyhow::Result<(TestDatabase, CredentialStore)> {
         let db = TestDatabase::create().await?;
         let pool = db.pool(8).await?;
-        Ok((db, Identity::new(pool)))
+        Ok((db, CredentialStore::new(pool)))
     }
 
     #[test]
@@ -740,64 +608,6 @@ mod tests {
         assert_eq!(s.len(), 2 * GENERATED_SECRET_BYTES);
         assert!(s.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(s, generate_secret());
-    }
-
-    #[tokio::test]
-    async fn the_bootstrap_is_recorded_in_the_log_once_however_often_servers_start()
-    -> anyhow::Result<()> {
-        use atelier_domain::DomainEvent;
-        use atelier_store::postgres::{PgConfig, PgEventStore};
-        use atelier_store::{ReadStream, StreamName};
-
-        let db = TestDatabase::create().await?;
-        let pool = db.pool(8).await?;
-        let store = PgEventStore::with_pool(pool.clone(), PgConfig::new(&db.url));
-        let identity = Identity::new(pool);
-        let b = identity.bootstrap("admin", Some("correct horse")).await?;
-        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        record_bootstrap(&store, &b, "admin@example.com", at).await?;
-        // A second start, and two servers starting at once.
-        let again = identity.bootstrap("admin", None).await?;
-        let (x, y) = tokio::join!(
-            record_bootstrap(&store, &again, "admin@example.com", at),
-            record_bootstrap(&store, &again, "admin@example.com", at),
-        );
-        x?;
-        y?;
-        let org = store
-            .read_stream(
-                &StreamName::new(format!("org-{}", b.org_id))?,
-                ReadStream::forward(),
-            )
-            .await?;
-        let types: Vec<_> = org.iter().map(|e| e.event_type.as_str()).collect();
-        assert_eq!(types, ["OrganizationCreated", "MemberAdded"]);
-        assert_eq!(
-            OrgEvent::decode(&org[1].event_type, &org[1].data)?,
-            OrgEvent::MemberAdded {
-                org_id: b.org_id,
-                user_id: b.admin_user_id,
-                role: Role::Owner,
-                at
-            }
-        );
-        assert_eq!(org[0].metadata["org_id"], serde_json::json!(b.org_id));
-        let user = store
-            .read_stream(
-                &StreamName::new(format!("user-{}", b.admin_user_id))?,
-                ReadStream::forward(),
-            )
-            .await?;
-        assert_eq!(user.len(), 1);
-        assert_eq!(user[0].data["username"], "admin");
-        assert_eq!(user[0].data["is_superadmin"], true);
-        // No secret: not the password, not its hash.
-        let text = serde_json::to_string(&user[0].data)?;
-        assert!(
-            !text.contains("correct horse") && !text.contains("argon2"),
-            "{text}"
-        );
-        Ok(())
     }
 
     #[tokio::test]
@@ -896,7 +706,7 @@ mod tests {
     }
 
     async fn futures_join(
-        runs: impl Iterator<Item = tokio::task::JoinHandle<Result<Bootstrap, IdentityError>>>,
+        runs: impl Iterator<Item = tokio::task::JoinHandle<Result<Bootstrap, CredentialError>>>,
     ) -> anyhow::Result<Vec<Bootstrap>> {
         let mut out = Vec::new();
         for run in runs.collect::<Vec<_>>() {
@@ -919,11 +729,11 @@ mod tests {
         let (_db, identity) = identity().await?;
         assert!(matches!(
             identity.bootstrap("  ", None).await,
-            Err(IdentityError::Invalid(_))
+            Err(CredentialError::Invalid(_))
         ));
         assert!(matches!(
             identity.bootstrap("admin", Some("")).await,
-            Err(IdentityError::Invalid(_))
+            Err(CredentialError::Invalid(_))
         ));
         Ok(())
     }
@@ -935,7 +745,7 @@ mod tests {
         for production in [false, true] {
             assert!(matches!(
                 identity.jwt_secret(Some("short"), production).await,
-                Err(IdentityError::WeakSecret)
+                Err(CredentialError::WeakSecret)
             ));
             assert_eq!(
                 identity.jwt_secret(Some(&long), production).await?,
@@ -949,7 +759,7 @@ mod tests {
     async fn production_refuses_to_run_without_a_secret() -> anyhow::Result<()> {
         let (_db, identity) = identity().await?;
         let err = identity.jwt_secret(None, true).await.unwrap_err();
-        assert!(matches!(err, IdentityError::MissingSecret));
+        assert!(matches!(err, CredentialError::MissingSecret));
         assert!(err.to_string().contains("ATELIER_JWT_SECRET"));
         Ok(())
     }

@@ -1,9 +1,5 @@
-//! The software factory's commands: projects, builds, and the build runner that runs them.
-
-pub mod builds;
-pub mod driver;
-pub mod logs;
-pub mod runner;
+//! Projects: create, update and delete, with names unique within an organization, and the
+//! policy on which repositories they may name.
 
 use std::sync::Arc;
 
@@ -11,13 +7,11 @@ use atelier_domain::factory::project::{
     BuildCommand, Project, ProjectCommand, ProjectError, ProjectName, RepoUrl,
 };
 use atelier_domain::value::{InvalidValue, invalid};
-use atelier_store::{EventStore, StoreError, StreamName};
+use atelier_store::{EventStore, StreamName};
 use uuid::Uuid;
 
 use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
-use crate::reservation::{
-    Reservation, release_quietly, reservation_stream, reserve, settle_key_change,
-};
+use crate::reservation::{claim, release_quietly, reservation_stream, settle_key_change};
 
 /// A project command's error.
 pub type ProjectCommandError = CommandError<ProjectError>;
@@ -114,38 +108,29 @@ impl ProjectService {
         stream_of::<Project>(id)
     }
 
-    /// Whether the holder of a name reservation no longer uses the name: it was never created
-    /// (a crash between reservation and creation), was deleted, or was renamed.
-    async fn reservation_is_stale(&self, holder: Uuid, key: &str) -> Result<bool, StoreError> {
-        match load::<Project>(self.store.as_ref(), &Self::stream(holder)).await {
-            Ok((Project::Active(p), _)) => Ok(p.name.key() != key),
-            Ok(_) => Ok(true),
-            Err(CommandError::Store(e)) => Err(e),
-            // A holder whose events cannot be read is not taken over.
-            Err(_) => Ok(false),
-        }
-    }
-
+    /// Reserves a project name in the caller's organization; a holder that no longer uses it
+    /// (never created, deleted, renamed) gives it up.
     async fn reserve_name(
         &self,
         ctx: &CommandContext,
         owner: Uuid,
         name: &ProjectName,
     ) -> Result<StreamName, ProjectCommandError> {
-        let stream = name_reservation(ctx.org_id, name);
         let key = name.key();
-        let outcome = reserve(self.store.as_ref(), &stream, owner, ctx, |holder| {
-            let key = key.clone();
-            async move { self.reservation_is_stale(holder, &key).await }
-        })
-        .await?;
-        match outcome {
-            Reservation::Held => Ok(stream),
-            Reservation::Taken { .. } => Err(CommandError::Conflict(format!(
-                "a project named {:?} already exists in this organization",
-                name.as_str()
-            ))),
-        }
+        claim(
+            self.store.as_ref(),
+            name_reservation(ctx.org_id, name),
+            owner,
+            ctx,
+            |p: &Project| p.active().is_some_and(|p| p.name.key() == key),
+            || {
+                format!(
+                    "a project named {:?} already exists in this organization",
+                    name.as_str()
+                )
+            },
+        )
+        .await
     }
 
     /// Creates a project with a new id.
@@ -169,9 +154,10 @@ impl ProjectService {
         };
         let written =
             execute::<Project>(self.store.as_ref(), &Self::stream(id), ctx, None, command).await;
-        if written.is_err() {
-            release_quietly(self.store.as_ref(), &reservation, id).await;
-        }
+        settle_key_change(self.store.as_ref(), id, &written, Some(reservation), |_| {
+            None
+        })
+        .await;
         written
     }
 
@@ -249,6 +235,7 @@ impl ProjectService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reservation::reserve;
     use atelier_store::memory::MemoryEventStore;
 
     fn input(name: &str) -> ProjectInput {

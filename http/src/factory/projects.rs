@@ -1,11 +1,9 @@
-//! The software factory's endpoints: projects, and (in [`builds`]) their builds and stats.
-
-pub mod builds;
+//! Projects: `GET`/`POST /api/v1/projects`, `GET`/`PUT`/`DELETE /api/v1/projects/{id}`.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use atelier_commands::factory::ProjectInput;
-use atelier_commands::handler::{CommandContext, Written};
+use atelier_commands::handler::Written;
 use atelier_domain::factory::project::{BuildCommand, Project, ProjectError, ProjectName, RepoUrl};
 use atelier_domain::identity::Permission;
 use atelier_projections::factory::{
@@ -16,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::Principal;
 use crate::conventions::{
     Reply, await_projection, command_error, etag, idempotent, if_match, if_none_match, json_body,
 };
+use crate::kit::{Principal, command_context, path_id};
 use crate::pagination::{Page, PageParams, Pagination};
 use crate::problem::{ApiError, FieldError, Problem, collect};
 use crate::state::AppState;
@@ -138,24 +136,11 @@ pub struct GetParams {
     pub min_position: Option<String>,
 }
 
-pub(crate) fn context(principal: &Principal) -> CommandContext {
-    let ctx = CommandContext::new(principal.org_id, principal.actor());
-    match crate::problem::current_request_id() {
-        Some(id) => ctx.with_request_id(id),
-        None => ctx,
-    }
-}
-
 fn rejected(e: ProjectError) -> ApiError {
     match e {
         ProjectError::NotFound => ApiError::not_found("no such project"),
         ProjectError::AlreadyExists => ApiError::conflict("the project already exists"),
     }
-}
-
-pub(crate) fn project_id(raw: &str) -> Result<Uuid, ApiError> {
-    // An id that is not a UUID names no project: 404, like an unknown one.
-    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("no such project"))
 }
 
 /// Lists the organization's projects.
@@ -164,8 +149,6 @@ pub(crate) fn project_id(raw: &str) -> Result<Uuid, ApiError> {
     params(PageParams, ListParams),
     responses(
         (status = 200, description = "A page of projects", body = Page<ProjectView>),
-        (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -218,8 +201,6 @@ pub async fn list(
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retried request")),
     responses(
         (status = 201, description = "Created; ETag is its revision, Atelier-Position the write's place in the log", body = ProjectView),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -235,8 +216,9 @@ pub async fn create(
     let input = json_body::<ProjectBody>(&req, &body)?.parse()?;
     idempotent(&state, &req, principal.org_id, &body, async || {
         let written = state
+            .factory
             .projects
-            .create(&context(&principal), input)
+            .create(&command_context(&principal), input)
             .await
             .map_err(|e| command_error(e, rejected))?;
         let view = view(&written).ok_or_else(|| ApiError::bug("created project missing"))?;
@@ -255,7 +237,6 @@ pub async fn create(
     responses(
         (status = 200, description = "The project; ETag is its revision", body = ProjectView),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such project in this organization", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -268,7 +249,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
-    let id = project_id(&id)?;
+    let id = path_id(&id, "project")?;
     await_projection(&state, &req, PROJECTS).await?;
     let row = get_project(&state.pool, principal.org_id, id)
         .await
@@ -296,7 +277,6 @@ pub async fn get(
     ),
     responses(
         (status = 200, description = "Updated", body = ProjectView),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such project in this organization", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The new name is taken", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match names an old revision", body = Problem, content_type = "application/problem+json"),
@@ -312,12 +292,13 @@ pub async fn update(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Write)?;
-    let id = project_id(&id)?;
+    let id = path_id(&id, "project")?;
     let expected = if_match(req.headers())?;
     let input = json_body::<ProjectBody>(&req, &body)?.parse()?;
     let written = state
+        .factory
         .projects
-        .update(&context(&principal), id, expected, input)
+        .update(&command_context(&principal), id, expected, input)
         .await
         .map_err(|e| command_error(e, rejected))?;
     let view = view(&written).ok_or_else(|| ApiError::not_found("no such project"))?;
@@ -349,11 +330,12 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Write)?;
-    let id = project_id(&id)?;
+    let id = path_id(&id, "project")?;
     let expected = if_match(req.headers())?;
     let written = state
+        .factory
         .projects
-        .delete(&context(&principal), id, expected)
+        .delete(&command_context(&principal), id, expected)
         .await
         .map_err(|e| command_error(e, rejected))?;
     Ok(Reply::empty(StatusCode::NO_CONTENT)
@@ -373,6 +355,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get))
             .route(web::put().to(update))
             .route(web::delete().to(delete)),
-    )
-    .configure(builds::configure);
+    );
 }

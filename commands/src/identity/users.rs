@@ -11,12 +11,10 @@ use atelier_domain::identity::{Actor, Permission, Role};
 use atelier_store::{EventStore, StreamName};
 use uuid::Uuid;
 
+use super::credentials::{CredentialError, CredentialStore};
+use super::secrets::{random_hex, sha256};
 use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
-use crate::identity::{Identity, IdentityError};
-use crate::reservation::{
-    PLATFORM, Reservation, release_quietly, reservation_stream, reserve, settle_key_change,
-};
-use crate::secrets::{random_hex, sha256};
+use crate::reservation::{PLATFORM, claim, release_quietly, reservation_stream, settle_key_change};
 
 /// The reservation of a username (by its key, [`Username::key`]).
 pub fn username_reservation(key: &str) -> StreamName {
@@ -73,7 +71,7 @@ pub enum UserServiceError {
     SuperadminOnly,
     /// Storing the login failed.
     #[error(transparent)]
-    Credentials(#[from] IdentityError),
+    Credentials(#[from] CredentialError),
     /// The actor may not make this change.
     #[error("{0}")]
     NotAllowed(&'static str),
@@ -132,12 +130,12 @@ pub struct UserChanges {
 #[derive(Clone)]
 pub struct UserService {
     store: Arc<dyn EventStore>,
-    identity: Identity,
+    identity: CredentialStore,
 }
 
 impl UserService {
     /// A service writing events to `store` and logins through `identity`.
-    pub fn new(store: Arc<dyn EventStore>, identity: Identity) -> Self {
+    pub fn new(store: Arc<dyn EventStore>, identity: CredentialStore) -> Self {
         Self { store, identity }
     }
 
@@ -146,6 +144,8 @@ impl UserService {
         stream_of::<User>(id)
     }
 
+    /// Reserves a username or email address on the platform; a holder that never registered
+    /// (a crash between reservation and registration) gives it up.
     async fn reserve_key(
         &self,
         ctx: &CommandContext,
@@ -153,28 +153,16 @@ impl UserService {
         owner: Uuid,
         what: &str,
     ) -> Result<StreamName, UserServiceError> {
-        let store = self.store.clone();
-        let outcome = reserve(self.store.as_ref(), &stream, owner, ctx, move |holder| {
-            let store = store.clone();
-            // A holder that never registered (a crash between reservation and registration)
-            // gives the key up.
-            async move {
-                match load::<User>(store.as_ref(), &Self::stream(holder)).await {
-                    Ok((User::Absent, _)) => Ok(true),
-                    Ok(_) => Ok(false),
-                    Err(CommandError::Store(e)) => Err(e),
-                    Err(_) => Ok(false),
-                }
-            }
-        })
+        claim(
+            self.store.as_ref(),
+            stream,
+            owner,
+            ctx,
+            |u: &User| u.data().is_some(),
+            || format!("{what} is taken"),
+        )
         .await
-        .map_err(|e| UserServiceError::User(CommandError::Store(e)))?;
-        match outcome {
-            Reservation::Held => Ok(stream),
-            Reservation::Taken { .. } => Err(UserServiceError::User(CommandError::Conflict(
-                format!("{what} is taken"),
-            ))),
-        }
+        .map_err(UserServiceError::User)
     }
 
     /// Changes a user's own password: `Ok(false)` when `current` is wrong. Records the fact

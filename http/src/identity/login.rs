@@ -10,23 +10,24 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use atelier_commands::api_keys::usable;
 use atelier_commands::handler::CommandContext;
-use atelier_commands::sessions::Refreshed;
+use atelier_commands::identity::api_keys::usable;
+use atelier_commands::identity::sessions::Refreshed;
+use atelier_domain::identity::caller::password_unchanged_since;
 use atelier_domain::identity::session::{EndReason, SessionData, SessionError};
 use atelier_domain::identity::user::UserData;
-use atelier_projections::identity::{IDENTITY, memberships_of};
+use atelier_projections::identity::{DIRECTORY, memberships_of};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::account::MembershipView;
-use crate::auth::{ACCESS_TYPE, AuthState, Principal, REFRESH_TYPE, api_key, internal};
 use crate::conventions::wait_for_position;
+use crate::identity::account::MembershipView;
+use crate::identity::auth::{ACCESS_TYPE, AuthState, Principal, REFRESH_TYPE, api_key, internal};
+use crate::identity::throttle::Account;
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
-use crate::throttle::Account;
 
 /// Password logins, by `outcome` (`succeeded`, `refused`; throttled ones are counted apart).
 pub const LOGINS: &str = "atelier_logins_total";
@@ -285,7 +286,7 @@ pub async fn login(
     let request = LoginRequest::parse(&body)?;
     // The budget is the account's, whatever name (username, email, any case) reached it.
     let login = auth
-        .identity
+        .credentials
         .find_login(&request.username)
         .await
         .map_err(internal)?;
@@ -298,7 +299,7 @@ pub async fn login(
             }),
     )?;
     let record = auth
-        .identity
+        .credentials
         .verify(login, &request.password)
         .await
         .map_err(internal)?;
@@ -348,7 +349,7 @@ async fn session_org(
     }
     // Their memberships now: the read model, once it has applied every write so far.
     if let Some(head) = app.store.head().await.map_err(internal)? {
-        wait_for_position(app, IDENTITY, head).await?;
+        wait_for_position(app, DIRECTORY, head).await?;
     }
     let memberships = memberships_of(&app.pool, user_id).await.map_err(internal)?;
     Ok(match memberships.as_slice() {
@@ -459,11 +460,7 @@ pub async fn refresh(
     };
     tracing::Span::current().record("session_id", tracing::field::display(sid));
     let user = &auth.active_user(claims.sub).await?;
-    if user.password_changes != claims.pwd {
-        return Err(ApiError::unauthorized(
-            "the password has changed since this token was issued; log in again",
-        ));
-    }
+    password_unchanged_since(user, claims.pwd)?;
     let ctx = CommandContext::new(claims.org, user.id.to_string());
     let refreshed = auth
         .sessions
@@ -513,7 +510,7 @@ pub async fn logout(
     let Some(sid) = principal.session_id else {
         return Err(ApiError::unauthorized("the access token names no session"));
     };
-    let ctx = crate::factory::context(&principal);
+    let ctx = crate::kit::command_context(&principal);
     auth.sessions
         .end(&ctx, sid, EndReason::Logout)
         .await
@@ -522,12 +519,12 @@ pub async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Registers the login routes (at the application's root).
+/// Registers the login routes (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/auth/login").route(web::post().to(login)))
-        .service(web::resource("/api/v1/auth/login-key").route(web::post().to(login_key)))
-        .service(web::resource("/api/v1/auth/refresh").route(web::post().to(refresh)))
-        .service(web::resource("/api/v1/auth/logout").route(web::post().to(logout)));
+    cfg.service(web::resource("/auth/login").route(web::post().to(login)))
+        .service(web::resource("/auth/login-key").route(web::post().to(login_key)))
+        .service(web::resource("/auth/refresh").route(web::post().to(refresh)))
+        .service(web::resource("/auth/logout").route(web::post().to(logout)));
 }
 
 #[cfg(test)]

@@ -3,18 +3,18 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use atelier_domain::identity::user::check_password;
-use atelier_projections::identity::{IDENTITY, get_user, memberships_of};
+use atelier_projections::identity::{DIRECTORY, get_user, memberships_of};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{AuthState, Principal};
 use crate::conventions::{await_projection, json_body};
-use crate::login::client_ip;
+use crate::identity::auth::{AuthState, Principal};
+use crate::identity::login::client_ip;
+use crate::identity::throttle::Account;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
-use crate::throttle::Account;
 
 /// One of the caller's organizations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -89,7 +89,6 @@ pub struct ChangePasswordBody {
     get, path = "/api/v1/auth/me", tag = "auth",
     responses(
         (status = 200, description = "The caller", body = MeView),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -99,7 +98,7 @@ pub async fn me(
     principal: Principal,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    await_projection(&state, &req, IDENTITY).await?;
+    await_projection(&state, &req, DIRECTORY).await?;
     let user = get_user(&state.pool, principal.user_id)
         .await
         .map_err(|e| ApiError::internal(&e))?;
@@ -155,7 +154,6 @@ pub async fn verify(principal: Principal) -> HttpResponse {
     responses(
         (status = 204, description = "Changed"),
         (status = 400, description = "The new password breaks the rules, or the current one is wrong", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "An API key (only a person may change their password)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many password checks for this account or from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
@@ -175,8 +173,9 @@ pub async fn change_password(
     // A check of the current password is a guess like a login's: same budget.
     auth.throttle
         .attempt(&client_ip(&req), Account::User(principal.user_id))?;
-    let ctx = crate::factory::context(&principal);
+    let ctx = crate::kit::command_context(&principal);
     let changed = state
+        .identity
         .users
         .change_password(
             &ctx,
@@ -211,7 +210,7 @@ pub struct AcceptInvitationBody {
     post, path = "/api/v1/auth/accept-invitation", tag = "auth",
     request_body = AcceptInvitationBody,
     responses(
-        (status = 200, description = "Accepted: the user can log in", body = crate::identity::UserView),
+        (status = 200, description = "Accepted: the user can log in", body = crate::identity::users::UserView),
         (status = 400, description = "The password breaks the rules, or the token is unknown, used or expired", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -224,6 +223,7 @@ pub async fn accept_invitation(
     let body = json_body::<AcceptInvitationBody>(&req, &body)?;
     check_password("password", &body.password).map_err(|e| ApiError::validation(vec![e.into()]))?;
     let written = state
+        .identity
         .users
         .accept_invitation(body.token.trim(), &body.password)
         .await
@@ -239,18 +239,13 @@ pub async fn accept_invitation(
         .data()
         .ok_or_else(|| ApiError::bug("invited user missing"))?;
     tracing::info!(user_id = %user.id, "invitation accepted");
-    Ok(HttpResponse::Ok().json(crate::identity::user_view(user)))
+    Ok(HttpResponse::Ok().json(crate::identity::users::user_view(user)))
 }
 
-/// Registers the account routes (at the application's root).
+/// Registers the account routes (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/auth/me").route(web::get().to(me)))
-        .service(web::resource("/api/v1/auth/verify").route(web::post().to(verify)))
-        .service(
-            web::resource("/api/v1/auth/change-password").route(web::post().to(change_password)),
-        )
-        .service(
-            web::resource("/api/v1/auth/accept-invitation")
-                .route(web::post().to(accept_invitation)),
-        );
+    cfg.service(web::resource("/auth/me").route(web::get().to(me)))
+        .service(web::resource("/auth/verify").route(web::post().to(verify)))
+        .service(web::resource("/auth/change-password").route(web::post().to(change_password)))
+        .service(web::resource("/auth/accept-invitation").route(web::post().to(accept_invitation)));
 }

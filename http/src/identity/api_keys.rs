@@ -7,17 +7,17 @@ use std::collections::BTreeSet;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use atelier_commands::api_keys::{KeyServiceError, NewKey};
+use atelier_commands::identity::api_keys::{KeyServiceError, NewKey};
 use atelier_domain::identity::Permission;
 use atelier_domain::identity::api_key::{ApiKey, KeyError, Scope};
-use atelier_projections::identity::{ApiKeyRow, IDENTITY, list_api_keys};
+use atelier_projections::identity::{ApiKeyRow, DIRECTORY, list_api_keys};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{AuthState, Principal};
 use crate::conventions::{Reply, await_projection, command_error, json_body};
+use crate::identity::auth::{AuthState, Principal};
 use crate::pagination::{Page, PageParams, Pagination};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
@@ -107,8 +107,6 @@ fn service_error(e: KeyServiceError) -> ApiError {
     request_body = ApiKeyBody,
     responses(
         (status = 201, description = "Created; `key` is shown this once", body = CreatedApiKeyView),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid credentials", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin of the organization, or an API key", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -124,7 +122,7 @@ pub async fn create(
     let body = json_body::<ApiKeyBody>(&req, &body)?;
     let scopes: BTreeSet<Scope> = Scope::parse_all(body.scopes.iter().map(String::as_str))
         .map_err(|e| ApiError::validation(vec![e.into()]))?;
-    let ctx = crate::factory::context(&principal);
+    let ctx = crate::kit::command_context(&principal);
     let created = auth
         .keys
         .create(
@@ -168,7 +166,6 @@ pub async fn create(
     params(PageParams),
     responses(
         (status = 200, description = "A page of keys, without their secrets", body = Page<ApiKeyView>),
-        (status = 401, description = "Missing or invalid credentials", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin of the organization", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -182,7 +179,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Manage)?;
     let (page, per_page) = page.parse().map_err(ApiError::validation)?;
-    await_projection(&state, &req, IDENTITY).await?;
+    await_projection(&state, &req, DIRECTORY).await?;
     let (rows, total) = list_api_keys(&state.pool, principal.org_id, page, per_page)
         .await
         .map_err(|e| ApiError::internal(&e))?;
@@ -211,7 +208,7 @@ pub async fn revoke(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Manage)?;
     let key_id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no such API key"))?;
-    let ctx = crate::factory::context(&principal);
+    let ctx = crate::kit::command_context(&principal);
     let written = auth
         .keys
         .revoke(&ctx, key_id, principal.user_id)

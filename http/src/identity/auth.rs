@@ -9,23 +9,23 @@
 //! `X-Organization-Id` header's, or their default one; one they do not belong to is a 404
 //! (a superadmin may act in any). Passwords, tokens and keys are never logged.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest};
 
-use atelier_commands::access::Access;
-use atelier_commands::api_keys::{ApiKeyService, usable};
-use atelier_commands::handler::Store;
-use atelier_commands::identity::Identity;
-use atelier_commands::sessions::SessionService;
+use atelier_commands::identity::access::Access;
+use atelier_commands::identity::api_keys::{ApiKeyService, usable};
+use atelier_commands::identity::sessions::SessionService;
+use atelier_commands::identity::{CredentialStore, IdentityServices};
 use atelier_domain::identity::api_key::ApiKey;
-use atelier_domain::identity::api_key::Scope;
-use atelier_domain::identity::organization::Organization;
+use atelier_domain::identity::caller::{
+    Caller, Refusal, may_log_in, password_unchanged_since, role_in,
+};
 use atelier_domain::identity::session::Session;
 use atelier_domain::identity::user::{User, UserData};
 use atelier_domain::identity::{Permission, Role};
@@ -35,8 +35,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::identity::throttle::{LoginLimits, LoginThrottle};
 use crate::problem::ApiError;
-use crate::throttle::{LoginLimits, LoginThrottle};
 
 /// How far `exp` and `nbf` may be off (clock skew between servers), in seconds.
 pub const LEEWAY_SECS: u64 = 5;
@@ -131,10 +131,10 @@ impl Default for AuthSettings {
 
 /// Logins, tokens and access decisions, shared by the workers.
 pub struct AuthState {
-    /// Credentials.
-    pub identity: Identity,
+    /// Logins, key hashes and invitations.
+    pub credentials: CredentialStore,
     /// Current state of sessions, keys, users and organizations.
-    pub access: Access,
+    pub access: Arc<Access>,
     /// Login sessions.
     pub sessions: SessionService,
     /// API keys.
@@ -180,41 +180,26 @@ pub(crate) fn internal(e: impl std::error::Error + 'static) -> ApiError {
     ApiError::internal(&e)
 }
 
-/// The user, if they exist and may log in now.
+/// The user, if they exist and may log in now ([`may_log_in`]).
 fn active(user: &User) -> Result<&UserData, ApiError> {
-    match user.data() {
-        Some(u) if u.is_active => Ok(u),
-        Some(_) => Err(ApiError::unauthorized("the account is deactivated")),
-        None => Err(ApiError::unauthorized("the account does not exist")),
-    }
+    Ok(may_log_in(user)?)
 }
 
-/// The user's role in the organization. An organization that does not exist, or that they do
-/// not belong to when they named it explicitly, is a 404 (a superadmin may act in any existing
-/// one); a deactivated one is a 403 for all but superadmins.
-fn role_in(
-    org: &Organization,
-    user_id: Uuid,
-    is_superadmin: bool,
-    explicit: bool,
-) -> Result<Option<Role>, ApiError> {
-    let Organization::Present(data) = org else {
-        return Err(ApiError::not_found("no such organization"));
-    };
-    let role = org.role_of(user_id);
-    if role.is_none() && explicit && !is_superadmin {
-        return Err(ApiError::not_found("no such organization"));
+/// A rule's refusal, as an answer.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Forbidden(m) => ApiError::forbidden(m),
+            Refusal::NotFound(m) => ApiError::not_found(m),
+            Refusal::Unauthorized(m) => ApiError::unauthorized(m),
+        }
     }
-    if !data.is_active && !is_superadmin {
-        return Err(ApiError::forbidden("the organization is deactivated"));
-    }
-    Ok(role)
 }
 
 impl AuthState {
-    /// Signs and checks tokens with this HS256 secret (see
-    /// [`Identity::jwt_secret`](atelier_commands::identity::Identity::jwt_secret)).
-    pub fn new(identity: Identity, store: Store, secret: &[u8], settings: AuthSettings) -> Self {
+    /// Identity's services, signing and checking tokens with this HS256 secret (see
+    /// [`CredentialStore::jwt_secret`]).
+    pub fn new(identity: &IdentityServices, secret: &[u8], settings: AuthSettings) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
         validation.leeway = LEEWAY_SECS;
@@ -223,10 +208,10 @@ impl AuthState {
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
         Self {
-            access: Access::new(store.clone()),
-            sessions: SessionService::new(store.clone()),
-            keys: ApiKeyService::new(store, identity.clone()),
-            identity,
+            access: identity.access.clone(),
+            sessions: identity.sessions.clone(),
+            keys: identity.keys.clone(),
+            credentials: identity.credentials.clone(),
             throttle: LoginThrottle::new(settings.login_limits),
             settings,
             encoding: EncodingKey::from_secret(secret),
@@ -329,11 +314,7 @@ impl AuthState {
         if session.user_id != u.id || session.org_id != claims.org {
             return Err(ApiError::unauthorized("the access token is malformed"));
         }
-        if u.password_changes != claims.pwd {
-            return Err(ApiError::unauthorized(
-                "the password has changed since this token was issued; log in again",
-            ));
-        }
+        password_unchanged_since(u, claims.pwd)?;
         // A session that acts in no organization (its user belongs to none, or to several
         // with no default) is who it is, with no role anywhere until a request names one.
         let role = if org_id.is_nil() {
@@ -342,14 +323,16 @@ impl AuthState {
             role_in(&organization, u.id, u.is_superadmin, explicit)?
         };
         Ok(Principal {
-            user_id: u.id,
+            caller: Caller {
+                user_id: u.id,
+                org_id,
+                is_superadmin: u.is_superadmin,
+                role,
+                scopes: None,
+                key_id: None,
+            },
             username: u.username.as_str().to_owned(),
-            org_id,
-            is_superadmin: u.is_superadmin,
-            role,
-            scopes: None,
             session_id: Some(sid),
-            key_id: None,
             expires_at: claims.exp,
         })
     }
@@ -402,14 +385,16 @@ impl AuthState {
             .expires_at
             .map(|e| u64::try_from(e.timestamp()).unwrap_or(0));
         Ok(Principal {
-            user_id: u.id,
+            caller: Caller {
+                user_id: u.id,
+                org_id: k.org_id,
+                is_superadmin: false,
+                role,
+                scopes: Some(k.scopes.clone()),
+                key_id: Some(kid),
+            },
             username: u.username.as_str().to_owned(),
-            org_id: k.org_id,
-            is_superadmin: false,
-            role,
-            scopes: Some(k.scopes.clone()),
             session_id: None,
-            key_id: Some(kid),
             expires_at: match (claimed.map(|c| c.exp), key_exp) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(u64::MAX),
@@ -436,29 +421,27 @@ impl AuthState {
 }
 
 /// Who is calling: the holder of a valid access token or API key, acting in one organization.
-/// Take it as a handler argument to require one.
+/// Take it as a handler argument to require one. The rules that judge them are the domain's
+/// ([`Caller`], which it dereferences to).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The user (for an API key: its creator).
-    pub user_id: Uuid,
+    /// The caller, as the rules see them.
+    pub caller: Caller,
     /// Their username.
     pub username: String,
-    /// The organization: the tenant of every read and write (nil: none; every
-    /// [`Principal::require`] is refused).
-    pub org_id: Uuid,
-    /// Whether they administer the whole platform (never through an API key).
-    pub is_superadmin: bool,
-    /// Their role in the organization now (`None`: not a member).
-    pub role: Option<Role>,
-    /// An API key's scopes (`None`: a user's token).
-    pub scopes: Option<BTreeSet<Scope>>,
     /// The login session, for a user's token.
     pub session_id: Option<Uuid>,
-    /// The API key, for a key or a key login's token.
-    pub key_id: Option<Uuid>,
     /// When their token or key expires, in seconds since the epoch (live connections close
     /// then).
     pub expires_at: u64,
+}
+
+impl std::ops::Deref for Principal {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
 }
 
 impl Principal {
@@ -467,39 +450,9 @@ impl Principal {
         (!self.org_id.is_nil()).then_some(self.org_id)
     }
 
-    /// Whether they may do this in their organization: a superadmin anything, a member what
-    /// their role allows (viewers read, members create and change, admins manage, owners own),
-    /// an API key what its scopes allow within its creator's role.
+    /// Whether they may do this in their organization ([`Caller::require`]).
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
-        if let Some(scopes) = &self.scopes
-            && !Scope::allow(scopes, permission)
-        {
-            return Err(ApiError::forbidden(format!(
-                "this API key's scopes ({}) do not allow it",
-                scopes
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        if self.org_id.is_nil() {
-            return Err(ApiError::forbidden(
-                "you act in no organization: you belong to none, or to several with no default; \
-                 name one with the X-Organization-Id header",
-            ));
-        }
-        if self.is_superadmin || self.role.is_some_and(|r| r.allows(permission)) {
-            return Ok(());
-        }
-        Err(ApiError::forbidden(match self.role {
-            Some(role) => format!(
-                "a {} of this organization may not do this ({} or more is needed)",
-                role.as_str(),
-                Role::needed_for(permission).as_str()
-            ),
-            None => "you are not a member of this organization".to_owned(),
-        }))
+        Ok(self.caller.require(permission)?)
     }
 
     /// The name events record for them (the user's id, or `apikey:<id>` for a key).

@@ -1,120 +1,15 @@
-//! Identity's read models: organizations (with their member count), memberships, users and API
-//! keys, and the queries over them. No secret is here (a key's hash stays in `api_key_secrets`).
+//! The `organizations` and `memberships` read models: organizations with their member count,
+//! and who belongs where with which role.
 
-use async_trait::async_trait;
-use atelier_domain::DomainEvent;
-use atelier_domain::identity::api_key::KeyEvent;
 use atelier_domain::identity::organization::OrgEvent;
-use atelier_domain::identity::user::UserEvent;
-use atelier_store::RecordedEvent;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::runtime::{Projection, ProjectionError};
-
-/// The identity read models.
-pub struct IdentityProjection;
-
-/// Its name.
-pub const IDENTITY: &str = "identity";
-
-#[async_trait]
-impl Projection for IdentityProjection {
-    fn name(&self) -> &'static str {
-        IDENTITY
-    }
-
-    fn version(&self) -> i32 {
-        2
-    }
-
-    async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("TRUNCATE organizations, memberships, users, api_keys")
-            .execute(tx)
-            .await?;
-        Ok(())
-    }
-
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        event: &RecordedEvent,
-    ) -> Result<(), ProjectionError> {
-        let revision = event.revision as i64;
-        match event.stream.category() {
-            "org" => {
-                apply_org(
-                    tx,
-                    OrgEvent::decode(&event.event_type, &event.data)?,
-                    revision,
-                )
-                .await
-            }
-            "user" => {
-                apply_user(
-                    tx,
-                    UserEvent::decode(&event.event_type, &event.data)?,
-                    revision,
-                )
-                .await
-            }
-            "apikey" => apply_key(tx, KeyEvent::decode(&event.event_type, &event.data)?).await,
-            _ => Ok(()),
-        }
-    }
-}
-
-async fn apply_key(tx: &mut PgConnection, event: KeyEvent) -> Result<(), ProjectionError> {
-    match event {
-        KeyEvent::ApiKeyCreated {
-            key_id,
-            org_id,
-            name,
-            scopes,
-            expires_at,
-            created_by,
-            created_at,
-        } => {
-            sqlx::query(
-                "INSERT INTO api_keys \
-                 (id, org_id, name, scopes, expires_at, created_by, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(key_id)
-            .bind(org_id)
-            .bind(name)
-            .bind(scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>())
-            .bind(expires_at)
-            .bind(created_by)
-            .bind(created_at)
-            .execute(&mut *tx)
-            .await?;
-            Ok(())
-        }
-        KeyEvent::ApiKeyRevoked {
-            key_id, revoked_at, ..
-        } => {
-            let done = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1")
-                .bind(key_id)
-                .bind(revoked_at)
-                .execute(&mut *tx)
-                .await?;
-            expect_one(done, &format!("API key {key_id}"))
-        }
-    }
-}
-
-fn expect_one(done: sqlx::postgres::PgQueryResult, what: &str) -> Result<(), ProjectionError> {
-    if done.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(ProjectionError::Invalid(format!(
-            "{what} is not in the read model"
-        )))
-    }
-}
+use super::expect_one;
+use crate::runtime::ProjectionError;
+use crate::sql::like_pattern;
 
 async fn touch_org(
     tx: &mut PgConnection,
@@ -136,7 +31,7 @@ async fn touch_org(
     expect_one(done, &format!("organization {org_id}"))
 }
 
-async fn apply_org(
+pub(super) async fn apply_org(
     tx: &mut PgConnection,
     event: OrgEvent,
     revision: i64,
@@ -259,83 +154,6 @@ async fn apply_org(
     Ok(())
 }
 
-async fn apply_user(
-    tx: &mut PgConnection,
-    event: UserEvent,
-    revision: i64,
-) -> Result<(), ProjectionError> {
-    let (user_id, set, at): (Uuid, UserChange, DateTime<Utc>) = match event {
-        UserEvent::UserRegistered {
-            user_id,
-            username,
-            profile,
-            is_superadmin,
-            created_at,
-        } => {
-            sqlx::query(
-                "INSERT INTO users (id, username, email, full_name, is_superadmin, is_active, \
-                 revision, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, true, $6, $7, $7)",
-            )
-            .bind(user_id)
-            .bind(username.as_str())
-            .bind(profile.email.as_str())
-            .bind(profile.full_name)
-            .bind(is_superadmin)
-            .bind(revision)
-            .bind(created_at)
-            .execute(&mut *tx)
-            .await?;
-            return Ok(());
-        }
-        UserEvent::UserUpdated {
-            user_id,
-            profile,
-            updated_at,
-        } => (
-            user_id,
-            UserChange::Profile(profile.email.as_str().to_owned(), profile.full_name),
-            updated_at,
-        ),
-        UserEvent::UserDeactivated { user_id, at } => (user_id, UserChange::Active(false), at),
-        UserEvent::UserReactivated { user_id, at } => (user_id, UserChange::Active(true), at),
-        UserEvent::SuperadminChanged {
-            user_id,
-            is_superadmin,
-            at,
-        } => (user_id, UserChange::Superadmin(is_superadmin), at),
-        UserEvent::PasswordChanged { user_id, at } => (user_id, UserChange::Nothing, at),
-    };
-    let query = match &set {
-        UserChange::Profile(..) => {
-            "UPDATE users SET email = $4, full_name = $5, revision = $2, updated_at = $3 \
-             WHERE id = $1"
-        }
-        UserChange::Active(_) => {
-            "UPDATE users SET is_active = $4, revision = $2, updated_at = $3 WHERE id = $1"
-        }
-        UserChange::Superadmin(_) => {
-            "UPDATE users SET is_superadmin = $4, revision = $2, updated_at = $3 WHERE id = $1"
-        }
-        UserChange::Nothing => "UPDATE users SET revision = $2, updated_at = $3 WHERE id = $1",
-    };
-    let q = sqlx::query(query).bind(user_id).bind(revision).bind(at);
-    let q = match set {
-        UserChange::Profile(email, full_name) => q.bind(email).bind(full_name),
-        UserChange::Active(b) | UserChange::Superadmin(b) => q.bind(b),
-        UserChange::Nothing => q,
-    };
-    let done = q.execute(&mut *tx).await?;
-    expect_one(done, &format!("user {user_id}"))
-}
-
-/// What a user event changes besides its revision and time.
-enum UserChange {
-    Profile(String, Option<String>),
-    Active(bool),
-    Superadmin(bool),
-    Nothing,
-}
-
 /// An organization, as lists and details show it.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct OrganizationRow {
@@ -440,7 +258,7 @@ pub async fn list_organizations(
          WHERE m.org_id = o.id AND m.user_id = $1)) \
          AND ($3::text IS NULL OR o.name ILIKE $3) AND ($4::boolean IS NULL OR o.is_active = $4) \
          AND ($5::uuid IS NULL OR o.id = $5)";
-    let pattern = query.search.as_deref().map(crate::factory::like_pattern);
+    let pattern = query.search.as_deref().map(like_pattern);
     let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
     let rows = sqlx::query_as::<_, Counted>(sqlx::AssertSqlSafe(format!(
         "SELECT o.id, o.name, o.description, o.settings, o.quotas, o.is_active, o.member_count, \
@@ -478,25 +296,6 @@ pub async fn list_organizations(
     ))
 }
 
-/// A user, as `me` and user lists show them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct UserRow {
-    /// Their id.
-    pub id: Uuid,
-    /// Their username.
-    pub username: String,
-    /// Their email address.
-    pub email: String,
-    /// Their name.
-    pub full_name: Option<String>,
-    /// Whether they administer the platform.
-    pub is_superadmin: bool,
-    /// Whether they may log in.
-    pub is_active: bool,
-    /// When they registered.
-    pub created_at: DateTime<Utc>,
-}
-
 /// One of a user's organizations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct MembershipRow {
@@ -506,17 +305,6 @@ pub struct MembershipRow {
     pub name: String,
     /// The user's role there.
     pub role: String,
-}
-
-/// The user with this id (a user reads themselves: no tenant applies).
-pub async fn get_user(pool: &PgPool, user_id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, username, email, full_name, is_superadmin, is_active, created_at \
-         FROM users WHERE id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(pool)
-    .await
 }
 
 /// The organizations a user belongs to, by name.
@@ -531,103 +319,6 @@ pub async fn memberships_of(
     .bind(user_id)
     .fetch_all(pool)
     .await
-}
-
-/// An API key, as lists show it (never its secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct ApiKeyRow {
-    /// Its id.
-    pub id: Uuid,
-    /// Its organization.
-    pub org_id: Uuid,
-    /// Its name.
-    pub name: String,
-    /// What it may do.
-    pub scopes: Vec<String>,
-    /// When it stops working, if ever.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Who created it.
-    pub created_by: Uuid,
-    /// When.
-    pub created_at: DateTime<Utc>,
-    /// When it was revoked.
-    pub revoked_at: Option<DateTime<Utc>>,
-    /// When it was last used (to the minute).
-    pub last_used_at: Option<DateTime<Utc>>,
-}
-
-/// A page of an organization's API keys, newest first, with the total.
-pub async fn list_api_keys(
-    pool: &PgPool,
-    org_id: Uuid,
-    page: u32,
-    per_page: u32,
-) -> Result<(Vec<ApiKeyRow>, u64), sqlx::Error> {
-    let rows: Vec<ApiKeyRow> = sqlx::query_as(
-        "SELECT k.id, k.org_id, k.name, k.scopes, k.expires_at, k.created_by, k.created_at, \
-         k.revoked_at, s.last_used_at FROM api_keys k \
-         LEFT JOIN api_key_secrets s ON s.key_id = k.id \
-         WHERE k.org_id = $1 ORDER BY k.created_at DESC, k.id DESC LIMIT $2 OFFSET $3",
-    )
-    .bind(org_id)
-    .bind(i64::from(per_page))
-    .bind(i64::from(page.saturating_sub(1)) * i64::from(per_page))
-    .fetch_all(pool)
-    .await?;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE org_id = $1")
-        .bind(org_id)
-        .fetch_one(pool)
-        .await?;
-    Ok((rows, u64::try_from(total).unwrap_or(0)))
-}
-
-/// Which users to list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserQuery {
-    /// Page number, from 1.
-    pub page: u32,
-    /// Rows per page.
-    pub per_page: u32,
-    /// Part of the username or email address, case-insensitive.
-    pub search: Option<String>,
-    /// Only active (or only inactive) ones.
-    pub is_active: Option<bool>,
-    /// Only the members of this organization (`None`: everyone, for a superadmin).
-    pub org_id: Option<Uuid>,
-}
-
-/// A page of users by username, with the total.
-pub async fn list_users(
-    pool: &PgPool,
-    query: &UserQuery,
-) -> Result<(Vec<UserRow>, u64), sqlx::Error> {
-    const VISIBLE: &str = "($1::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships m \
-         WHERE m.user_id = u.id AND m.org_id = $1)) \
-         AND ($2::text IS NULL OR u.username ILIKE $2 OR u.email ILIKE $2) \
-         AND ($3::boolean IS NULL OR u.is_active = $3)";
-    let pattern = query.search.as_deref().map(crate::factory::like_pattern);
-    let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
-    let rows = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT u.id, u.username, u.email, u.full_name, u.is_superadmin, u.is_active, \
-         u.created_at FROM users u WHERE {VISIBLE} \
-         ORDER BY lower(u.username), u.id LIMIT $4 OFFSET $5"
-    )))
-    .bind(query.org_id)
-    .bind(pattern.as_deref())
-    .bind(query.is_active)
-    .bind(i64::from(query.per_page))
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
-    let total = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM users u WHERE {VISIBLE}"
-    )))
-    .bind(query.org_id)
-    .bind(pattern.as_deref())
-    .bind(query.is_active)
-    .fetch_one(pool)
-    .await?;
-    Ok((rows, u64::try_from(total).unwrap_or(0)))
 }
 
 /// Whether a user belongs to an organization.

@@ -1,0 +1,50 @@
+//! The one list of the contexts the HTTP layer serves. Each context's module declares a
+//! [`Context`]: its routes, its OpenAPI document, which of its stream categories the live feed
+//! may send, and the background workers it starts. The application ([`crate::app`]), the
+//! document ([`crate::docs::openapi`]), the live feed and the server ([`crate::server`]) read
+//! this list; adding a context is one line in [`ALL`].
+
+use actix_web::web;
+use atelier_commands::worker::Worker;
+
+use crate::Services;
+use crate::server::ServerConfig;
+
+/// What a context gives the HTTP layer.
+pub struct Context {
+    /// Its name, as the other layers' modules are named (`factory`).
+    pub name: &'static str,
+    /// Registers its routes, inside `/api/v1`.
+    pub routes: fn(&mut web::ServiceConfig),
+    /// Its operations, schemas and tags.
+    pub openapi: fn() -> utoipa::openapi::OpenApi,
+    /// The stream categories whose events the live feed sends to the organization's clients.
+    /// Every other category of the context is private: a new one is private until it is listed
+    /// here.
+    pub live: &'static [LiveCategory],
+    /// Starts its background workers for a server with this configuration.
+    pub workers: fn(&Services, &ServerConfig) -> Vec<Box<dyn Worker>>,
+}
+
+/// A stream category the live feed sends, and the name the API gives its resource (the feed's
+/// kinds and channels use it: the `org` category is the `organization` resource).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveCategory {
+    /// The stream category (`A::CATEGORY`).
+    pub category: &'static str,
+    /// The resource's name in the API.
+    pub resource: &'static str,
+}
+
+/// Every context Atelier serves.
+pub const ALL: &[Context] = &[crate::factory::CONTEXT, crate::identity::CONTEXT];
+
+/// The public categories, across contexts.
+pub fn live_categories() -> impl Iterator<Item = &'static LiveCategory> {
+    ALL.iter().flat_map(|c| c.live.iter())
+}
+
+/// No workers (a context that runs none).
+pub fn no_workers(_: &Services, _: &ServerConfig) -> Vec<Box<dyn Worker>> {
+    Vec::new()
+}

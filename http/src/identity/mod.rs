@@ -1,0 +1,86 @@
+//! Identity's endpoints: logins and sessions ([`login`]), the caller's account ([`account`]),
+//! organizations and members ([`organizations`]), users ([`users`]), API keys ([`api_keys`]);
+//! and the authentication every protected endpoint goes through ([`auth`]), with its login
+//! throttle ([`throttle`]).
+
+pub mod account;
+pub mod api_keys;
+pub mod auth;
+pub mod login;
+pub mod organizations;
+pub mod throttle;
+pub mod users;
+
+use actix_web::web;
+use atelier_domain::Aggregate;
+use atelier_domain::identity::organization::Organization;
+use atelier_domain::identity::user::User;
+use utoipa::OpenApi;
+
+use crate::contexts::{Context, LiveCategory, no_workers};
+
+/// Identity, as the HTTP layer serves it. Sessions and API keys are private on the live feed:
+/// who logged in when and which keys exist are no business of an organization's viewers.
+pub const CONTEXT: Context = Context {
+    name: "identity",
+    routes: configure,
+    openapi: Doc::openapi,
+    live: &[
+        LiveCategory {
+            category: Organization::CATEGORY,
+            resource: "organization",
+        },
+        LiveCategory {
+            category: User::CATEGORY,
+            resource: "user",
+        },
+    ],
+    workers: no_workers,
+};
+
+/// Identity's operations.
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        login::login,
+        login::login_key,
+        login::refresh,
+        login::logout,
+        account::me,
+        account::verify,
+        account::change_password,
+        account::accept_invitation,
+        organizations::list,
+        organizations::create,
+        organizations::get,
+        organizations::update,
+        organizations::delete,
+        organizations::members,
+        organizations::deactivate,
+        organizations::reactivate,
+        organizations::set_member,
+        organizations::remove_member,
+        users::list_users,
+        users::get_user,
+        users::update_user,
+        users::deactivate_user,
+        users::create_user,
+        api_keys::create,
+        api_keys::list,
+        api_keys::revoke,
+    ),
+    tags(
+        (name = "auth", description = "Logins (password or API key), refresh-token rotation, logout, the caller's account, invitations"),
+        (name = "identity", description = "Organizations, members and roles, users, API keys. A user of several organizations picks one with `X-Organization-Id`; another organization's resources are 404s"),
+    )
+)]
+pub struct Doc;
+
+/// Registers identity's routes (inside `/api/v1`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(login::configure)
+        .configure(account::configure)
+        .configure(organizations::configure)
+        .configure(users::configure)
+        .configure(api_keys::configure);
+}

@@ -1,0 +1,323 @@
+//! The `projects` read model: each project of an organization, with its last build.
+
+use async_trait::async_trait;
+use atelier_domain::factory::build::{Build, BuildEvent, BuildStatus};
+use atelier_domain::factory::project::{Project, ProjectEvent};
+use atelier_domain::{Aggregate, DomainEvent};
+use atelier_store::RecordedEvent;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::runtime::{Projection, ProjectionError};
+use crate::sql::like_pattern;
+
+/// The `projects` read model.
+pub struct ProjectsProjection;
+
+/// Its name.
+pub const PROJECTS: &str = "factory.projects";
+
+fn actor(event: &RecordedEvent) -> String {
+    event
+        .metadata
+        .get("actor")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[async_trait]
+impl Projection for ProjectsProjection {
+    fn name(&self) -> &'static str {
+        PROJECTS
+    }
+
+    fn version(&self) -> i32 {
+        // 2: projects show their last build.
+        2
+    }
+
+    async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM projects").execute(tx).await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let category = event.stream.category();
+        if category == Build::CATEGORY {
+            return apply_last_build(tx, event).await;
+        }
+        if category != Project::CATEGORY {
+            return Ok(());
+        }
+        let revision = event.revision as i64;
+        match ProjectEvent::decode(&event.event_type, &event.data)? {
+            ProjectEvent::ProjectCreated {
+                project_id,
+                org_id,
+                name,
+                repo_url,
+                build_command,
+                created_at,
+            } => {
+                sqlx::query(
+                    "INSERT INTO projects (id, org_id, name, name_key, repo_url, build_command, \
+                     revision, created_at, updated_at, created_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+                )
+                .bind(project_id)
+                .bind(org_id)
+                .bind(name.as_str())
+                .bind(name.sort_key())
+                .bind(repo_url.as_str())
+                .bind(build_command.as_ref().map(|c| c.as_str()))
+                .bind(revision)
+                .bind(created_at)
+                .bind(actor(event))
+                .execute(&mut *tx)
+                .await?;
+            }
+            ProjectEvent::ProjectUpdated {
+                project_id,
+                name,
+                repo_url,
+                build_command,
+                updated_at,
+            } => {
+                let updated = sqlx::query(
+                    "UPDATE projects SET name = $2, name_key = $3, repo_url = $4, \
+                     build_command = $5, revision = $6, updated_at = $7 WHERE id = $1",
+                )
+                .bind(project_id)
+                .bind(name.as_str())
+                .bind(name.sort_key())
+                .bind(repo_url.as_str())
+                .bind(build_command.as_ref().map(|c| c.as_str()))
+                .bind(revision)
+                .bind(updated_at)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() != 1 {
+                    return Err(ProjectionError::Invalid(format!(
+                        "project {project_id} is not in the read model"
+                    )));
+                }
+            }
+            ProjectEvent::ProjectDeleted { project_id, .. } => {
+                sqlx::query("DELETE FROM projects WHERE id = $1")
+                    .bind(project_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keeps `projects.last_build_*` on the project's most recently queued build.
+async fn apply_last_build(
+    tx: &mut PgConnection,
+    event: &RecordedEvent,
+) -> Result<(), ProjectionError> {
+    let (build_id, status) = match BuildEvent::decode(&event.event_type, &event.data)? {
+        BuildEvent::BuildQueued {
+            build_id,
+            project_id,
+            queued_at,
+            ..
+        } => {
+            // A project deleted meanwhile has no row: nothing to show.
+            sqlx::query(
+                "UPDATE projects SET last_build_id = $2, last_build_status = 'queued', \
+                 last_build_at = $3 WHERE id = $1",
+            )
+            .bind(project_id)
+            .bind(build_id)
+            .bind(queued_at)
+            .execute(&mut *tx)
+            .await?;
+            return Ok(());
+        }
+        BuildEvent::BuildStarted { build_id, .. } => (build_id, BuildStatus::Running),
+        BuildEvent::BuildSucceeded { build_id, .. } => (build_id, BuildStatus::Succeeded),
+        BuildEvent::BuildFailed { build_id, .. } => (build_id, BuildStatus::Failed),
+        BuildEvent::BuildCancelled { build_id, .. } => (build_id, BuildStatus::Cancelled),
+    };
+    sqlx::query("UPDATE projects SET last_build_status = $2 WHERE last_build_id = $1")
+        .bind(build_id)
+        .bind(status.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// A project as lists and detail pages show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ProjectRow {
+    /// Its id.
+    pub id: Uuid,
+    /// Its organization.
+    pub org_id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Its repository.
+    pub repo_url: String,
+    /// Its build command.
+    pub build_command: Option<String>,
+    /// Its revision (the `ETag`).
+    pub revision: i64,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Who created it.
+    pub created_by: String,
+    /// Its last build's status.
+    pub last_build_status: Option<String>,
+    /// Its last build.
+    pub last_build_id: Option<Uuid>,
+    /// When its last build was queued.
+    pub last_build_at: Option<DateTime<Utc>>,
+}
+
+/// The orders a project list may be sorted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProjectSort {
+    /// By name, A to Z.
+    Name,
+    /// By name, Z to A.
+    NameDesc,
+    /// Oldest first (the default).
+    #[default]
+    CreatedAt,
+    /// Newest first.
+    CreatedAtDesc,
+    /// Least recently changed first.
+    UpdatedAt,
+    /// Most recently changed first.
+    UpdatedAtDesc,
+}
+
+impl ProjectSort {
+    /// The values the API accepts.
+    pub const ACCEPTED: &'static str =
+        "name, -name, created_at, -created_at, updated_at, -updated_at";
+
+    /// Parses `name`, `-created_at`…
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "name" => Self::Name,
+            "-name" => Self::NameDesc,
+            "created_at" => Self::CreatedAt,
+            "-created_at" => Self::CreatedAtDesc,
+            "updated_at" => Self::UpdatedAt,
+            "-updated_at" => Self::UpdatedAtDesc,
+            _ => return None,
+        })
+    }
+
+    fn order_by(self) -> &'static str {
+        match self {
+            Self::Name => "name_key ASC, id ASC",
+            Self::NameDesc => "name_key DESC, id DESC",
+            Self::CreatedAt => "created_at ASC, id ASC",
+            Self::CreatedAtDesc => "created_at DESC, id DESC",
+            Self::UpdatedAt => "updated_at ASC, id ASC",
+            Self::UpdatedAtDesc => "updated_at DESC, id DESC",
+        }
+    }
+}
+
+/// A page request, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectQuery {
+    /// Page number, from 1.
+    pub page: u32,
+    /// Rows per page, 1 to 100.
+    pub per_page: u32,
+    /// Part of the name, case-insensitive.
+    pub search: Option<String>,
+    /// The order.
+    pub sort: ProjectSort,
+}
+
+/// One page of an organization's projects, and how many there are in all.
+pub async fn list_projects(
+    pool: &PgPool,
+    org_id: Uuid,
+    query: &ProjectQuery,
+) -> Result<(Vec<ProjectRow>, u64), sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Counted {
+        #[sqlx(flatten)]
+        row: ProjectRow,
+        total: i64,
+    }
+    let pattern = query.search.as_deref().map(like_pattern);
+    let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
+    // One statement: the page, and (as a window over every matching row, before the LIMIT) the
+    // total. The ORDER BY comes from a closed list (ProjectSort), never from input.
+    let sql = format!(
+        "SELECT id, org_id, name, repo_url, build_command, revision, created_at, updated_at, \
+         created_by, last_build_status, last_build_id, last_build_at, count(*) OVER () AS total \
+         FROM projects WHERE org_id = $1 AND ($2::text IS NULL OR name ILIKE $2) \
+         ORDER BY {} LIMIT $3 OFFSET $4",
+        query.sort.order_by()
+    );
+    let rows = sqlx::query_as::<_, Counted>(sqlx::AssertSqlSafe(sql))
+        .bind(org_id)
+        .bind(pattern.as_deref())
+        .bind(i64::from(query.per_page))
+        .bind(offset)
+        .fetch_all(pool)
+        .await?;
+    let total = match rows.first() {
+        Some(r) => r.total,
+        // A page past the end has no row to carry the total.
+        None => {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM projects WHERE org_id = $1 \
+             AND ($2::text IS NULL OR name ILIKE $2)",
+            )
+            .bind(org_id)
+            .bind(pattern.as_deref())
+            .fetch_one(pool)
+            .await?
+        }
+    };
+    Ok((rows.into_iter().map(|r| r.row).collect(), total as u64))
+}
+
+/// One project of an organization.
+pub async fn get_project(
+    pool: &PgPool,
+    org_id: Uuid,
+    id: Uuid,
+) -> Result<Option<ProjectRow>, sqlx::Error> {
+    sqlx::query_as::<_, ProjectRow>(
+        "SELECT id, org_id, name, repo_url, build_command, revision, created_at, updated_at, \
+         created_by, last_build_status, last_build_id, last_build_at FROM projects WHERE org_id = $1 AND id = $2",
+    )
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whitelisted_sorts_are_accepted() {
+        assert_eq!(ProjectSort::parse("-name"), Some(ProjectSort::NameDesc));
+        assert_eq!(ProjectSort::parse("name; DROP TABLE projects"), None);
+        assert_eq!(ProjectSort::parse("repo_url"), None);
+    }
+}
