@@ -5,12 +5,9 @@ use std::sync::Arc;
 
 use actix_web::web;
 use atelier_commands::factory::RepoPolicy;
-use atelier_commands::identity::CredentialStore;
-use atelier_commands::identity::bootstrap::record_bootstrap;
 use atelier_commands::identity::credentials::Bootstrap;
 use atelier_projections::Registry;
 use atelier_store::EventStore;
-use chrono::Utc;
 use sqlx::PgPool;
 
 use crate::Services;
@@ -91,17 +88,7 @@ pub async fn start(
     store: Arc<dyn EventStore>,
     config: ServerConfig,
 ) -> Result<(Services, Bootstrap), StartError> {
-    let credentials = CredentialStore::new(pool.clone());
-    let secret = credentials
-        .jwt_secret(config.jwt_secret.as_deref(), config.production)
-        .await?;
-    let bootstrap = credentials
-        .bootstrap(&config.admin_username, config.admin_password.as_deref())
-        .await?;
-    record_bootstrap(store.as_ref(), &bootstrap, &config.admin_email, Utc::now()).await?;
-    credentials
-        .set_login_email(bootstrap.admin_user_id, &config.admin_email)
-        .await?;
+    let (secret, bootstrap) = crate::identity::first_start(&pool, store.as_ref(), &config).await?;
     let projections = Registry::new();
     for projection in atelier_projections::all() {
         projections.start(projection, store.clone(), pool.clone());

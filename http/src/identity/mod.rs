@@ -12,12 +12,19 @@ pub mod throttle;
 pub mod users;
 
 use actix_web::web;
+use atelier_commands::identity::CredentialStore;
+use atelier_commands::identity::bootstrap::record_bootstrap;
+use atelier_commands::identity::credentials::Bootstrap;
 use atelier_domain::Aggregate;
 use atelier_domain::identity::organization::Organization;
 use atelier_domain::identity::user::User;
+use atelier_store::EventStore;
+use chrono::Utc;
+use sqlx::PgPool;
 use utoipa::OpenApi;
 
 use crate::contexts::{Context, LiveCategory, no_workers};
+use crate::server::{ServerConfig, StartError};
 
 /// Identity, as the HTTP layer serves it. Sessions and API keys are private on the live feed:
 /// who logged in when and which keys exist are no business of an organization's viewers.
@@ -83,4 +90,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(organizations::configure)
         .configure(users::configure)
         .configure(api_keys::configure);
+}
+
+/// What a server does for identity before it serves: reads (or, outside production, makes)
+/// the JWT secret, and bootstraps the superadmin, in the credentials store and in the log.
+/// Returns the secret and what the bootstrap did.
+pub async fn first_start(
+    pool: &PgPool,
+    store: &dyn EventStore,
+    config: &ServerConfig,
+) -> Result<(Vec<u8>, Bootstrap), StartError> {
+    let credentials = CredentialStore::new(pool.clone());
+    let secret = credentials
+        .jwt_secret(config.jwt_secret.as_deref(), config.production)
+        .await?;
+    let bootstrap = credentials
+        .bootstrap(&config.admin_username, config.admin_password.as_deref())
+        .await?;
+    record_bootstrap(store, &bootstrap, &config.admin_email, Utc::now()).await?;
+    credentials
+        .set_login_email(bootstrap.admin_user_id, &config.admin_email)
+        .await?;
+    Ok((secret, bootstrap))
 }
