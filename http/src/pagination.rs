@@ -28,6 +28,15 @@ pub struct PageParams {
 }
 
 impl PageParams {
+    /// `(page, per_page)`, recording what is invalid in `errors` (with every other field of a
+    /// list's parameters, so that one answer names them all).
+    pub fn collect(&self, errors: &mut Vec<FieldError>) -> (u32, u32) {
+        self.parse().unwrap_or_else(|e| {
+            errors.extend(e);
+            (1, 1)
+        })
+    }
+
     /// Validated `(page, per_page)`.
     pub fn parse(&self) -> Result<(u32, u32), Vec<FieldError>> {
         let mut errors = Vec::new();

@@ -99,6 +99,12 @@ impl Caller {
         })
     }
 
+    /// The one organization a list of organizations shows them, if only one: an API key sees
+    /// its own (people see those they belong to, or all as superadmins).
+    pub fn organizations_listed(&self) -> Option<Uuid> {
+        self.key_id.map(|_| self.org_id)
+    }
+
     /// Whose users a list shows them: a superadmin's filter (`requested`, or everyone), else
     /// their organization's members only.
     pub fn users_listed(&self, requested: Option<Uuid>) -> Option<Uuid> {
@@ -243,6 +249,8 @@ mod tests {
             Err(Refusal::NotFound("no such organization"))
         );
         assert!(key.acting_on(key.org_id, Permission::Manage).is_ok());
+        assert_eq!(key.organizations_listed(), Some(key.org_id));
+        assert_eq!(caller(None).organizations_listed(), None);
         // A person's token is judged by the organization's own rules instead.
         assert!(
             caller(None)

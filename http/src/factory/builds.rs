@@ -214,10 +214,7 @@ pub async fn list(
     principal.require(Permission::Read)?;
     let id = path_id(&id, "project")?;
     let mut errors = Vec::new();
-    let (page, per_page) = page.parse().unwrap_or_else(|e| {
-        errors.extend(e);
-        (1, 1)
-    });
+    let (page, per_page) = page.collect(&mut errors);
     let status = match params.status.as_deref() {
         None => None,
         Some(s) => match BuildStatus::parse(s) {

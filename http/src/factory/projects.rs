@@ -162,10 +162,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
     let mut errors = Vec::new();
-    let (page, per_page) = page.parse().unwrap_or_else(|e| {
-        errors.extend(e);
-        (1, 1)
-    });
+    let (page, per_page) = page.collect(&mut errors);
     let sort = match params.sort.as_deref() {
         None => ProjectSort::default(),
         Some(s) => ProjectSort::parse(s).unwrap_or_else(|| {

@@ -124,10 +124,7 @@ pub async fn list(
     params: web::Query<OrganizationParams>,
 ) -> Result<HttpResponse, ApiError> {
     let mut errors = Vec::new();
-    let (page, per_page) = page.parse().unwrap_or_else(|e| {
-        errors.extend(e);
-        (1, 1)
-    });
+    let (page, per_page) = page.collect(&mut errors);
     let is_active = crate::pagination::flag("is_active", params.is_active.as_deref(), &mut errors);
     let search = crate::pagination::search(params.search.as_deref(), &mut errors);
     crate::pagination::validate(errors)?;
@@ -137,7 +134,7 @@ pub async fn list(
         per_page,
         search,
         is_active,
-        only: principal.key_id.map(|_| principal.org_id),
+        only: principal.organizations_listed(),
     };
     let (rows, total) = list_organizations(
         &state.pool,

@@ -277,10 +277,7 @@ pub async fn list_users(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Manage)?;
     let mut errors = Vec::new();
-    let (page, per_page) = page.parse().unwrap_or_else(|e| {
-        errors.extend(e);
-        (1, 1)
-    });
+    let (page, per_page) = page.collect(&mut errors);
     let is_active = crate::pagination::flag("is_active", params.is_active.as_deref(), &mut errors);
     let search = crate::pagination::search(params.search.as_deref(), &mut errors);
     let only = match params.organization_id.as_deref().map(str::trim) {
