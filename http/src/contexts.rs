@@ -6,8 +6,10 @@
 
 use actix_web::web;
 use atelier_commands::worker::Worker;
+use atelier_store::RecordedEvent;
 
 use crate::Services;
+use crate::live::hub::Revoked;
 use crate::server::ServerConfig;
 
 /// What a context gives the HTTP layer.
@@ -24,6 +26,9 @@ pub struct Context {
     pub live: &'static [LiveCategory],
     /// Starts its background workers for a server with this configuration.
     pub workers: fn(&Services, &ServerConfig) -> Vec<Box<dyn Worker>>,
+    /// What one of its events withdraws from live clients (their connections check their
+    /// credentials again), if anything.
+    pub revokes: fn(&RecordedEvent) -> Option<Revoked>,
 }
 
 /// A stream category the live feed sends, and the name the API gives its resource (the feed's
@@ -42,6 +47,11 @@ pub const ALL: &[Context] = &[crate::factory::CONTEXT, crate::identity::CONTEXT]
 /// The public categories, across contexts.
 pub fn live_categories() -> impl Iterator<Item = &'static LiveCategory> {
     ALL.iter().flat_map(|c| c.live.iter())
+}
+
+/// No revocations (a context whose events withdraw no credential).
+pub fn no_revocations(_: &RecordedEvent) -> Option<Revoked> {
+    None
 }
 
 /// No workers (a context that runs none).

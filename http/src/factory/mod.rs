@@ -11,9 +11,7 @@ use atelier_domain::factory::build::Build;
 use atelier_domain::factory::project::Project;
 use utoipa::OpenApi;
 
-pub use projects::{ProjectBody, ProjectView};
-
-use crate::contexts::{Context, LiveCategory};
+use crate::contexts::{Context, LiveCategory, no_revocations};
 
 /// The factory, as the HTTP layer serves it.
 pub const CONTEXT: Context = Context {
@@ -31,6 +29,7 @@ pub const CONTEXT: Context = Context {
         },
     ],
     workers: runner::workers,
+    revokes: no_revocations,
 };
 
 /// The factory's operations.

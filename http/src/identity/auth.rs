@@ -22,13 +22,13 @@ use atelier_commands::identity::access::Access;
 use atelier_commands::identity::api_keys::{ApiKeyService, usable};
 use atelier_commands::identity::sessions::SessionService;
 use atelier_commands::identity::{CredentialStore, IdentityServices};
+use atelier_domain::identity::Role;
 use atelier_domain::identity::api_key::ApiKey;
 use atelier_domain::identity::caller::{
     Caller, Refusal, may_log_in, password_unchanged_since, role_in,
 };
 use atelier_domain::identity::session::Session;
-use atelier_domain::identity::user::{User, UserData};
-use atelier_domain::identity::{Permission, Role};
+use atelier_domain::identity::user::UserData;
 use chrono::Utc;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -180,11 +180,6 @@ pub(crate) fn internal(e: impl std::error::Error + 'static) -> ApiError {
     ApiError::internal(&e)
 }
 
-/// The user, if they exist and may log in now ([`may_log_in`]).
-fn active(user: &User) -> Result<&UserData, ApiError> {
-    Ok(may_log_in(user)?)
-}
-
 /// A rule's refusal, as an answer.
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
@@ -254,7 +249,7 @@ impl AuthState {
     /// The user, if they exist and may log in now.
     pub(crate) async fn active_user(&self, user_id: Uuid) -> Result<UserData, ApiError> {
         let user = self.access.user(user_id).await.map_err(internal)?;
-        active(&user).cloned()
+        Ok(may_log_in(&user)?.clone())
     }
 
     /// The id of the API key this is, if it is one of ours (revoked or not: see
@@ -310,7 +305,7 @@ impl AuthState {
                 "the session has ended; log in again",
             ));
         };
-        let u = active(&user)?;
+        let u = may_log_in(&user)?;
         if session.user_id != u.id || session.org_id != claims.org {
             return Err(ApiError::unauthorized("the access token is malformed"));
         }
@@ -373,7 +368,7 @@ impl AuthState {
         if k.created_by != creator || k.org_id != key_org {
             return Err(ApiError::unauthorized("the access token is malformed"));
         }
-        let u = active(&user)?;
+        let u = may_log_in(&user)?;
         // A key acts with its scopes, within what its creator may do there now.
         let role = role_in(&organization, u.id, u.is_superadmin, false)?;
         let role = if u.is_superadmin {
@@ -448,11 +443,6 @@ impl Principal {
     /// The organization they act in, if any.
     pub fn organization(&self) -> Option<Uuid> {
         (!self.org_id.is_nil()).then_some(self.org_id)
-    }
-
-    /// Whether they may do this in their organization ([`Caller::require`]).
-    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
-        Ok(self.caller.require(permission)?)
     }
 
     /// The name events record for them (the user's id, or `apikey:<id>` for a key).

@@ -15,15 +15,19 @@ use actix_web::web;
 use atelier_commands::identity::CredentialStore;
 use atelier_commands::identity::bootstrap::record_bootstrap;
 use atelier_commands::identity::credentials::Bootstrap;
-use atelier_domain::Aggregate;
-use atelier_domain::identity::organization::Organization;
-use atelier_domain::identity::user::User;
-use atelier_store::EventStore;
+use atelier_domain::identity::api_key::{ApiKey, KeyEvent};
+use atelier_domain::identity::organization::{OrgEvent, Organization};
+use atelier_domain::identity::session::{Session, SessionEvent};
+use atelier_domain::identity::user::{User, UserEvent};
+use atelier_domain::{Aggregate, DomainEvent};
+use atelier_store::{EventStore, RecordedEvent};
 use chrono::Utc;
 use sqlx::PgPool;
 use utoipa::OpenApi;
+use uuid::Uuid;
 
 use crate::contexts::{Context, LiveCategory, no_workers};
+use crate::live::hub::Revoked;
 use crate::server::{ServerConfig, StartError};
 
 /// Identity, as the HTTP layer serves it. Sessions and API keys are private on the live feed:
@@ -43,7 +47,49 @@ pub const CONTEXT: Context = Context {
         },
     ],
     workers: no_workers,
+    revokes,
 };
+
+/// What an identity event withdraws from live clients (a session ended, a key revoked, a user
+/// deactivated or their password or rights changed, an organization's members or activity
+/// changed), read as the aggregates' own event types.
+fn revokes(record: &RecordedEvent) -> Option<Revoked> {
+    let (category, id) = record.stream.as_str().split_once('-')?;
+    let id = Uuid::try_parse(id).ok()?;
+    let (ty, data) = (record.event_type.as_str(), &record.data);
+    if category == Session::CATEGORY {
+        matches!(
+            SessionEvent::decode(ty, data),
+            Ok(SessionEvent::SessionEnded { .. })
+        )
+        .then_some(Revoked::Session(id))
+    } else if category == ApiKey::CATEGORY {
+        matches!(
+            KeyEvent::decode(ty, data),
+            Ok(KeyEvent::ApiKeyRevoked { .. })
+        )
+        .then_some(Revoked::Key(id))
+    } else if category == User::CATEGORY {
+        matches!(
+            UserEvent::decode(ty, data),
+            Ok(UserEvent::UserDeactivated { .. }
+                | UserEvent::PasswordChanged { .. }
+                | UserEvent::SuperadminChanged { .. })
+        )
+        .then_some(Revoked::User(id))
+    } else if category == Organization::CATEGORY {
+        matches!(
+            OrgEvent::decode(ty, data),
+            Ok(OrgEvent::MemberRemoved { .. }
+                | OrgEvent::MemberRoleChanged { .. }
+                | OrgEvent::OrganizationDeactivated { .. }
+                | OrgEvent::OrganizationDeleted { .. })
+        )
+        .then_some(Revoked::Organization(id))
+    } else {
+        None
+    }
+}
 
 /// Identity's operations.
 #[derive(OpenApi)]

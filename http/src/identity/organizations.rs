@@ -6,10 +6,10 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use atelier_commands::handler::Written;
+use atelier_domain::identity::Permission;
 use atelier_domain::identity::organization::{
     JsonObject, OrgError, OrgName, OrgProfile, Organization,
 };
-use atelier_domain::identity::{Actor, Permission};
 use atelier_projections::identity::{
     DIRECTORY, MemberRow, OrganizationQuery, OrganizationRow, get_organization, list_members,
     list_organizations,
@@ -168,7 +168,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id, "organization")?;
-    acting(&principal, id, Permission::Read)?;
+    principal.acting_on(id, Permission::Read)?;
     await_projection(&state, &req, DIRECTORY).await?;
     let row = get_organization(&state.pool, principal.user_id, principal.is_superadmin, id)
         .await
@@ -197,7 +197,7 @@ pub async fn members(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id, "organization")?;
-    acting(&principal, id, Permission::Read)?;
+    principal.acting_on(id, Permission::Read)?;
     await_projection(&state, &req, DIRECTORY).await?;
     get_organization(&state.pool, principal.user_id, principal.is_superadmin, id)
         .await
@@ -263,15 +263,6 @@ pub(super) fn org_context(
     ctx
 }
 
-/// The actor the organization's own rules judge ([`Caller::acting_on`](atelier_domain::identity::caller::Caller::acting_on)).
-pub(super) fn acting(
-    principal: &Principal,
-    org_id: Uuid,
-    permission: Permission,
-) -> Result<Actor, ApiError> {
-    Ok(principal.acting_on(org_id, permission)?)
-}
-
 pub(super) fn rejected(e: OrgError) -> ApiError {
     match e {
         OrgError::NotFound => ApiError::not_found("no such organization"),
@@ -327,7 +318,7 @@ pub async fn create(
         let written = state
             .identity
             .organizations
-            .create(&ctx, &acting(&principal, id, Permission::Own)?, profile)
+            .create(&ctx, &principal.acting_on(id, Permission::Own)?, profile)
             .await
             .map_err(|e| command_error(e, rejected))?;
         let view =
@@ -374,7 +365,7 @@ pub async fn update(
         .organizations
         .update(
             &ctx,
-            &acting(&principal, id, Permission::Manage)?,
+            &principal.acting_on(id, Permission::Manage)?,
             id,
             expected,
             profile,
@@ -418,7 +409,7 @@ pub async fn delete(
         .organizations
         .delete(
             &ctx,
-            &acting(&principal, id, Permission::Own)?,
+            &principal.acting_on(id, Permission::Own)?,
             id,
             expected,
         )
@@ -481,7 +472,7 @@ async fn set_active(
     let written = state
         .identity
         .organizations
-        .set_active(&ctx, &acting(principal, id, Permission::Own)?, id, active)
+        .set_active(&ctx, &principal.acting_on(id, Permission::Own)?, id, active)
         .await
         .map_err(|e| command_error(e, rejected))?;
     let view = written_view(&written).ok_or_else(|| ApiError::not_found("no such organization"))?;
@@ -532,7 +523,7 @@ pub async fn set_member(
         .organizations
         .set_member(
             &ctx,
-            &acting(&principal, id, Permission::Manage)?,
+            &principal.acting_on(id, Permission::Manage)?,
             id,
             body.user_id,
             role,
@@ -583,7 +574,7 @@ pub async fn remove_member(
         .organizations
         .remove_member(
             &ctx,
-            &acting(&principal, id, Permission::Manage)?,
+            &principal.acting_on(id, Permission::Manage)?,
             id,
             user_id,
         )

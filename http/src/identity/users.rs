@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::organizations::{acting, org_context, rejected};
+use super::organizations::{org_context, rejected};
 use crate::conventions::{Reply, await_projection, command_error, json_body};
 use crate::identity::auth::Principal;
 use crate::kit::path_id;
@@ -172,7 +172,7 @@ pub async fn create_user(
     let created = state
         .identity
         .users
-        .create(&ctx, &acting(&principal, org_id, Permission::Manage)?, new)
+        .create(&ctx, &principal.acting_on(org_id, Permission::Manage)?, new)
         .await
         .map_err(user_error)?;
     let written = created.written;
@@ -430,7 +430,7 @@ async fn change_user(
         .users
         .update(
             &ctx,
-            &acting(principal, principal.org_id, Permission::Read)?,
+            &principal.acting_on(principal.org_id, Permission::Read)?,
             id,
             changes,
         )

@@ -123,14 +123,6 @@ impl FeedEvent {
     }
 }
 
-/// The resource a stream category holds, as the API names it (`org` → `organization`; an
-/// undeclared category keeps its own name).
-pub fn resource_name(category: &str) -> &str {
-    crate::contexts::live_categories()
-        .find(|c| c.category == category)
-        .map_or(category, |c| c.resource)
-}
-
 /// The stream category of a resource the API names (`organization` → `org`; a category is
 /// its own name too).
 pub fn category_named(resource: &str) -> &str {

@@ -50,49 +50,12 @@ pub struct Revocations {
     pub last: Option<Revoked>,
 }
 
-/// What an event revokes, if anything: identity's events, read as the aggregates' own types.
+/// What an event revokes, if anything: the first answer of the contexts that judge it
+/// ([`crate::contexts::Context::revokes`]).
 fn revoked_by(record: &atelier_store::RecordedEvent) -> Option<Revoked> {
-    use atelier_domain::identity::api_key::{ApiKey, KeyEvent};
-    use atelier_domain::identity::organization::{OrgEvent, Organization};
-    use atelier_domain::identity::session::{Session, SessionEvent};
-    use atelier_domain::identity::user::{User, UserEvent};
-    use atelier_domain::{Aggregate, DomainEvent};
-
-    let (category, id) = record.stream.as_str().split_once('-')?;
-    let id = Uuid::try_parse(id).ok()?;
-    let (ty, data) = (record.event_type.as_str(), &record.data);
-    if category == Session::CATEGORY {
-        matches!(
-            SessionEvent::decode(ty, data),
-            Ok(SessionEvent::SessionEnded { .. })
-        )
-        .then_some(Revoked::Session(id))
-    } else if category == ApiKey::CATEGORY {
-        matches!(
-            KeyEvent::decode(ty, data),
-            Ok(KeyEvent::ApiKeyRevoked { .. })
-        )
-        .then_some(Revoked::Key(id))
-    } else if category == User::CATEGORY {
-        matches!(
-            UserEvent::decode(ty, data),
-            Ok(UserEvent::UserDeactivated { .. }
-                | UserEvent::PasswordChanged { .. }
-                | UserEvent::SuperadminChanged { .. })
-        )
-        .then_some(Revoked::User(id))
-    } else if category == Organization::CATEGORY {
-        matches!(
-            OrgEvent::decode(ty, data),
-            Ok(OrgEvent::MemberRemoved { .. }
-                | OrgEvent::MemberRoleChanged { .. }
-                | OrgEvent::OrganizationDeactivated { .. }
-                | OrgEvent::OrganizationDeleted { .. })
-        )
-        .then_some(Revoked::Organization(id))
-    } else {
-        None
-    }
+    crate::contexts::ALL
+        .iter()
+        .find_map(|c| (c.revokes)(record))
 }
 
 /// The server's single fan-out of the log to live clients.

@@ -73,10 +73,7 @@ impl Projection for DirectoryProjection {
 
 /// An update that must have found its row: a missing one means the log and the read model
 /// disagree, which stops the projection visibly.
-pub(crate) fn expect_one(
-    done: sqlx::postgres::PgQueryResult,
-    what: &str,
-) -> Result<(), ProjectionError> {
+fn expect_one(done: sqlx::postgres::PgQueryResult, what: &str) -> Result<(), ProjectionError> {
     if done.rows_affected() == 1 {
         Ok(())
     } else {
