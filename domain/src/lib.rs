@@ -3,10 +3,11 @@
 //! Everything here is deterministic and free of IO: no async, no database, no clock reads.
 //! An aggregate is a pair of functions, [`Aggregate::decide`] and [`Aggregate::evolve`]; value
 //! types parse their input once so that invalid data cannot be held. One module per context
-//! (`factory`, `identity` now; `deploy`, `venvs`, `surveillance` as their issues arrive),
+//! (`factory`, `identity`, `deploy` now; `venvs`, `surveillance` as their issues arrive),
 //! mirroring the modules of the other layers. [`testing`] holds the given/when/then harness.
 
 pub mod aggregate;
+pub mod deploy;
 pub mod factory;
 pub mod identity;
 pub mod testing;
