@@ -306,10 +306,6 @@ impl Action {
 /// What happens to deployments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "events are decoded one at a time"
-)]
 pub enum DeploymentEvent {
     /// Created, pending; its spec is version 1.
     DeploymentCreated {
