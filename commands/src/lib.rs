@@ -3,14 +3,18 @@
 //! conflict reload and decide again (bounded).
 //!
 //! What every context uses sits at the root: the command loop ([`handler`]), idempotent
-//! requests ([`idempotency`]), uniqueness reservations ([`reservation`]) and the background
-//! worker contract ([`worker`]). Each context has its own module tree, named as in
+//! requests ([`idempotency`]), uniqueness reservations ([`reservation`]), the background
+//! worker contract ([`worker`]), process output logs ([`output`]), child process groups
+//! ([`process`]) and rate limits shared by every server on one database ([`rate_limit`]). Each context has its own module tree, named as in
 //! `atelier-domain`, with one `…Services` struct that the HTTP layer holds.
 
 pub mod factory;
 pub mod handler;
 pub mod idempotency;
 pub mod identity;
+pub mod output;
+pub mod process;
+pub mod rate_limit;
 pub mod reservation;
 pub mod worker;
 

@@ -3,22 +3,19 @@
 //! repository with git and runs its build command in a fresh directory.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use atelier_domain::factory::build::{FailureReason, Outcome};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use rand::RngExt;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::RepoPolicy;
-use super::logs::{LogHandle, LogSink, LogStream};
+use super::logs::{LogSink, LogStream};
+use crate::process::{Exit, clean_command, code_of, run_to_end};
 
 /// What a driver runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,127 +139,20 @@ pub struct ShellDriver {
     pub repos: RepoPolicy,
 }
 
-/// Why a process stopped.
-enum Exit {
-    Status(std::process::ExitStatus),
-    TimedOut,
-    Cancelled,
-    SpawnFailed(String),
-}
-
-/// Kills a process group when dropped: a build's processes never outlive its runner task.
-struct GroupGuard(Option<Pid>);
-
-impl GroupGuard {
-    fn signal(&self, signal: Signal) {
-        if let Some(pid) = self.0 {
-            // ESRCH: the group is already gone.
-            let _ = killpg(pid, signal);
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.signal(Signal::SIGKILL);
-    }
-}
-
-fn forward(
-    reader: impl AsyncRead + Unpin + Send + 'static,
-    log: LogHandle,
-    stream: LogStream,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(reader);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match lines.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    if buf.last() == Some(&b'\n') {
-                        buf.pop();
-                    }
-                    log.line(stream, String::from_utf8_lossy(&buf).into_owned());
-                }
-            }
-        }
-    })
-}
-
 impl ShellDriver {
-    /// Runs one process to its end, its deadline or its cancellation; its output goes to `log`.
     async fn run_process(
         &self,
-        mut command: Command,
+        command: Command,
         log: &LogSink,
         deadline: Instant,
         cancel: &CancellationToken,
     ) -> Exit {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = match command.spawn() {
-            Ok(c) => c,
-            Err(e) => return Exit::SpawnFailed(e.to_string()),
-        };
-        let guard = GroupGuard(
-            child
-                .id()
-                .and_then(|id| i32::try_from(id).ok())
-                .map(Pid::from_raw),
-        );
-        let mut readers = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            readers.push(forward(out, log.handle(), LogStream::Stdout));
-        }
-        if let Some(err) = child.stderr.take() {
-            readers.push(forward(err, log.handle(), LogStream::Stderr));
-        }
-        let exit = tokio::select! {
-            status = child.wait() => match status {
-                Ok(s) => Exit::Status(s),
-                Err(e) => Exit::SpawnFailed(e.to_string()),
-            },
-            _ = tokio::time::sleep_until(deadline) => Exit::TimedOut,
-            _ = cancel.cancelled() => Exit::Cancelled,
-        };
-        if matches!(exit, Exit::TimedOut | Exit::Cancelled) {
-            guard.signal(Signal::SIGTERM);
-            if tokio::time::timeout(self.kill_grace, child.wait())
-                .await
-                .is_err()
-            {
-                guard.signal(Signal::SIGKILL);
-                let _ = child.wait().await;
-            }
-        }
-        // Whatever the command left behind in its group goes with it.
-        drop(guard);
-        for r in readers {
-            // Output still held open by a stray process is not waited for long.
-            let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
-        }
-        exit
+        run_to_end(command, &log.handle(), deadline, cancel, self.kill_grace).await
     }
 
     fn command(&self, program: &str, job: &Job) -> Command {
-        let mut c = Command::new(program);
-        c.env_clear()
-            .env(
-                "PATH",
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-            )
-            .env(
-                "HOME",
-                std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()),
-            )
-            .env("LANG", "C.UTF-8")
-            .env("CI", "true")
+        let mut c = clean_command(program);
+        c.env("CI", "true")
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("ATELIER_BUILD_ID", job.build_id.to_string())
             .env("ATELIER_PROJECT_ID", job.project_id.to_string());
@@ -276,14 +166,6 @@ fn failed(exit_code: Option<i32>, reason: FailureReason, message: impl Into<Stri
         reason,
         message: message.into(),
     })
-}
-
-fn code_of(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(-1)
 }
 
 #[async_trait]

@@ -32,7 +32,7 @@ impl FactoryServices {
         Self {
             projects: ProjectService::new(store.clone()).with_repo_policy(repos),
             builds: builds::BuildService::new(store),
-            logs: logs::BuildLogs::new(pool),
+            logs: logs::build_logs(pool),
         }
     }
 }
