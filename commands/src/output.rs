@@ -123,21 +123,21 @@ impl OutputLog {
         limit: i64,
     ) -> Result<Vec<LogLine>, sqlx::Error> {
         sqlx::query_as::<_, LogLine>(sqlx::AssertSqlSafe(self.sql.read.as_str()))
-        .bind(owner)
-        .bind(org_id)
-        .bind(offset)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
+            .bind(owner)
+            .bind(org_id)
+            .bind(offset)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// The number of the next line of an owner (0 when it has none).
     async fn next_seq(&self, org_id: Uuid, owner: Uuid) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(sqlx::AssertSqlSafe(self.sql.next.as_str()))
-        .bind(owner)
-        .bind(org_id)
-        .fetch_one(&self.pool)
-        .await
+            .bind(owner)
+            .bind(org_id)
+            .fetch_one(&self.pool)
+            .await
     }
 
     async fn insert(
@@ -152,14 +152,14 @@ impl OutputLog {
         let texts: Vec<&str> = lines.iter().map(|l| l.1.as_str()).collect();
         let ats: Vec<DateTime<Utc>> = lines.iter().map(|l| l.2).collect();
         sqlx::query(sqlx::AssertSqlSafe(self.sql.insert.as_str()))
-        .bind(owner)
-        .bind(org_id)
-        .bind(&seqs)
-        .bind(&streams)
-        .bind(&texts)
-        .bind(&ats)
-        .execute(&self.pool)
-        .await?;
+            .bind(owner)
+            .bind(org_id)
+            .bind(&seqs)
+            .bind(&streams)
+            .bind(&texts)
+            .bind(&ats)
+            .execute(&self.pool)
+            .await?;
         let _ = self.grown.send(owner);
         Ok(())
     }
