@@ -559,8 +559,7 @@ impl Aggregate for Deployment {
             } => {
                 let may_fail = match d.status {
                     S::Provisioning | S::Deploying => true,
-                    // Only a runner that never claimed it fails a pending one (it cannot be
-                    // provisioned at all).
+                    // A pending one that cannot be provisioned at all (no driver takes it).
                     S::Pending => true,
                     S::Running => reason == FailureReason::Exited,
                     _ => false,
