@@ -8,11 +8,17 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atelier_commands::deploy::driver::AddressPool;
 use atelier_commands::factory::RepoPolicy;
+use atelier_commands::rate_limit::Limit;
 use atelier_http::HttpSettings;
+use atelier_http::deploy::deployments::CreationLimit;
 use atelier_http::identity::auth::AuthSettings;
 use atelier_http::live::LiveSettings;
-use atelier_http::server::{BuildSettings, DriverSettings, ServerConfig, default_runner_id};
+use atelier_http::server::{
+    BuildSettings, DeploySettings, DriverSettings, ProvisionerSettings, ServerConfig,
+    default_runner_id,
+};
 use atelier_projections::{Registry, runtime};
 use atelier_store::postgres::{self, PgConfig, PgEventStore};
 use atelier_store::{EventStore, Position};
@@ -173,6 +179,48 @@ pub struct ServeArgs {
     /// shell builds clone them. Off by default: a project could name `/etc`.
     #[arg(long, env = "ATELIER_ALLOW_LOCAL_REPOS")]
     pub allow_local_repos: bool,
+    /// How deployments are provisioned: `simulated` (the PaaS seed: an address of the pool,
+    /// staged durations, nothing sent anywhere), `process` (clone, build and run each app on
+    /// this machine, on 127.0.0.1) or `none` (this server runs no deployments).
+    #[arg(long, env = "ATELIER_DEPLOY_DRIVER", value_enum, default_value_t = DeployDriverArg::Simulated)]
+    pub deploy_driver: DeployDriverArg,
+    /// The most rollouts at once.
+    #[arg(long, env = "ATELIER_DEPLOY_CONCURRENCY", default_value_t = 16)]
+    pub deploy_concurrency: usize,
+    /// Multiplies simulated provisioning (3 to 8 s) and deployment (2 to 6 s) durations.
+    #[arg(long, env = "ATELIER_DEPLOY_TIME_SCALE", default_value_t = 1.0)]
+    pub deploy_time_scale: f64,
+    /// The odds that a simulated rollout fails, 0 to 1.
+    #[arg(long, env = "ATELIER_DEPLOY_FAILURE_RATE", default_value_t = 0.1)]
+    pub deploy_failure_rate: f64,
+    /// The simulated driver's address pool (unique per organization).
+    #[arg(long, env = "ATELIER_DEPLOY_POOL", default_value = "192.168.100.0/24")]
+    pub deploy_pool: String,
+    /// Where the process driver puts deployments (default: `atelier-deployments` in the temp
+    /// dir).
+    #[arg(long, env = "ATELIER_DEPLOY_WORK_DIR")]
+    pub deploy_work_dir: Option<std::path::PathBuf>,
+    /// URL rewrites before a clone, comma-separated `prefix=replacement`
+    /// (`https://github.com/=file:///srv/mirror/`).
+    #[arg(long, env = "ATELIER_DEPLOY_MIRRORS", value_delimiter = ',')]
+    pub deploy_mirrors: Vec<String>,
+    /// The longest a process-driver clone and build may take, in seconds.
+    #[arg(long, env = "ATELIER_DEPLOY_BUILD_TIMEOUT_SECS", default_value_t = 900)]
+    pub deploy_build_timeout_secs: u64,
+    /// The longest an app may take to answer HTTP after its start, in seconds.
+    #[arg(long, env = "ATELIER_DEPLOY_READY_TIMEOUT_SECS", default_value_t = 60)]
+    pub deploy_ready_timeout_secs: u64,
+    /// Deployment creations allowed per user per minute (WindFlow: 10).
+    #[arg(long, env = "ATELIER_DEPLOY_CREATIONS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub deploy_creations_per_minute: u32,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeployDriverArg {
+    #[default]
+    Simulated,
+    Process,
+    None,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -184,6 +232,41 @@ pub enum BuildDriverArg {
 }
 
 impl ServeArgs {
+    fn deploy_settings(&self) -> anyhow::Result<Option<DeploySettings>> {
+        let driver = match self.deploy_driver {
+            DeployDriverArg::None => return Ok(None),
+            DeployDriverArg::Simulated => ProvisionerSettings::Simulated {
+                time_scale: self.deploy_time_scale,
+                failure_rate: self.deploy_failure_rate,
+                pool: AddressPool::parse(&self.deploy_pool)
+                    .map_err(|e| anyhow::anyhow!("ATELIER_DEPLOY_POOL: {e}"))?,
+            },
+            DeployDriverArg::Process => {
+                let mut mirrors = Vec::new();
+                for m in self.deploy_mirrors.iter().filter(|m| !m.is_empty()) {
+                    let (from, to) = m.split_once('=').ok_or_else(|| {
+                        anyhow::anyhow!("ATELIER_DEPLOY_MIRRORS: {m:?} is not prefix=replacement")
+                    })?;
+                    mirrors.push((from.to_owned(), to.to_owned()));
+                }
+                ProvisionerSettings::Process {
+                    work_dir: self
+                        .deploy_work_dir
+                        .clone()
+                        .unwrap_or_else(|| std::env::temp_dir().join("atelier-deployments")),
+                    mirrors,
+                    build_timeout: Duration::from_secs(self.deploy_build_timeout_secs),
+                    ready_timeout: Duration::from_secs(self.deploy_ready_timeout_secs),
+                }
+            }
+        };
+        Ok(Some(DeploySettings {
+            runner_id: self.runner_id.clone().unwrap_or_else(default_runner_id),
+            concurrency: self.deploy_concurrency,
+            driver,
+        }))
+    }
+
     fn build_settings(&self) -> Option<BuildSettings> {
         let driver = match self.build_driver {
             BuildDriverArg::None => return None,
@@ -332,8 +415,13 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
                 max_connections: args.live_max_connections,
                 ..LiveSettings::default()
             },
+            deploy_creations: CreationLimit(Limit {
+                max: args.deploy_creations_per_minute,
+                window: Duration::from_secs(60),
+            }),
         },
         builds: args.build_settings(),
+        deployments: args.deploy_settings()?,
         repos: RepoPolicy {
             allow_local: args.allow_local_repos,
         },

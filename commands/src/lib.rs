@@ -8,6 +8,7 @@
 //! ([`process`]) and rate limits shared by every server on one database ([`rate_limit`]). Each context has its own module tree, named as in
 //! `atelier-domain`, with one `…Services` struct that the HTTP layer holds.
 
+pub mod deploy;
 pub mod factory;
 pub mod handler;
 pub mod idempotency;

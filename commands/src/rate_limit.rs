@@ -64,8 +64,8 @@ impl RateLimiter {
         .execute(&mut *tx)
         .await?;
         let (count, wait_us): (i64, Option<f64>) = sqlx::query_as(
-            "SELECT count(*), extract(epoch FROM min(at) \
-             + make_interval(secs => $2::float8 / 1e6) - clock_timestamp()) * 1e6 \
+            "SELECT count(*), (extract(epoch FROM min(at) \
+             + make_interval(secs => $2::float8 / 1e6) - clock_timestamp()) * 1e6)::float8 \
              FROM rate_limit_hits WHERE key = $1",
         )
         .bind(key)
@@ -99,5 +99,43 @@ impl RateLimiter {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atelier_store::testing::TestDatabase;
+
+    #[tokio::test]
+    async fn a_window_allows_its_hits_then_says_when_to_retry_and_a_refund_gives_one_back() {
+        let db = TestDatabase::create().await.unwrap();
+        let limiter = RateLimiter::new(db.pool(2).await.unwrap());
+        let limit = Limit {
+            max: 2,
+            window: Duration::from_secs(60),
+        };
+        let Decision::Allowed(first) = limiter.hit("k", limit).await.unwrap() else {
+            panic!("the first hit is allowed");
+        };
+        assert_eq!(first.remaining, 1);
+        let Decision::Allowed(second) = limiter.hit("k", limit).await.unwrap() else {
+            panic!("the second hit is allowed");
+        };
+        assert_eq!(second.remaining, 0);
+        let Decision::Limited { retry_after } = limiter.hit("k", limit).await.unwrap() else {
+            panic!("the third hit is limited");
+        };
+        assert!(retry_after > Duration::from_secs(55) && retry_after <= limit.window);
+        // Another key has its own window.
+        assert!(matches!(
+            limiter.hit("other", limit).await.unwrap(),
+            Decision::Allowed(_)
+        ));
+        limiter.refund(second).await.unwrap();
+        assert!(matches!(
+            limiter.hit("k", limit).await.unwrap(),
+            Decision::Allowed(_)
+        ));
     }
 }

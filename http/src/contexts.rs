@@ -42,7 +42,11 @@ pub struct LiveCategory {
 }
 
 /// Every context Atelier serves.
-pub const ALL: &[Context] = &[crate::factory::CONTEXT, crate::identity::CONTEXT];
+pub const ALL: &[Context] = &[
+    crate::factory::CONTEXT,
+    crate::identity::CONTEXT,
+    crate::deploy::CONTEXT,
+];
 
 /// The public categories, across contexts.
 pub fn live_categories() -> impl Iterator<Item = &'static LiveCategory> {

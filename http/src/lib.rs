@@ -6,11 +6,13 @@
 pub mod contexts;
 pub mod conventions;
 pub mod cors;
+pub mod deploy;
 pub mod docs;
 pub mod factory;
 pub mod identity;
 pub mod kit;
 pub mod live;
+pub mod logs;
 pub mod metrics;
 pub mod middleware;
 pub mod pagination;

@@ -11,6 +11,7 @@ use atelier_store::EventStore;
 use sqlx::PgPool;
 
 use crate::Services;
+pub use crate::deploy::runner::{DeploySettings, ProvisionerSettings};
 pub use crate::factory::runner::{BuildSettings, DriverSettings, default_runner_id, start_runner};
 use crate::identity::auth::AuthState;
 use crate::platform::PlatformState;
@@ -35,6 +36,8 @@ pub struct ServerConfig {
     pub http: HttpSettings,
     /// The build runner (`None`: this server runs no builds).
     pub builds: Option<BuildSettings>,
+    /// The deploy runner (`None`: this server runs no deployments).
+    pub deployments: Option<DeploySettings>,
     /// Which repositories projects may name and builds clone (local ones only when allowed:
     /// `ATELIER_ALLOW_LOCAL_REPOS`).
     pub repos: RepoPolicy,
@@ -55,6 +58,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("auth", &self.auth)
             .field("http", &self.http)
             .field("builds", &self.builds)
+            .field("deployments", &self.deployments)
             .field("repos", &self.repos)
             .field("metrics_token", &set(&self.metrics_token))
             .finish()
@@ -72,6 +76,7 @@ impl Default for ServerConfig {
             auth: crate::identity::auth::AuthSettings::default(),
             http: HttpSettings::default(),
             builds: Some(BuildSettings::default()),
+            deployments: Some(DeploySettings::default()),
             repos: RepoPolicy::default(),
             metrics_token: None,
         }

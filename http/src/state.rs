@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use atelier_commands::deploy::DeployServices;
 use atelier_commands::factory::{FactoryServices, RepoPolicy};
 use atelier_commands::idempotency::IdempotencyStore;
 use atelier_commands::identity::IdentityServices;
@@ -21,6 +22,8 @@ pub struct HttpSettings {
     pub cors_origins: Vec<String>,
     /// The live feed.
     pub live: crate::live::LiveSettings,
+    /// How many deployments one user may create in a window.
+    pub deploy_creations: crate::deploy::deployments::CreationLimit,
 }
 
 impl Default for HttpSettings {
@@ -33,6 +36,7 @@ impl Default for HttpSettings {
                 "http://localhost:3000".to_owned(),
             ],
             live: crate::live::LiveSettings::default(),
+            deploy_creations: Default::default(),
         }
     }
 }
@@ -51,6 +55,8 @@ pub struct AppState {
     pub factory: FactoryServices,
     /// Identity's services.
     pub identity: IdentityServices,
+    /// The deploy context's services.
+    pub deploy: DeployServices,
     /// Settings.
     pub settings: HttpSettings,
 }
@@ -68,6 +74,7 @@ impl AppState {
         Self {
             factory: FactoryServices::new(store.clone(), pool.clone(), repos),
             identity: IdentityServices::new(store.clone(), pool.clone()),
+            deploy: DeployServices::new(store.clone(), pool.clone()),
             idempotency: IdempotencyStore::new(pool.clone()),
             store,
             pool,

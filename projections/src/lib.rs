@@ -8,6 +8,7 @@
 //! `atelier-domain`, whose `projections()` lists what it runs. Projection names read
 //! `<context>.<read model>`.
 
+pub mod deploy;
 pub mod factory;
 pub mod health;
 pub mod identity;
@@ -20,5 +21,10 @@ use std::sync::Arc;
 
 /// Every projection Atelier runs: each context's, one line per context.
 pub fn all() -> Vec<Arc<dyn runtime::Projection>> {
-    [factory::projections(), identity::projections()].concat()
+    [
+        factory::projections(),
+        identity::projections(),
+        deploy::projections(),
+    ]
+    .concat()
 }

@@ -27,12 +27,13 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// The configuration of [`TestApp::spawn`]: the test admin, and no build runner.
+    /// The configuration of [`TestApp::spawn`]: the test admin, and no build or deploy runner.
     pub fn config() -> ServerConfig {
         ServerConfig {
             admin_username: ADMIN.to_owned(),
             admin_password: Some(PASSWORD.to_owned()),
             builds: None,
+            deployments: None,
             ..ServerConfig::default()
         }
     }

@@ -1,36 +1,26 @@
 //! Builds: trigger (the seed's `POST /projects/{id}/build`, and `/builds`), list, read, cancel,
 //! restart, logs (paged, or followed live as server-sent events), and the factory's stats.
 
-use std::time::Duration;
-
 use actix_web::http::StatusCode;
-use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use atelier_commands::factory::logs::{BuildLogs, LogLine};
 use atelier_commands::handler::Written;
 use atelier_domain::factory::build::{Build, BuildError, BuildStatus};
 use atelier_domain::identity::Permission;
+use atelier_projections::deploy::{DEPLOYMENTS, DeployStats, deploy_stats};
 use atelier_projections::factory::{
     BUILDS, BuildRow, FactoryStats, PROJECTS, factory_stats, get_build, get_project, list_builds,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::conventions::{Reply, await_projection, command_error, etag, idempotent, if_match};
 use crate::kit::{Principal, command_context, path_id};
+use crate::logs::{LogEvent, LogPage, LogParams, Settled};
 use crate::pagination::{Page, PageParams, Pagination};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
-
-/// Most log lines one read returns.
-pub const MAX_LOG_LIMIT: i64 = 5_000;
-/// How often a followed log is re-read when no wake-up arrives (a runner in another process).
-const FOLLOW_POLL: Duration = Duration::from_millis(500);
-/// How often a quiet followed log sends a comment, so proxies keep the connection.
-const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// A build, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -357,45 +347,6 @@ pub async fn restart(
     .await
 }
 
-/// Log parameters.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LogParams {
-    /// The first line to read, from 0 (a followed log also takes `Last-Event-ID`).
-    #[param(minimum = 0)]
-    pub offset: Option<i64>,
-    /// Most lines to return, 1 to 5000 (default 1000); not used when following.
-    #[param(minimum = 1, maximum = 5000)]
-    pub limit: Option<i64>,
-    /// `true`: stream the lines as server-sent events until the build ends.
-    pub follow: Option<bool>,
-    /// Wait until the build is visible at this `Atelier-Position` first.
-    pub min_position: Option<String>,
-}
-
-/// One server-sent event of a followed log (`follow=true`), as its fields are sent.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct LogEvent {
-    /// `log` (one line), then `end` (the build is over).
-    pub event: String,
-    /// The line's number (`log` events): a reconnect sends it back as `Last-Event-ID`.
-    pub id: Option<String>,
-    /// JSON: the line (`{seq, stream, line, at}`), or the build's end (`{status}`).
-    pub data: String,
-}
-
-/// A page of log lines.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct LogPage {
-    /// The lines.
-    #[schema(value_type = Vec<Object>)]
-    pub data: Vec<LogLine>,
-    /// Where to read next.
-    pub next_offset: i64,
-    /// Whether the build has ended (with `next_offset` at the end, nothing more will come).
-    pub finished: bool,
-}
-
 /// Reads a build's log from an offset, or follows it live (`follow=true`: `text/event-stream`,
 /// one `log` event per line with `id:` its number, then one `end` event with the build's status).
 #[utoipa::path(
@@ -420,158 +371,36 @@ pub async fn logs(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
     let id = path_id(&id, "build")?;
-    let mut errors = Vec::new();
-    let last_event_id = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok());
-    let offset = params
-        .offset
-        .or(last_event_id.map(|seq| seq + 1))
-        .unwrap_or(0);
-    if offset < 0 {
-        errors.push(FieldError {
-            field: "offset".into(),
-            message: "must be 0 or more".into(),
-        });
-    }
-    let limit = params.limit.unwrap_or(1000);
-    if !(1..=MAX_LOG_LIMIT).contains(&limit) {
-        errors.push(FieldError {
-            field: "limit".into(),
-            message: format!("must be from 1 to {MAX_LOG_LIMIT}"),
-        });
-    }
-    crate::pagination::validate(errors)?;
+    let window = params.window(&req)?;
     await_projection(&state, &req, BUILDS).await?;
     let build = find(&state, principal.org_id, id).await?;
-    if params.follow.unwrap_or(false) {
-        let follower = Follower {
-            logs: state.factory.logs.clone(),
-            pool: state.pool.clone(),
-            org_id: principal.org_id,
-            build_id: id,
-            next: offset,
-            grown: state.factory.logs.subscribe(),
-            ended: false,
-        };
-        return Ok(HttpResponse::Ok()
-            .content_type("text/event-stream")
-            .insert_header(("cache-control", "no-cache"))
-            .insert_header(("x-accel-buffering", "no"))
-            .streaming(follower.into_stream()));
+    if window.follow {
+        let (pool, org_id) = (state.pool.clone(), principal.org_id);
+        let settled: Settled = Box::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                match get_build(&pool, org_id, id).await {
+                    Ok(Some(b))
+                        if BuildStatus::parse(&b.status).is_some_and(BuildStatus::is_finished) =>
+                    {
+                        Some(serde_json::json!({"status": b.status, "exit_code": b.exit_code}))
+                    }
+                    _ => None,
+                }
+            })
+        });
+        return Ok(crate::logs::follow(
+            state.factory.logs.clone(),
+            principal.org_id,
+            id,
+            window.offset,
+            settled,
+        ));
     }
     let finished = BuildStatus::parse(&build.status).is_some_and(BuildStatus::is_finished);
-    let lines = state
-        .factory
-        .logs
-        .read(principal.org_id, id, offset, limit)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    let next_offset = lines.last().map_or(offset, |l| l.seq + 1);
-    Ok(HttpResponse::Ok().json(LogPage {
-        data: lines,
-        next_offset,
-        finished,
-    }))
-}
-
-/// Streams a build's log as server-sent events until the build has ended and every line is out.
-struct Follower {
-    logs: BuildLogs,
-    pool: PgPool,
-    org_id: Uuid,
-    build_id: Uuid,
-    next: i64,
-    grown: tokio::sync::broadcast::Receiver<Uuid>,
-    ended: bool,
-}
-
-fn sse_line(line: &LogLine) -> String {
-    let data = serde_json::to_string(line).unwrap_or_default();
-    format!("id: {}\nevent: log\ndata: {data}\n\n", line.seq)
-}
-
-impl Follower {
-    fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> {
-        futures::stream::unfold(self, |mut f| async move {
-            if f.ended {
-                return None;
-            }
-            let chunk = f.next_chunk().await;
-            Some((Ok(Bytes::from(chunk)), f))
-        })
-    }
-
-    /// The next piece of the stream: lines, the end, or a heartbeat.
-    async fn next_chunk(&mut self) -> String {
-        let quiet_until = tokio::time::Instant::now() + HEARTBEAT;
-        loop {
-            match self
-                .logs
-                .read(self.org_id, self.build_id, self.next, 500)
-                .await
-            {
-                Ok(lines) if !lines.is_empty() => {
-                    self.next = lines.last().map_or(self.next, |l| l.seq + 1);
-                    return lines.iter().map(sse_line).collect();
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.ended = true;
-                    tracing::warn!(error = %e, "reading a followed log failed");
-                    return "event: error\ndata: {\"message\":\"reading the log failed\"}\n\n"
-                        .to_owned();
-                }
-            }
-            // Every line is written before the build's end is recorded: once the read model
-            // shows the end, one more read has found everything.
-            if let Ok(Some(b)) = get_build(&self.pool, self.org_id, self.build_id).await
-                && BuildStatus::parse(&b.status).is_some_and(BuildStatus::is_finished)
-            {
-                if let Ok(lines) = self
-                    .logs
-                    .read(self.org_id, self.build_id, self.next, 500)
-                    .await
-                    && !lines.is_empty()
-                {
-                    self.next = lines.last().map_or(self.next, |l| l.seq + 1);
-                    return lines.iter().map(sse_line).collect();
-                }
-                self.ended = true;
-                let data = serde_json::json!({
-                    "status": b.status,
-                    "exit_code": b.exit_code,
-                    "next_offset": self.next,
-                });
-                return format!("event: end\ndata: {data}\n\n");
-            }
-            let wait = tokio::time::sleep_until(
-                quiet_until.min(tokio::time::Instant::now() + FOLLOW_POLL),
-            );
-            tokio::select! {
-                _ = wait => {}
-                _ = self.wait_for_growth() => {}
-            }
-            if tokio::time::Instant::now() >= quiet_until {
-                return ": keep-alive\n\n".to_owned();
-            }
-        }
-    }
-
-    async fn wait_for_growth(&mut self) {
-        loop {
-            match self.grown.recv().await {
-                Ok(id) if id == self.build_id => return,
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-    }
+    Ok(HttpResponse::Ok().json(
+        crate::logs::page(&state.factory.logs, principal.org_id, id, window, finished).await?,
+    ))
 }
 
 /// The platform's figures for the caller's organization.
@@ -580,6 +409,10 @@ pub struct StatsView {
     /// The software factory's.
     #[schema(value_type = Object)]
     pub factory: FactoryStats,
+    /// The deployments' (the PaaS seed's `total_deployments`, `running_deployments`,
+    /// `failed_deployments`, `success_rate`).
+    #[schema(value_type = Object)]
+    pub deployments: DeployStats,
 }
 
 /// Query parameters of the stats.
@@ -608,10 +441,17 @@ pub async fn stats(
     principal.require(Permission::Read)?;
     await_projection(&state, &req, BUILDS).await?;
     await_projection(&state, &req, PROJECTS).await?;
+    await_projection(&state, &req, DEPLOYMENTS).await?;
     let factory = factory_stats(&state.pool, principal.org_id)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(HttpResponse::Ok().json(StatsView { factory }))
+    let deployments = deploy_stats(&state.pool, principal.org_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(HttpResponse::Ok().json(StatsView {
+        factory,
+        deployments,
+    }))
 }
 
 /// Registers the build routes (under `/api/v1`).

@@ -1,0 +1,68 @@
+//! The deploy context's endpoints: the frameworks catalog and deployments ([`deployments`]),
+//! targets ([`targets`]), and the deploy runner a server starts ([`runner`]).
+
+pub mod deployments;
+pub mod runner;
+pub mod targets;
+
+use actix_web::web;
+use atelier_domain::Aggregate;
+use atelier_domain::deploy::deployment::Deployment;
+use atelier_domain::deploy::target::Target;
+use utoipa::OpenApi;
+
+use crate::contexts::{Context, LiveCategory, no_revocations};
+
+/// The deploy context, as the HTTP layer serves it.
+pub const CONTEXT: Context = Context {
+    name: "deploy",
+    routes: configure,
+    openapi: Doc::openapi,
+    live: &[
+        LiveCategory {
+            category: Deployment::CATEGORY,
+            resource: "deployment",
+        },
+        LiveCategory {
+            category: Target::CATEGORY,
+            resource: "target",
+        },
+    ],
+    workers: runner::workers,
+    revokes: no_revocations,
+};
+
+/// The deploy context's operations.
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        deployments::frameworks,
+        deployments::list,
+        deployments::create,
+        deployments::get,
+        deployments::status,
+        deployments::logs,
+        deployments::versions,
+        deployments::stop,
+        deployments::start,
+        deployments::cancel,
+        deployments::redeploy,
+        deployments::rollback,
+        deployments::delete,
+        deployments::get_env,
+        deployments::put_env,
+        targets::list,
+        targets::create,
+        targets::get,
+        targets::update,
+        targets::delete,
+    ),
+    tags((name = "deploy", description = "Deployments (the PaaS seed and WindFlow): frameworks, deployments, their logs, variables and rollbacks, and targets"))
+)]
+pub struct Doc;
+
+/// Registers the deploy context's routes (inside `/api/v1`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(deployments::configure)
+        .configure(targets::configure);
+}
