@@ -210,8 +210,12 @@ pub struct ServeArgs {
     /// The longest an app may take to answer HTTP after its start, in seconds.
     #[arg(long, env = "ATELIER_DEPLOY_READY_TIMEOUT_SECS", default_value_t = 60)]
     pub deploy_ready_timeout_secs: u64,
-    /// Deployment creations allowed per user per minute (WindFlow: 10).
-    #[arg(long, env = "ATELIER_DEPLOY_CREATIONS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Deployment creations allowed per user per minute (WindFlow: 10; 0: no limit).
+    #[arg(
+        long,
+        env = "ATELIER_DEPLOY_CREATIONS_PER_MINUTE",
+        default_value_t = 10
+    )]
     pub deploy_creations_per_minute: u32,
 }
 

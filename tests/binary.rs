@@ -5,6 +5,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use atelier_store::testing::{test_server_url, with_database};
+use serde_json::{Value, json};
+
+mod common;
 
 /// A database name nobody has created; dropped at the end.
 struct FreshDatabase {
@@ -117,5 +120,167 @@ async fn serve_on_port_zero_creates_the_database_and_answers_health() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["service"], "atelier");
     assert!(table_exists(&db.url, "events").await);
+    drop(server);
+}
+
+/// Starts the binary with these variables; the server and its base URL.
+async fn serve(db: &FreshDatabase, vars: &[(&str, &str)]) -> (Server, String) {
+    let mut command = atelier(db);
+    command
+        .env("ATELIER_LISTEN", "127.0.0.1:0")
+        .env("ATELIER_ADMIN_PASSWORD", common::PASSWORD)
+        .env("ATELIER_RUNNER_ID", "binary-runner")
+        .env("ATELIER_BUILD_DRIVER", "none")
+        .stdout(Stdio::piped());
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    let (first, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let _ = first.send(line);
+        let mut rest = String::new();
+        while reader.read_line(&mut rest).unwrap_or(0) > 0 {
+            rest.clear();
+        }
+    });
+    let line = tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("the server did not say where it listens")
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (server, base)
+}
+
+async fn login(base: &str) -> String {
+    let body: Value = reqwest::Client::new()
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"username": common::ADMIN, "password": common::PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Reads the deployment until `done` says so (another process moves it: there is no position
+/// of this process to wait on), for at most a minute.
+async fn deployment_until(
+    base: &str,
+    token: &str,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let d: Value = reqwest::Client::new()
+            .get(format!("{base}/api/v1/deployments/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&d) {
+            return d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn deploy(base: &str, token: &str, framework: &str) -> String {
+    let d: Value = reqwest::Client::new()
+        .post(format!("{base}/api/v1/deploy"))
+        .bearer_auth(token)
+        .json(&json!({
+            "name": "kill-test",
+            "deployment_type": "vm",
+            "framework": framework,
+            "github_url": "https://github.com/acme/site",
+            "resources": {"cores": 2, "memory": 2048, "disk": 20}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    d["id"].as_str().unwrap_or_else(|| panic!("{d}")).to_owned()
+}
+
+#[tokio::test]
+async fn a_kill_9_in_the_middle_of_a_rollout_leaves_the_deployment_failed_as_interrupted() {
+    let db = FreshDatabase::new();
+    // Provisioning takes 30 to 80 s: the kill comes in the middle of it.
+    let slow = [
+        ("ATELIER_DEPLOY_DRIVER", "simulated"),
+        ("ATELIER_DEPLOY_TIME_SCALE", "10"),
+        ("ATELIER_DEPLOY_FAILURE_RATE", "0"),
+    ];
+    let (server, base) = serve(&db, &slow).await;
+    let token = login(&base).await;
+    let id = deploy(&base, &token, "django").await;
+    deployment_until(&base, &token, &id, |d| d["status"] == "provisioning").await;
+    drop(server); // SIGKILL
+    let (_server, base) = serve(&db, &slow).await;
+    let token = login(&base).await;
+    let d = deployment_until(&base, &token, &id, |d| d["status"] == "failed").await;
+    assert_eq!(d["failure"], "interrupted", "{d}");
+    assert_eq!(d["ip_address"], Value::Null);
+}
+
+#[tokio::test]
+async fn an_app_survives_a_kill_9_of_the_server_and_is_adopted_after_the_restart() {
+    let db = FreshDatabase::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    common::site_repo(&mirror, "still here\n");
+    let work = dir.path().join("deployments");
+    let mirrors = format!("https://github.com/=file://{}/", mirror.display());
+    let vars = [
+        ("ATELIER_DEPLOY_DRIVER", "process"),
+        ("ATELIER_DEPLOY_WORK_DIR", work.to_str().unwrap()),
+        ("ATELIER_DEPLOY_MIRRORS", mirrors.as_str()),
+    ];
+    let (server, base) = serve(&db, &vars).await;
+    let token = login(&base).await;
+    let id = deploy(&base, &token, "static").await;
+    let d = deployment_until(&base, &token, &id, |d| d["status"] == "running").await;
+    let url = d["access_url"].as_str().unwrap().to_owned();
+    drop(server); // SIGKILL: the app is in its own process group and keeps running.
+    assert_eq!(
+        reqwest::get(&url).await.unwrap().text().await.unwrap(),
+        "still here\n"
+    );
+    let (server, base) = serve(&db, &vars).await;
+    let token = login(&base).await;
+    let client = reqwest::Client::new();
+    // The restarted runner adopted it: it still runs where it ran, and a stop reaches it.
+    let d = deployment_until(&base, &token, &id, |d| d["status"] == "running").await;
+    assert_eq!(d["access_url"], url.as_str());
+    assert_eq!(d["version"], 1);
+    let res = client
+        .delete(format!("{base}/api/v1/deployments/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    deployment_until(&base, &token, &id, |d| d["destroyed"] == true).await;
+    assert!(reqwest::get(&url).await.is_err(), "the app still answers");
+    assert!(!work.join(&id).exists());
     drop(server);
 }

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use atelier_commands::deploy::driver::AddressPool;
@@ -15,7 +14,7 @@ use atelier_domain::deploy::deployment::Deployment;
 use atelier_http::deploy::deployments::CreationLimit;
 use atelier_http::server::{DeploySettings, ProvisionerSettings, ServerConfig};
 use atelier_store::{EventStore, Filter, SubscribeFrom, SubscriptionMessage};
-use common::TestApp;
+use common::{TestApp, site_repo};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -52,49 +51,6 @@ fn process(work_dir: &Path, mirror: &Path, ready_timeout: Duration) -> ServerCon
         }),
         ..TestApp::config()
     }
-}
-
-/// A bare repository `<mirror>/acme/site` holding an `index.html`.
-fn site_repo(mirror: &Path, body: &str) -> PathBuf {
-    let work = mirror.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(work.join("index.html"), body).unwrap();
-    let git = |args: &[&str], dir: &Path| {
-        let status = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?} failed");
-    };
-    git(&["init", "--quiet", "--initial-branch=main"], &work);
-    git(&["add", "index.html"], &work);
-    git(
-        &[
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.com",
-            "commit",
-            "--quiet",
-            "-m",
-            "site",
-        ],
-        &work,
-    );
-    let bare = mirror.join("acme").join("site");
-    std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
-    git(
-        &[
-            "clone",
-            "--quiet",
-            "--bare",
-            work.to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-        mirror,
-    );
-    bare
 }
 
 struct Client<'a> {
@@ -674,6 +630,26 @@ async fn targets_are_unique_per_organization_and_a_deployment_names_one() {
         )
         .await;
     assert_eq!(bad["errors"].as_array().unwrap().len(), 2);
+    // WindFlow's environment_count on organizations.
+    let orgs = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/organizations?{}", c.seen().await),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let counts: Vec<u64> = orgs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            o["environment_count"]
+                .as_u64()
+                .expect("every organization has one")
+        })
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), 1, "{orgs}");
     let mut body = spec("my-app", "static");
     body["target_id"] = prod["id"].clone();
     let d = c.create(body).await;

@@ -4,9 +4,14 @@
 //! document ([`crate::docs::openapi`]), the live feed and the server ([`crate::server`]) read
 //! this list; adding a context is one line in [`ALL`].
 
+use std::collections::{BTreeMap, HashMap};
+
 use actix_web::web;
 use atelier_commands::worker::Worker;
 use atelier_store::RecordedEvent;
+use futures::future::BoxFuture;
+use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::Services;
 use crate::live::hub::Revoked;
@@ -29,6 +34,38 @@ pub struct Context {
     /// What one of its events withdraws from live clients (their connections check their
     /// credentials again), if anything.
     pub revokes: fn(&RecordedEvent) -> Option<Revoked>,
+    /// The figures it adds to each organization's view (the deploy context's
+    /// `environment_count`), so that identity shows them without knowing the context.
+    pub org_figures: OrgFigures,
+}
+
+/// Figures about organizations: for each of these organizations, `(name, value)` for every
+/// figure the context declares (organizations without any row count 0).
+pub type OrgFigures = fn(PgPool, Vec<Uuid>) -> FiguresFuture;
+
+/// What an [`OrgFigures`] answers: by organization, `(name, value)` pairs.
+pub type FiguresFuture =
+    BoxFuture<'static, Result<HashMap<Uuid, Vec<(&'static str, u64)>>, sqlx::Error>>;
+
+/// Every context's figures about these organizations, by organization; each declared figure is
+/// present for every organization (0 when it has none).
+pub async fn organization_figures(
+    pool: &PgPool,
+    org_ids: &[Uuid],
+) -> Result<HashMap<Uuid, BTreeMap<&'static str, u64>>, sqlx::Error> {
+    let mut out: HashMap<Uuid, BTreeMap<&'static str, u64>> =
+        org_ids.iter().map(|id| (*id, BTreeMap::new())).collect();
+    for context in ALL {
+        for (org, figures) in (context.org_figures)(pool.clone(), org_ids.to_vec()).await? {
+            out.entry(org).or_default().extend(figures);
+        }
+    }
+    Ok(out)
+}
+
+/// No figures about organizations.
+pub fn no_org_figures(_: PgPool, _: Vec<Uuid>) -> FiguresFuture {
+    Box::pin(async { Ok(HashMap::new()) })
 }
 
 /// A stream category the live feed sends, and the name the API gives its resource (the feed's

@@ -476,7 +476,7 @@ mod tests {
                 assert_eq!(schema["maximum"], max, "{method} {path}: {name}");
             }
         }
-        assert_eq!(lists, 2 * 5, "page and per_page of the five lists");
+        assert_eq!(lists, 2 * 7, "page and per_page of the seven lists");
     }
 
     #[test]

@@ -132,3 +132,46 @@ impl TestApp {
         self.server.stop(true).await;
     }
 }
+
+/// A bare repository `<mirror>/acme/site` holding an `index.html`.
+pub fn site_repo(mirror: &std::path::Path, body: &str) -> std::path::PathBuf {
+    let work = mirror.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("index.html"), body).unwrap();
+    let git = |args: &[&str], dir: &std::path::Path| {
+        let status = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?} failed");
+    };
+    git(&["init", "--quiet", "--initial-branch=main"], &work);
+    git(&["add", "index.html"], &work);
+    git(
+        &[
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            "commit",
+            "--quiet",
+            "-m",
+            "site",
+        ],
+        &work,
+    );
+    let bare = mirror.join("acme").join("site");
+    std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+    git(
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+        mirror,
+    );
+    bare
+}

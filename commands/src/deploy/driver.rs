@@ -206,20 +206,17 @@ impl Allocations {
         let ip = match addresses {
             None => None,
             Some(pool) => {
-                let used: std::collections::HashSet<String> = sqlx::query_scalar(
+                let used: std::collections::HashSet<Ipv4Addr> = sqlx::query_scalar::<_, String>(
                     "SELECT ip FROM deploy_allocations WHERE org_id = $1 AND ip IS NOT NULL",
                 )
                 .bind(org_id)
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
+                .filter_map(|ip| ip.parse().ok())
                 .collect();
-                match pool
-                    .hosts()
-                    .map(|h| h.to_string())
-                    .find(|h| !used.contains(h))
-                {
-                    Some(ip) => Some(ip),
+                match pool.hosts().find(|h| !used.contains(h)) {
+                    Some(ip) => Some(ip.to_string()),
                     None => return Ok(None),
                 }
             }

@@ -11,7 +11,7 @@ use atelier_domain::deploy::deployment::Deployment;
 use atelier_domain::deploy::target::Target;
 use utoipa::OpenApi;
 
-use crate::contexts::{Context, LiveCategory, no_revocations};
+use crate::contexts::{Context, FiguresFuture, LiveCategory, no_revocations};
 
 /// The deploy context, as the HTTP layer serves it.
 pub const CONTEXT: Context = Context {
@@ -30,7 +30,22 @@ pub const CONTEXT: Context = Context {
     ],
     workers: runner::workers,
     revokes: no_revocations,
+    org_figures: environment_counts,
 };
+
+/// WindFlow's `environment_count`: how many targets each organization has.
+fn environment_counts(pool: sqlx::PgPool, org_ids: Vec<uuid::Uuid>) -> FiguresFuture {
+    Box::pin(async move {
+        let counts = atelier_projections::deploy::target_counts(&pool, &org_ids).await?;
+        Ok(org_ids
+            .into_iter()
+            .map(|org| {
+                let n = counts.get(&org).copied().unwrap_or(0);
+                (org, vec![("environment_count", n)])
+            })
+            .collect())
+    })
+}
 
 /// The deploy context's operations.
 #[derive(OpenApi)]

@@ -30,6 +30,7 @@ pub const CONTEXT: Context = Context {
     ],
     workers: runner::workers,
     revokes: no_revocations,
+    org_figures: crate::contexts::no_org_figures,
 };
 
 /// The factory's operations.

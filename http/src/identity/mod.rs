@@ -48,6 +48,7 @@ pub const CONTEXT: Context = Context {
     ],
     workers: no_workers,
     revokes,
+    org_figures: crate::contexts::no_org_figures,
 };
 
 /// What an identity event withdraws from live clients (a session ended, a key revoked, a user

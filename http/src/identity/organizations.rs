@@ -3,6 +3,8 @@
 //! /api/v1/organizations/{id}` (admins update, owners delete) and its members. A superadmin sees
 //! every organization; anyone else those they are a member of, and another one is a 404.
 
+use std::collections::BTreeMap;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use atelier_commands::handler::Written;
@@ -50,6 +52,27 @@ pub struct OrganizationView {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// What the other contexts count for it: `environment_count` (its deployment targets,
+    /// WindFlow's environments).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub figures: BTreeMap<String, u64>,
+}
+
+impl OrganizationView {
+    /// Adds every context's figures to these views.
+    async fn with_figures(state: &AppState, views: &mut [Self]) -> Result<(), ApiError> {
+        let ids: Vec<Uuid> = views.iter().map(|v| v.id).collect();
+        let mut figures = crate::contexts::organization_figures(&state.pool, &ids)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        for v in views {
+            if let Some(f) = figures.remove(&v.id) {
+                v.figures = f.into_iter().map(|(k, n)| (k.to_owned(), n)).collect();
+            }
+        }
+        Ok(())
+    }
 }
 
 impl From<OrganizationRow> for OrganizationView {
@@ -65,6 +88,7 @@ impl From<OrganizationRow> for OrganizationView {
             revision: r.revision,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            figures: BTreeMap::new(),
         }
     }
 }
@@ -144,8 +168,10 @@ pub async fn list(
     )
     .await
     .map_err(|e| ApiError::internal(&e))?;
+    let mut data: Vec<OrganizationView> = rows.into_iter().map(OrganizationView::from).collect();
+    OrganizationView::with_figures(&state, &mut data).await?;
     Ok(HttpResponse::Ok().json(Page {
-        data: rows.into_iter().map(OrganizationView::from).collect(),
+        data,
         pagination: Pagination::new(page, per_page, total),
     }))
 }
@@ -174,9 +200,11 @@ pub async fn get(
         .await
         .map_err(|e| ApiError::internal(&e))?
         .ok_or_else(|| ApiError::not_found("no such organization"))?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("etag", format!("\"{}\"", row.revision)))
-        .json(OrganizationView::from(row)))
+    let etag = format!("\"{}\"", row.revision);
+    let mut view = [OrganizationView::from(row)];
+    OrganizationView::with_figures(&state, &mut view).await?;
+    let [view] = view;
+    Ok(HttpResponse::Ok().insert_header(("etag", etag)).json(view))
 }
 
 /// Lists an organization's members.
@@ -288,6 +316,7 @@ fn written_view(written: &Written<Organization>) -> Option<OrganizationView> {
         revision: written.revision.map_or(0, |r| r as i64),
         created_at: o.created_at,
         updated_at: o.updated_at,
+        figures: BTreeMap::new(),
     })
 }
 
@@ -323,6 +352,9 @@ pub async fn create(
             .map_err(|e| command_error(e, rejected))?;
         let view =
             written_view(&written).ok_or_else(|| ApiError::bug("created organization missing"))?;
+        let mut view = [view];
+        OrganizationView::with_figures(&state, &mut view).await?;
+        let [view] = view;
         Ok(Reply::json(StatusCode::CREATED, &view)
             .header("location", format!("/api/v1/organizations/{}", view.id))
             .etag(written.revision)
@@ -372,7 +404,10 @@ pub async fn update(
         )
         .await
         .map_err(|e| command_error(e, rejected))?;
-    let view = written_view(&written).ok_or_else(|| ApiError::not_found("no such organization"))?;
+    let mut view =
+        [written_view(&written).ok_or_else(|| ApiError::not_found("no such organization"))?];
+    OrganizationView::with_figures(&state, &mut view).await?;
+    let [view] = view;
     Ok(Reply::json(StatusCode::OK, &view)
         .etag(written.revision)
         .position(written.position)
@@ -475,7 +510,10 @@ async fn set_active(
         .set_active(&ctx, &principal.acting_on(id, Permission::Own)?, id, active)
         .await
         .map_err(|e| command_error(e, rejected))?;
-    let view = written_view(&written).ok_or_else(|| ApiError::not_found("no such organization"))?;
+    let mut view =
+        [written_view(&written).ok_or_else(|| ApiError::not_found("no such organization"))?];
+    OrganizationView::with_figures(state, &mut view).await?;
+    let [view] = view;
     Ok(Reply::json(StatusCode::OK, &view)
         .etag(written.revision)
         .position(written.position)
