@@ -3,6 +3,8 @@
 //! deployment). Writers batch lines; readers page by sequence number and are told when an
 //! owner's log grows.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -217,7 +219,10 @@ impl OutputLog {
             }
         });
         Ok(LogSink {
-            handle: LogHandle { tx: Some(tx) },
+            handle: LogHandle {
+                tx: Some(tx),
+                redact: Arc::from(Vec::new()),
+            },
             task: Some(task),
         })
     }
@@ -273,18 +278,48 @@ impl LogSink {
 #[derive(Clone)]
 pub struct LogHandle {
     tx: Option<mpsc::UnboundedSender<(LogStream, String, DateTime<Utc>)>>,
+    /// Values masked in every line (secrets a process may print).
+    redact: Arc<[String]>,
 }
+
+/// What a masked value reads as.
+pub const MASKED: &str = "********";
+/// Values shorter than this are not masked (masking every `a` would ruin a log, not save one).
+pub const MIN_MASKED_LEN: usize = 4;
 
 impl LogHandle {
     /// A handle whose lines go nowhere (where no log could be opened).
     pub fn discard() -> Self {
-        Self { tx: None }
+        Self {
+            tx: None,
+            redact: Arc::from(Vec::new()),
+        }
+    }
+
+    /// The same log, with these values masked in every line written through the handle (and
+    /// its clones): a process's output cannot leak a secret it was given.
+    pub fn redacting(&self, values: impl IntoIterator<Item = String>) -> Self {
+        let mut redact: Vec<String> = self.redact.iter().cloned().collect();
+        redact.extend(values.into_iter().filter(|v| v.len() >= MIN_MASKED_LEN));
+        // Longest first, so that a value containing another is masked whole.
+        redact.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        redact.dedup();
+        Self {
+            tx: self.tx.clone(),
+            redact: Arc::from(redact),
+        }
     }
 
     /// Adds a line.
     pub fn line(&self, stream: LogStream, text: impl Into<String>) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send((stream, clean(text.into()), now()));
+            let mut text = text.into();
+            for value in self.redact.iter() {
+                if text.contains(value.as_str()) {
+                    text = text.replace(value.as_str(), MASKED);
+                }
+            }
+            let _ = tx.send((stream, clean(text), now()));
         }
     }
 }
@@ -292,6 +327,28 @@ impl LogHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redacting_handle_masks_its_values_in_every_line_and_leaves_short_ones() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let plain = LogHandle {
+            tx: Some(tx),
+            redact: Arc::from(Vec::new()),
+        };
+        let log = plain.redacting([
+            "hunter2".to_owned(),
+            "hunter2-long".to_owned(),
+            "ab".to_owned(),
+        ]);
+        log.clone()
+            .line(LogStream::Stdout, "token=hunter2-long, again hunter2, ab");
+        plain.line(LogStream::Stdout, "hunter2");
+        assert_eq!(
+            rx.try_recv().unwrap().1,
+            "token=********, again ********, ab"
+        );
+        assert_eq!(rx.try_recv().unwrap().1, "hunter2");
+    }
 
     #[test]
     fn long_lines_are_cut_at_a_character_boundary_and_lose_their_carriage_return() {

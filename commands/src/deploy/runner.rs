@@ -580,6 +580,22 @@ async fn job(shared: &Shared, d: &DeploymentData) -> Result<Rollout, Failure> {
     })
 }
 
+/// The values of the rollout's secret variables: masked in whatever its processes print.
+fn secret_values(d: &DeploymentData, job: &Rollout) -> Vec<String> {
+    let secret: std::collections::HashSet<&str> = d
+        .spec()
+        .env
+        .iter()
+        .filter(|v| v.is_secret())
+        .map(|v| v.name.as_str())
+        .collect();
+    job.env
+        .iter()
+        .filter(|(name, _)| secret.contains(name.as_str()))
+        .map(|(_, value)| value.clone())
+        .collect()
+}
+
 async fn fail(shared: &Shared, d: &DeploymentData, log: &LogHandle, failure: Failure) {
     let Failure::Failed { reason, message } = failure else {
         // Cancelled (a cancel or a delete event, or the runner stops): the next pass, or the
@@ -640,6 +656,7 @@ async fn rollout(
     metrics::gauge!("atelier_deployments_rolling_out").increment(1.0);
     let outcome = async {
         let job = job(shared, d).await?;
+        let log = log.redacting(secret_values(d, &job));
         let at = driver.provision(&job, &log, &cancel).await?;
         log.line(
             LogStream::System,
@@ -706,6 +723,7 @@ async fn start(
     let Ok(_permit) = permit else { return };
     let outcome = async {
         let job = job(shared, d).await?;
+        let log = log.redacting(secret_values(d, &job));
         match driver.start(&job, at, &log, &cancel).await {
             Ok(url) => Ok(url),
             Err(f) => {
