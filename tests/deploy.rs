@@ -899,3 +899,104 @@ async fn a_repository_that_cannot_be_cloned_fails_the_deployment_with_the_reason
     assert_eq!(held, 0);
     app.stop().await;
 }
+
+/// Opens WindFlow's log socket for a deployment; the text messages until the close, and its code.
+async fn log_socket(app: &TestApp, token: &str, id: &str, query: &str) -> (Vec<Value>, u16) {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!(
+        "{}/api/v1/deployments/{id}/logs?{query}",
+        app.base.replacen("http://", "ws://", 1)
+    );
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut messages = Vec::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(60), socket.next())
+            .await
+            .expect("the socket neither sent nor closed in time");
+        match message {
+            Some(Ok(Message::Text(text))) => messages.push(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Close(frame))) => {
+                return (messages, frame.map_or(1005, |f| u16::from(f.code)));
+            }
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => return (messages, 1006),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_log_socket_sends_lines_and_status_changes_until_running_and_closes_4003_on_a_foreign_deployment()
+ {
+    let app = TestApp::spawn_with(simulated(0.2)).await;
+    let c = Client::new(&app).await;
+    let created = c.create(spec("socket-app", "static")).await;
+    let id = created["id"].as_str().unwrap();
+    let seen = c.seen().await;
+    let (messages, code) = log_socket(&app, &c.token, id, &seen).await;
+    assert_eq!(code, 1000, "{messages:?}");
+    let kinds: Vec<&str> = messages
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.last(), Some(&"end"), "{kinds:?}");
+    let end = &messages[messages.len() - 1]["data"];
+    assert_eq!(end["status"], "running", "{end}");
+    assert!(end["access_url"].is_string(), "{end}");
+    let lines: Vec<&Value> = messages.iter().filter(|m| m["type"] == "log").collect();
+    assert!(!lines.is_empty(), "no log line: {kinds:?}");
+    for (n, line) in lines.iter().enumerate() {
+        assert_eq!(
+            line["data"]["seq"],
+            json!(n),
+            "lines in order from 0: {line}"
+        );
+        assert!(line["data"]["line"].is_string() && line["data"]["at"].is_string());
+    }
+    assert_eq!(end["next_offset"], json!(lines.len()));
+    // The socket opened while the deployment was on its way: it said where it stood.
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["type"] == "status" && m["data"]["status"] != "running"),
+        "{kinds:?}"
+    );
+
+    // From an offset: only what comes after it, and the end at once (it is running).
+    let (again, code) =
+        log_socket(&app, &c.token, id, &format!("offset={}", lines.len() - 1)).await;
+    assert_eq!(code, 1000);
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert_eq!(again[0]["data"]["seq"], json!(lines.len() - 1));
+    assert_eq!(again[1]["type"], "end");
+
+    // Another organization's view of it, and an id that is no deployment: closed with 4003.
+    let other = c
+        .json(
+            Method::POST,
+            "/api/v1/organizations",
+            Some(json!({"name": "Elsewhere"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let query = format!("organization_id={}", other["id"].as_str().unwrap());
+    let (nothing, code) = log_socket(&app, &c.token, id, &query).await;
+    assert_eq!((nothing.len(), code), (0, 4003));
+    let (nothing, code) = log_socket(&app, &c.token, "not-an-id", "").await;
+    assert_eq!((nothing.len(), code), (0, 4003));
+
+    // No credentials: refused before the upgrade.
+    let url = format!(
+        "{}/api/v1/deployments/{id}/logs",
+        app.base.replacen("http://", "ws://", 1)
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 401),
+        other => panic!("expected a 401, got {other:?}"),
+    }
+    app.stop().await;
+}

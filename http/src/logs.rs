@@ -127,42 +127,49 @@ pub async fn page(
     })
 }
 
-/// Whether a log's owner has settled: `Some(what the end event says)` once it has. Every line
-/// is written before the owner's settling is recorded, so after it one more read finds all.
-pub type Settled = Box<dyn FnMut() -> BoxFuture<'static, Option<serde_json::Value>> + Send>;
+/// Where a log's owner stands, as a follower reports it: what to tell (its status and the like)
+/// and whether it has settled. Every line is written before the owner's settling is recorded,
+/// so after a settled state one more read finds them all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnerState {
+    /// What the end (or a change) says: `{status, …}`.
+    pub value: serde_json::Value,
+    /// Whether nothing more will be written until the owner changes again.
+    pub settled: bool,
+}
 
-/// Streams a log as server-sent events from `offset` until `settled` says so.
+/// Reads the owner's state; `None` while it cannot be read (not visible yet, or an error).
+pub type Probe = Box<dyn FnMut() -> BoxFuture<'static, Option<OwnerState>> + Send>;
+
+/// Streams a log as server-sent events from `offset` until `probe` says the owner settled:
+/// `log` events (`id:` the line's number), then one `end`.
 pub fn follow(
     logs: OutputLog,
     org_id: Uuid,
     owner: Uuid,
     offset: i64,
-    settled: Settled,
+    probe: Probe,
 ) -> HttpResponse {
-    let follower = Follower {
-        grown: logs.subscribe(),
-        logs,
-        org_id,
-        owner,
-        next: offset,
-        settled,
-        ended: false,
-    };
+    let follower = Follower::new(logs, org_id, owner, offset, probe);
+    let stream = futures::stream::unfold(follower, |mut f| async move {
+        loop {
+            let chunk = match f.next().await? {
+                Followed::Lines(lines) => lines.iter().map(sse_line).collect(),
+                Followed::State(_) => continue,
+                Followed::End(end) => format!("event: end\ndata: {end}\n\n"),
+                Followed::Quiet => ": keep-alive\n\n".to_owned(),
+                Followed::Failed => {
+                    "event: error\ndata: {\"message\":\"reading the log failed\"}\n\n".to_owned()
+                }
+            };
+            return Some((Ok::<_, actix_web::Error>(Bytes::from(chunk)), f));
+        }
+    });
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(follower.into_stream())
-}
-
-struct Follower {
-    logs: OutputLog,
-    org_id: Uuid,
-    owner: Uuid,
-    next: i64,
-    grown: tokio::sync::broadcast::Receiver<Uuid>,
-    settled: Settled,
-    ended: bool,
+        .streaming(stream)
 }
 
 fn sse_line(line: &LogLine) -> String {
@@ -170,18 +177,54 @@ fn sse_line(line: &LogLine) -> String {
     format!("id: {}\nevent: log\ndata: {data}\n\n", line.seq)
 }
 
+/// What a followed log gives next.
+#[derive(Debug)]
+pub enum Followed {
+    /// New lines, in order.
+    Lines(Vec<LogLine>),
+    /// The owner moved without settling (its state's value changed).
+    State(serde_json::Value),
+    /// The owner settled and every line was given: its state, with `next_offset`. Last.
+    End(serde_json::Value),
+    /// Nothing happened for a while (time for a keep-alive).
+    Quiet,
+    /// The log could not be read. Last.
+    Failed,
+}
+
+/// Follows an owner's log: its lines as they are written, its state's changes, its end.
+pub struct Follower {
+    logs: OutputLog,
+    org_id: Uuid,
+    owner: Uuid,
+    next: i64,
+    grown: tokio::sync::broadcast::Receiver<Uuid>,
+    probe: Probe,
+    last_state: Option<serde_json::Value>,
+    ended: bool,
+}
+
 impl Follower {
-    fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> {
-        futures::stream::unfold(self, |mut f| async move {
-            if f.ended {
-                return None;
-            }
-            let chunk = f.next_chunk().await;
-            Some((Ok(Bytes::from(chunk)), f))
-        })
+    /// Follows `owner`'s log from line `offset`.
+    pub fn new(logs: OutputLog, org_id: Uuid, owner: Uuid, offset: i64, probe: Probe) -> Self {
+        Self {
+            grown: logs.subscribe(),
+            logs,
+            org_id,
+            owner,
+            next: offset,
+            probe,
+            last_state: None,
+            ended: false,
+        }
     }
 
-    async fn read(&mut self) -> Result<Option<String>, sqlx::Error> {
+    /// The next line to be read.
+    pub fn next_offset(&self) -> i64 {
+        self.next
+    }
+
+    async fn read(&mut self) -> Result<Option<Vec<LogLine>>, sqlx::Error> {
         let lines = self
             .logs
             .read(self.org_id, self.owner, self.next, 500)
@@ -190,32 +233,41 @@ impl Follower {
             return Ok(None);
         }
         self.next = lines.last().map_or(self.next, |l| l.seq + 1);
-        Ok(Some(lines.iter().map(sse_line).collect()))
+        Ok(Some(lines))
     }
 
-    /// The next piece of the stream: lines, the end, or a heartbeat.
-    async fn next_chunk(&mut self) -> String {
+    /// What comes next; `None` after the end (or a failure).
+    pub async fn next(&mut self) -> Option<Followed> {
+        if self.ended {
+            return None;
+        }
         let quiet_until = tokio::time::Instant::now() + HEARTBEAT;
         loop {
             match self.read().await {
-                Ok(Some(chunk)) => return chunk,
+                Ok(Some(lines)) => return Some(Followed::Lines(lines)),
                 Ok(None) => {}
                 Err(e) => {
                     self.ended = true;
                     tracing::warn!(error = %e, "reading a followed log failed");
-                    return "event: error\ndata: {\"message\":\"reading the log failed\"}\n\n"
-                        .to_owned();
+                    return Some(Followed::Failed);
                 }
             }
-            if let Some(mut end) = (self.settled)().await {
-                if let Ok(Some(chunk)) = self.read().await {
-                    return chunk;
+            if let Some(state) = (self.probe)().await {
+                if state.settled {
+                    if let Ok(Some(lines)) = self.read().await {
+                        return Some(Followed::Lines(lines));
+                    }
+                    self.ended = true;
+                    let mut end = state.value;
+                    if let Some(o) = end.as_object_mut() {
+                        o.insert("next_offset".into(), self.next.into());
+                    }
+                    return Some(Followed::End(end));
                 }
-                self.ended = true;
-                if let Some(o) = end.as_object_mut() {
-                    o.insert("next_offset".into(), self.next.into());
+                if self.last_state.as_ref() != Some(&state.value) {
+                    self.last_state = Some(state.value.clone());
+                    return Some(Followed::State(state.value));
                 }
-                return format!("event: end\ndata: {end}\n\n");
             }
             let wait = tokio::time::sleep_until(
                 quiet_until.min(tokio::time::Instant::now() + FOLLOW_POLL),
@@ -225,7 +277,7 @@ impl Follower {
                 _ = self.wait_for_growth() => {}
             }
             if tokio::time::Instant::now() >= quiet_until {
-                return ": keep-alive\n\n".to_owned();
+                return Some(Followed::Quiet);
             }
         }
     }

@@ -29,8 +29,11 @@ use uuid::Uuid;
 use crate::conventions::{
     Reply, await_projection, command_error, etag, idempotent, if_match, if_none_match, json_body,
 };
+use crate::identity::auth::AuthState;
 use crate::kit::{Principal, command_context, path_id};
-use crate::logs::{LogEvent, LogPage, LogParams, Settled};
+use crate::live::hub::Hub;
+use crate::live::log_socket::{self, LogSocketQuery};
+use crate::logs::{Follower, LogEvent, LogPage, LogParams, OwnerState, Probe};
 use crate::pagination::{Page, PageParams, Pagination};
 use crate::problem::{ApiError, FieldError, Problem, collect};
 use crate::state::AppState;
@@ -761,6 +764,13 @@ pub struct DeploymentLogPage {
 /// Reads a deployment's log from an offset, or follows it live (`follow=true`:
 /// `text/event-stream`, one `log` event per line with `id:` its number, then one `end` event
 /// once the deployment settles: running, failed, stopped or deleted).
+///
+/// The same path upgraded to a WebSocket (`Upgrade: websocket`, WindFlow's log socket; the
+/// token in `Authorization` or `access_token=`, the first line in `offset=`) sends
+/// `{"type":"log","data":{seq,stream,line,at}}` per line, `{"type":"status","data":{status,
+/// access_url,error_message}}` as the deployment moves, then `{"type":"end","data":{…,
+/// next_offset}}` and a close with 1000 once it settles; a deployment that is not the
+/// organization's closes the socket with 4003.
 #[utoipa::path(
     get, path = "/api/v1/deployments/{id}/logs", tag = "deploy", operation_id = "get_deployment_logs",
     params(("id" = Uuid, Path, description = "The deployment's id"), LogParams),
@@ -786,28 +796,13 @@ pub async fn logs(
     let window = params.window(&req)?;
     await_projection(&state, &req, DEPLOYMENTS).await?;
     let row = find(&state, principal.org_id, id).await?;
-    let settled = |status: &str| DeploymentStatus::parse(status).is_some_and(|s| s.is_settled());
     if window.follow {
-        let (pool, org_id) = (state.pool.clone(), principal.org_id);
-        let end: Settled = Box::new(move || {
-            let pool = pool.clone();
-            Box::pin(async move {
-                match get_deployment(&pool, org_id, id).await {
-                    Ok(Some(d)) if settled(&d.status) => Some(serde_json::json!({
-                        "status": d.status,
-                        "access_url": d.access_url,
-                        "error_message": d.error_message,
-                    })),
-                    _ => None,
-                }
-            })
-        });
         return Ok(crate::logs::follow(
             state.deploy.logs.clone(),
             principal.org_id,
             id,
             window.offset,
-            end,
+            probe(&state, principal.org_id, id),
         ));
     }
     let page = crate::logs::page(
@@ -825,6 +820,71 @@ pub async fn logs(
         .collect::<Vec<_>>()
         .join("\n");
     Ok(HttpResponse::Ok().json(DeploymentLogPage { logs, page }))
+}
+
+fn settled(status: &str) -> bool {
+    DeploymentStatus::parse(status).is_some_and(|s| s.is_settled())
+}
+
+/// What a followed deployment log reports of the deployment: its status, address and error.
+fn probe(state: &AppState, org_id: Uuid, id: Uuid) -> Probe {
+    let pool = state.pool.clone();
+    Box::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let d = get_deployment(&pool, org_id, id).await.ok()??;
+            Some(OwnerState {
+                settled: settled(&d.status),
+                value: serde_json::json!({
+                    "status": d.status,
+                    "access_url": d.access_url,
+                    "error_message": d.error_message,
+                }),
+            })
+        })
+    })
+}
+
+/// WindFlow's log socket: `GET /deployments/{id}/logs` with `Upgrade: websocket` (see
+/// [`crate::live::log_socket`]): `{type:"log"}` per line, `{type:"status"}` as the deployment
+/// moves, `{type:"end"}` once it settles; another organization's deployment closes with 4003.
+#[tracing::instrument(name = "http.deployments.logs_socket", skip_all)]
+pub async fn logs_socket(
+    state: web::Data<AppState>,
+    hub: web::Data<Hub>,
+    auth: web::Data<AuthState>,
+    req: HttpRequest,
+    body: web::Payload,
+    id: web::Path<String>,
+    query: web::Query<LogSocketQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = log_socket::caller(&req, &query, &auth).await?;
+    caller.0.require(Permission::Read)?;
+    let offset = query.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::invalid_field("offset", "must be 0 or more"));
+    }
+    await_projection(&state, &req, DEPLOYMENTS).await?;
+    let org_id = caller.0.org_id;
+    // An id that is not a deployment of the caller's is refused the way WindFlow does it, after
+    // the upgrade: one answer for "not yours" and "no such one".
+    let visible = match Uuid::try_parse(&id) {
+        Ok(id) => get_deployment(&state.pool, org_id, id)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map(|d| d.id),
+        Err(_) => None,
+    };
+    let follower = visible.map(|id| {
+        Follower::new(
+            state.deploy.logs.clone(),
+            org_id,
+            id,
+            offset,
+            probe(&state, org_id, id),
+        )
+    });
+    log_socket::open(&req, body, &hub, auth.into_inner(), caller, follower)
 }
 
 /// One version of a deployment's spec.
@@ -1172,7 +1232,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(delete)),
         )
         .service(web::resource("/deployments/{id}/status").route(web::get().to(status)))
-        .service(web::resource("/deployments/{id}/logs").route(web::get().to(logs)))
+        .service(
+            web::resource("/deployments/{id}/logs")
+                .route(
+                    web::get()
+                        .guard(actix_web::guard::fn_guard(log_socket::is_upgrade))
+                        .to(logs_socket),
+                )
+                .route(web::get().to(logs)),
+        )
         .service(web::resource("/deployments/{id}/versions").route(web::get().to(versions)))
         .service(web::resource("/deployments/{id}/stop").route(web::post().to(stop)))
         .service(web::resource("/deployments/{id}/start").route(web::post().to(start)))

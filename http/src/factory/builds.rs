@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::conventions::{Reply, await_projection, command_error, etag, idempotent, if_match};
 use crate::kit::{Principal, command_context, path_id};
-use crate::logs::{LogEvent, LogPage, LogParams, Settled};
+use crate::logs::{LogEvent, LogPage, LogParams, OwnerState, Probe};
 use crate::pagination::{Page, PageParams, Pagination};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
@@ -376,17 +376,14 @@ pub async fn logs(
     let build = find(&state, principal.org_id, id).await?;
     if window.follow {
         let (pool, org_id) = (state.pool.clone(), principal.org_id);
-        let settled: Settled = Box::new(move || {
+        let settled: Probe = Box::new(move || {
             let pool = pool.clone();
             Box::pin(async move {
-                match get_build(&pool, org_id, id).await {
-                    Ok(Some(b))
-                        if BuildStatus::parse(&b.status).is_some_and(BuildStatus::is_finished) =>
-                    {
-                        Some(serde_json::json!({"status": b.status, "exit_code": b.exit_code}))
-                    }
-                    _ => None,
-                }
+                let b = get_build(&pool, org_id, id).await.ok()??;
+                Some(OwnerState {
+                    settled: BuildStatus::parse(&b.status).is_some_and(BuildStatus::is_finished),
+                    value: serde_json::json!({"status": b.status, "exit_code": b.exit_code}),
+                })
             })
         });
         return Ok(crate::logs::follow(

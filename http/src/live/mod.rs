@@ -27,6 +27,7 @@
 pub mod channels;
 pub mod feed;
 pub mod hub;
+pub mod log_socket;
 pub mod session;
 pub mod sse;
 pub mod ws;
