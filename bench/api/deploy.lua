@@ -2,7 +2,9 @@
 -- run by the server's runner with the simulated driver.
 local token = os.getenv("TOKEN")
 local counter = 0
-local thread_id = 0
+-- thread_id is a global each thread's state receives from setup (a local here would shadow it:
+-- every thread would then make the same names, and half the creations would be 409s).
+thread_id = 0
 local threads = 0
 
 setup = function(thread)
