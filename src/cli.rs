@@ -17,7 +17,7 @@ use atelier_http::identity::auth::AuthSettings;
 use atelier_http::live::LiveSettings;
 use atelier_http::server::{
     BuildSettings, DeploySettings, DriverSettings, ProvisionerSettings, ServerConfig,
-    default_runner_id,
+    VenvRunnerSettings, VenvSettings, default_runner_id,
 };
 use atelier_projections::{Registry, runtime};
 use atelier_store::postgres::{self, PgConfig, PgEventStore};
@@ -217,6 +217,26 @@ pub struct ServeArgs {
         default_value_t = 10
     )]
     pub deploy_creations_per_minute: u32,
+    /// Where Python environments live, one directory per organization (default:
+    /// `atelier-venvs` in the temp dir).
+    #[arg(long, env = "ATELIER_VENV_DATA_DIR")]
+    pub venv_data_dir: Option<std::path::PathBuf>,
+    /// The package cache pip and uv use (default: `atelier-venvs-cache` in the temp dir).
+    #[arg(long, env = "ATELIER_VENV_CACHE_DIR")]
+    pub venv_cache_dir: Option<std::path::PathBuf>,
+    /// uv's executable (default: `uv` on the PATH, if any).
+    #[arg(long, env = "ATELIER_UV")]
+    pub uv: Option<std::path::PathBuf>,
+    /// Operations run at once (GestVenv's MAX_CONCURRENT_OPERATIONS); 0: this server runs
+    /// none.
+    #[arg(long, env = "ATELIER_VENV_CONCURRENCY", default_value_t = 50)]
+    pub venv_concurrency: usize,
+    /// The package index pip and uv install from (default: their own configuration, PyPI).
+    #[arg(long, env = "ATELIER_VENV_INDEX_URL")]
+    pub venv_index_url: Option<String>,
+    /// The longest one backend command (a creation, an install) may take, in seconds.
+    #[arg(long, env = "ATELIER_VENV_TIMEOUT_SECS", default_value_t = 900)]
+    pub venv_timeout_secs: u64,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -269,6 +289,25 @@ impl ServeArgs {
             concurrency: self.deploy_concurrency,
             driver,
         }))
+    }
+
+    fn venv_settings(&self) -> VenvSettings {
+        let defaults = VenvSettings::default();
+        let mut backends = defaults.backends;
+        if let Some(dir) = &self.venv_cache_dir {
+            backends.cache_dir = dir.clone();
+        }
+        backends.uv = self.uv.clone();
+        backends.timeout = Duration::from_secs(self.venv_timeout_secs);
+        backends.index_url = self.venv_index_url.clone().filter(|u| !u.is_empty());
+        VenvSettings {
+            data_dir: self.venv_data_dir.clone().unwrap_or(defaults.data_dir),
+            backends,
+            runner: (self.venv_concurrency > 0).then(|| VenvRunnerSettings {
+                runner_id: self.runner_id.clone().unwrap_or_else(default_runner_id),
+                concurrency: self.venv_concurrency,
+            }),
+        }
     }
 
     fn build_settings(&self) -> Option<BuildSettings> {
@@ -426,6 +465,7 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
         },
         builds: args.build_settings(),
         deployments: args.deploy_settings()?,
+        venvs: args.venv_settings(),
         repos: RepoPolicy {
             allow_local: args.allow_local_repos,
         },

@@ -647,8 +647,13 @@ async fn malformed_and_unknown_messages_get_an_error_and_the_connection_stays() 
         ("not json".to_owned(), "MALFORMED_MESSAGE"),
         (json!({"no": "type"}).to_string(), "MALFORMED_MESSAGE"),
         (
-            json!({"type": "environment:refresh", "environment_id": "e"}).to_string(),
+            json!({"type": "camera:start", "camera_id": "c1"}).to_string(),
             "UNKNOWN_MESSAGE_TYPE",
+        ),
+        // A context's command, about something that is not there: its problem's code.
+        (
+            json!({"type": "environment:refresh", "environment_id": "e"}).to_string(),
+            "NOT_FOUND",
         ),
         (
             json!({"type": "subscribe", "channels": ["Not A Channel"]}).to_string(),

@@ -56,7 +56,9 @@ pub enum Reservation {
     },
 }
 
-async fn holder(
+/// Who holds the key `stream` reserves, with the reservation's revision (`None`: nobody). The
+/// holder may have given the key up without releasing it (a stale reservation): check it.
+pub async fn holder(
     store: &dyn EventStore,
     stream: &StreamName,
 ) -> Result<Option<(Uuid, u64)>, StoreError> {

@@ -37,6 +37,74 @@ pub struct Context {
     /// The figures it adds to each organization's view (the deploy context's
     /// `environment_count`), so that identity shows them without knowing the context.
     pub org_figures: OrgFigures,
+    /// How the live feed sends one of its events when a seed expects another type or shape
+    /// than `<resource>:<verb>` with the event's data (GestVenv's `package:installed`, its
+    /// `environment:created` with `data.environment`); `None`: the plain form.
+    pub live_message: fn(&RecordedEvent) -> Option<(&'static str, serde_json::Value)>,
+    /// The commands clients may send on the live WebSocket besides subscriptions (GestVenv's
+    /// `package:install`), by message type.
+    pub live_commands: &'static [LiveCommand],
+    /// Resolves a resource that a live subscription names otherwise than by its id (GestVenv
+    /// subscribes to environments by name): `Some(future)` for the categories it knows.
+    pub live_alias: LiveAlias,
+}
+
+/// A command a client may send on the live WebSocket: `{type: kind, …}`, answered with the
+/// JSON `run` returns, or an `error` message with the problem's code.
+pub struct LiveCommand {
+    /// The message type.
+    pub kind: &'static str,
+    /// What it does, as the caller (the connection's principal) in its organization.
+    pub run: LiveCommandRun,
+}
+
+/// What a live command does: given the state, the caller and the message's fields, the answer.
+pub type LiveCommandRun =
+    fn(
+        web::Data<crate::state::AppState>,
+        crate::kit::Principal,
+        serde_json::Map<String, serde_json::Value>,
+    ) -> BoxFuture<'static, Result<serde_json::Value, crate::problem::ApiError>>;
+
+/// Resolves `(category, id)` as a live subscription names it, in an organization: the
+/// resource's id (`None`: no such resource). `None` for categories the context does not know.
+pub type LiveAlias = fn(
+    web::Data<crate::state::AppState>,
+    Uuid,
+    &str,
+    &str,
+) -> Option<BoxFuture<'static, Option<String>>>;
+
+/// The plain live form of every event.
+pub fn plain_messages(_: &RecordedEvent) -> Option<(&'static str, serde_json::Value)> {
+    None
+}
+
+/// No aliases: subscriptions name resources by id.
+pub fn no_aliases(
+    _: web::Data<crate::state::AppState>,
+    _: Uuid,
+    _: &str,
+    _: &str,
+) -> Option<BoxFuture<'static, Option<String>>> {
+    None
+}
+
+/// The live command of this type, across contexts.
+pub fn live_command(kind: &str) -> Option<&'static LiveCommand> {
+    ALL.iter()
+        .flat_map(|c| c.live_commands.iter())
+        .find(|c| c.kind == kind)
+}
+
+/// The context that declares this category public, and how.
+pub fn live_category(category: &str) -> Option<(&'static Context, &'static LiveCategory)> {
+    ALL.iter().find_map(|c| {
+        c.live
+            .iter()
+            .find(|l| l.category == category)
+            .map(|l| (c, l))
+    })
 }
 
 /// Figures about organizations: for each of these organizations, `(name, value)` for every
@@ -83,6 +151,7 @@ pub const ALL: &[Context] = &[
     crate::factory::CONTEXT,
     crate::identity::CONTEXT,
     crate::deploy::CONTEXT,
+    crate::venvs::CONTEXT,
 ];
 
 /// The public categories, across contexts.

@@ -476,7 +476,7 @@ mod tests {
                 assert_eq!(schema["maximum"], max, "{method} {path}: {name}");
             }
         }
-        assert_eq!(lists, 2 * 7, "page and per_page of the seven lists");
+        assert_eq!(lists, 2 * 10, "page and per_page of the ten lists");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod problem;
 pub mod server;
 pub mod state;
 pub mod text;
+pub mod venvs;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};

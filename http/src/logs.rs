@@ -142,20 +142,26 @@ pub struct OwnerState {
 pub type Probe = Box<dyn FnMut() -> BoxFuture<'static, Option<OwnerState>> + Send>;
 
 /// Streams a log as server-sent events from `offset` until `probe` says the owner settled:
-/// `log` events (`id:` the line's number), then one `end`.
+/// `log` events (`id:` the line's number), then one `end`. With `states` named, each change of
+/// the owner's state before the end is sent too, as an event of that name (an operation's
+/// `progress`).
 pub fn follow(
     logs: OutputLog,
     org_id: Uuid,
     owner: Uuid,
     offset: i64,
     probe: Probe,
+    states: Option<&'static str>,
 ) -> HttpResponse {
     let follower = Follower::new(logs, org_id, owner, offset, probe);
-    let stream = futures::stream::unfold(follower, |mut f| async move {
+    let stream = futures::stream::unfold(follower, move |mut f| async move {
         loop {
             let chunk = match f.next().await? {
                 Followed::Lines(lines) => lines.iter().map(sse_line).collect(),
-                Followed::State(_) => continue,
+                Followed::State(state) => match states {
+                    Some(name) => format!("event: {name}\ndata: {state}\n\n"),
+                    None => continue,
+                },
                 Followed::End(end) => format!("event: end\ndata: {end}\n\n"),
                 Followed::Quiet => ": keep-alive\n\n".to_owned(),
                 Followed::Failed => {

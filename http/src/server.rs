@@ -16,6 +16,7 @@ pub use crate::factory::runner::{BuildSettings, DriverSettings, default_runner_i
 use crate::identity::auth::AuthState;
 use crate::platform::PlatformState;
 use crate::state::{AppState, HttpSettings};
+pub use crate::venvs::runner::{VenvRunnerSettings, VenvSettings};
 
 /// How a server is set up.
 #[derive(Clone)]
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub builds: Option<BuildSettings>,
     /// The deploy runner (`None`: this server runs no deployments).
     pub deployments: Option<DeploySettings>,
+    /// Python environments: where they live, their tools, the operation runner.
+    pub venvs: VenvSettings,
     /// Which repositories projects may name and builds clone (local ones only when allowed:
     /// `ATELIER_ALLOW_LOCAL_REPOS`).
     pub repos: RepoPolicy,
@@ -59,6 +62,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("http", &self.http)
             .field("builds", &self.builds)
             .field("deployments", &self.deployments)
+            .field("venvs", &self.venvs)
             .field("repos", &self.repos)
             .field("metrics_token", &set(&self.metrics_token))
             .finish()
@@ -77,6 +81,7 @@ impl Default for ServerConfig {
             http: HttpSettings::default(),
             builds: Some(BuildSettings::default()),
             deployments: Some(DeploySettings::default()),
+            venvs: VenvSettings::default(),
             repos: RepoPolicy::default(),
             metrics_token: None,
         }
@@ -99,12 +104,14 @@ pub async fn start(
         projections.start(projection, store.clone(), pool.clone());
     }
     let live = crate::live::hub::Hub::start(store.clone(), config.http.live.clone()).await?;
+    let backends = crate::venvs::runner::discover(&config.venvs.backends).await;
     let app = AppState::new(
         store,
         pool.clone(),
         projections.clone(),
         config.http.clone(),
         config.repos,
+        (backends, config.venvs.data_dir.clone()),
     );
     let services = Services {
         live: web::Data::new(live),

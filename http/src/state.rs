@@ -7,6 +7,7 @@ use atelier_commands::deploy::DeployServices;
 use atelier_commands::factory::{FactoryServices, RepoPolicy};
 use atelier_commands::idempotency::IdempotencyStore;
 use atelier_commands::identity::IdentityServices;
+use atelier_commands::venvs::VenvServices;
 use atelier_projections::Registry;
 use atelier_store::EventStore;
 use sqlx::PgPool;
@@ -57,21 +58,28 @@ pub struct AppState {
     pub identity: IdentityServices,
     /// The deploy context's services.
     pub deploy: DeployServices,
+    /// The venvs context's services.
+    pub venvs: VenvServices,
     /// Settings.
     pub settings: HttpSettings,
 }
 
 impl AppState {
     /// State over a store and a pool; projects (and the build drivers started from them) under
-    /// this repository policy.
+    /// this repository policy; environments made by these backends under this directory.
     pub fn new(
         store: Arc<dyn EventStore>,
         pool: PgPool,
         projections: Registry,
         settings: HttpSettings,
         repos: RepoPolicy,
+        venvs: (
+            Arc<atelier_commands::venvs::backend::Backends>,
+            std::path::PathBuf,
+        ),
     ) -> Self {
         Self {
+            venvs: VenvServices::new(store.clone(), pool.clone(), venvs.0, venvs.1),
             factory: FactoryServices::new(store.clone(), pool.clone(), repos),
             identity: IdentityServices::new(store.clone(), pool.clone()),
             deploy: DeployServices::new(store.clone(), pool.clone()),

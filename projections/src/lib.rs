@@ -14,6 +14,7 @@ pub mod health;
 pub mod identity;
 pub mod runtime;
 pub mod sql;
+pub mod venvs;
 
 pub use runtime::{ProjectionStatus, Registry, RunState};
 
@@ -25,6 +26,7 @@ pub fn all() -> Vec<Arc<dyn runtime::Projection>> {
         factory::projections(),
         identity::projections(),
         deploy::projections(),
+        venvs::projections(),
     ]
     .concat()
 }

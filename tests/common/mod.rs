@@ -27,13 +27,18 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// The configuration of [`TestApp::spawn`]: the test admin, and no build or deploy runner.
+    /// The configuration of [`TestApp::spawn`]: the test admin, and no build, deploy or
+    /// operation runner.
     pub fn config() -> ServerConfig {
         ServerConfig {
             admin_username: ADMIN.to_owned(),
             admin_password: Some(PASSWORD.to_owned()),
             builds: None,
             deployments: None,
+            venvs: atelier_http::server::VenvSettings {
+                runner: None,
+                ..Default::default()
+            },
             ..ServerConfig::default()
         }
     }

@@ -803,6 +803,7 @@ pub async fn logs(
             id,
             window.offset,
             probe(&state, principal.org_id, id),
+            None,
         ));
     }
     let page = crate::logs::page(

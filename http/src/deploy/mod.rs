@@ -31,6 +31,9 @@ pub const CONTEXT: Context = Context {
     workers: runner::workers,
     revokes: no_revocations,
     org_figures: environment_counts,
+    live_message: crate::contexts::plain_messages,
+    live_commands: &[],
+    live_alias: crate::contexts::no_aliases,
 };
 
 /// WindFlow's `environment_count`: how many targets each organization has.

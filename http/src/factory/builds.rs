@@ -392,6 +392,7 @@ pub async fn logs(
             id,
             window.offset,
             settled,
+            None,
         ));
     }
     let finished = BuildStatus::parse(&build.status).is_some_and(BuildStatus::is_finished);

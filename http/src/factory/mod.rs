@@ -31,6 +31,9 @@ pub const CONTEXT: Context = Context {
     workers: runner::workers,
     revokes: no_revocations,
     org_figures: crate::contexts::no_org_figures,
+    live_message: crate::contexts::plain_messages,
+    live_commands: &[],
+    live_alias: crate::contexts::no_aliases,
 };
 
 /// The factory's operations.

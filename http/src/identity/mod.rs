@@ -49,6 +49,9 @@ pub const CONTEXT: Context = Context {
     workers: no_workers,
     revokes,
     org_figures: crate::contexts::no_org_figures,
+    live_message: crate::contexts::plain_messages,
+    live_commands: &[],
+    live_alias: crate::contexts::no_aliases,
 };
 
 /// What an identity event withdraws from live clients (a session ended, a key revoked, a user

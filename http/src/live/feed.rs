@@ -15,8 +15,11 @@ pub struct FeedEvent {
     pub record: Arc<RecordedEvent>,
     /// The organization it belongs to (`metadata.org_id`); events without one are sent to nobody.
     pub org_id: Option<Uuid>,
-    /// `<resource>:<verb>`, for example `build:started`.
+    /// `<resource>:<verb>`, for example `build:started` (or what the context sends instead:
+    /// GestVenv's `package:installed`).
     pub kind: String,
+    /// The data sent when the context shapes it otherwise than the event's.
+    shaped: Option<serde_json::Value>,
     /// The message, serialized once, by the first client that sends it.
     json: OnceLock<ByteString>,
 }
@@ -49,10 +52,15 @@ impl FeedEvent {
     /// ([`crate::contexts::Context::live`]): private by default.
     pub fn new(record: Arc<RecordedEvent>) -> Option<Arc<Self>> {
         let category = record.stream.category();
-        let public = crate::contexts::live_categories().find(|c| c.category == category)?;
+        let (context, public) = crate::contexts::live_category(category)?;
+        let (kind, shaped) = match (context.live_message)(&record) {
+            Some((kind, data)) => (kind.to_owned(), Some(data)),
+            None => (kind_of(public.resource, &record.event_type), None),
+        };
         Some(Arc::new(Self {
             org_id: org_of(&record),
-            kind: kind_of(public.resource, &record.event_type),
+            kind,
+            shaped,
             record,
             json: OnceLock::new(),
         }))
@@ -81,7 +89,7 @@ impl FeedEvent {
                 revision: record.revision,
                 position: record.position,
                 occurred_at,
-                data: &record.data,
+                data: self.shaped.as_ref().unwrap_or(&record.data),
             };
             // A JSON value always serializes.
             serde_json::to_string(&message).unwrap_or_default().into()

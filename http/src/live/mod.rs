@@ -277,6 +277,35 @@ impl Watch {
     }
 }
 
+/// The channels as the session keys them: a resource a context knows by another name than its
+/// id (GestVenv's environment names) is named by its id.
+pub(crate) async fn resolve_aliases(
+    state: &web::Data<crate::state::AppState>,
+    org: uuid::Uuid,
+    channels: Vec<Channel>,
+) -> Vec<Channel> {
+    let mut out = Vec::with_capacity(channels.len());
+    for channel in channels {
+        match channel {
+            Channel::Resource { category, id } => {
+                let lookup = crate::contexts::ALL
+                    .iter()
+                    .find_map(|c| (c.live_alias)(state.clone(), org, &category, &id));
+                let resolved = match lookup {
+                    Some(lookup) => lookup.await,
+                    None => None,
+                };
+                out.push(Channel::Resource {
+                    category,
+                    id: resolved.unwrap_or(id),
+                });
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// The 503 answered when the server holds as many live connections as it may.
 fn too_many_connections(max: usize) -> ApiError {
     ApiError::new(

@@ -42,6 +42,7 @@ pub async fn connect(
     body: web::Payload,
     hub: web::Data<Hub>,
     auth: web::Data<AuthState>,
+    state: web::Data<crate::state::AppState>,
     query: web::Query<LiveQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = principal_of(&req, &query, &auth).await?;
@@ -65,6 +66,7 @@ pub async fn connect(
         stream,
         hub: hub.get_ref().clone(),
         auth: auth.into_inner(),
+        state,
         org,
         _guard: guard,
     };
@@ -97,6 +99,8 @@ struct Connection {
     stream: AggregatedMessageStream,
     hub: Hub,
     auth: std::sync::Arc<AuthState>,
+    /// The contexts' state, for their live commands and aliases.
+    state: web::Data<crate::state::AppState>,
     /// The organization the upgrade request named, for a first-message authentication.
     org: Option<uuid::Uuid>,
     _guard: ConnectionGuard,
@@ -109,6 +113,8 @@ enum Request {
     Subscribe(Vec<Channel>, Option<Position>),
     Unsubscribe(Vec<Channel>),
     Ping(Option<Value>),
+    /// A context's command (`contexts::live_command`).
+    Command(String, serde_json::Map<String, Value>),
 }
 
 /// A message the server refuses, with the connection kept.
@@ -141,6 +147,7 @@ fn parse(text: &str) -> Result<Request, Refused> {
             "a message must have a string `type`",
         ));
     };
+    let kind = kind.clone();
     match kind.as_str() {
         "auth" => match fields.get("token") {
             Some(Value::String(t)) if !t.is_empty() => Ok(Request::Auth(t.clone())),
@@ -167,11 +174,14 @@ fn parse(text: &str) -> Result<Request, Refused> {
         }
         "unsubscribe" => Ok(Request::Unsubscribe(channels_of(&fields)?)),
         "ping" => Ok(Request::Ping(fields.get("timestamp").cloned())),
+        other if crate::contexts::live_command(other).is_some() => {
+            Ok(Request::Command(kind.clone(), fields))
+        }
         other => Err(refused(
             "UNKNOWN_MESSAGE_TYPE",
             format!(
-                "unknown message type {other:?}: expected auth, subscribe, unsubscribe or ping \
-                 (commands go through the REST API)"
+                "unknown message type {other:?}: expected auth, subscribe, unsubscribe, ping \
+                 or a context's command (environment:refresh, package:install)"
             ),
         )),
     }
@@ -346,6 +356,7 @@ impl Connection {
         let mut watch = Watch::new(self.auth.clone(), credential, &self.hub);
         let mut session = Session::new(self.hub.clone(), principal.org_id);
         session.start_after(from);
+        let channels = super::resolve_aliases(&self.state, principal.org_id, channels).await;
         if !channels.is_empty()
             && let Err(e) = session.subscribe(channels, None)
         {
@@ -398,11 +409,22 @@ impl Connection {
                             let reply = match parse(&text) {
                                 Err(r) => error_message(r.code, &r.message),
                                 Ok(Request::Ping(timestamp)) => json!({"type": "pong", "timestamp": timestamp, "server_time": now()}).to_string(),
-                                Ok(Request::Subscribe(channels, from)) => match session.subscribe(channels, from) {
-                                    Ok(()) => json!({"type": "subscribed", "channels": session.channels().names(), "from_position": from}).to_string(),
-                                    Err(e) => error_message("TOO_MANY_CHANNELS", &e.to_string()),
+                                Ok(Request::Subscribe(channels, from)) => {
+                                    let channels = super::resolve_aliases(&self.state, principal.org_id, channels).await;
+                                    match session.subscribe(channels, from) {
+                                        Ok(()) => json!({"type": "subscribed", "channels": session.channels().names(), "from_position": from}).to_string(),
+                                        Err(e) => error_message("TOO_MANY_CHANNELS", &e.to_string()),
+                                    }
+                                }
+                                Ok(Request::Command(kind, fields)) => match crate::contexts::live_command(&kind) {
+                                    Some(command) => match (command.run)(self.state.clone(), principal.clone(), fields).await {
+                                        Ok(answer) => answer.to_string(),
+                                        Err(e) => error_message(&e.problem().code, &e.problem().detail.clone().unwrap_or_default()),
+                                    },
+                                    None => error_message("UNKNOWN_MESSAGE_TYPE", "unknown command"),
                                 },
                                 Ok(Request::Unsubscribe(channels)) => {
+                                    let channels = super::resolve_aliases(&self.state, principal.org_id, channels).await;
                                     session.unsubscribe(&channels);
                                     json!({"type": "unsubscribed", "channels": session.channels().names()}).to_string()
                                 }
@@ -517,10 +539,12 @@ mod tests {
         assert_eq!(code("{"), "MALFORMED_MESSAGE");
         assert_eq!(code("[1]"), "MALFORMED_MESSAGE");
         assert_eq!(code(r#"{"kind":"ping"}"#), "MALFORMED_MESSAGE");
-        assert_eq!(
-            code(r#"{"type":"environment:refresh"}"#),
-            "UNKNOWN_MESSAGE_TYPE"
-        );
+        assert_eq!(code(r#"{"type":"camera:start"}"#), "UNKNOWN_MESSAGE_TYPE");
+        // A context's command parses; its handler judges its fields.
+        assert!(matches!(
+            parse(r#"{"type":"environment:refresh"}"#),
+            Ok(Request::Command(kind, _)) if kind == "environment:refresh"
+        ));
         assert_eq!(code(r#"{"type":"subscribe"}"#), "INVALID_CHANNEL");
         assert_eq!(
             code(r#"{"type":"subscribe","channels":"x"}"#),
