@@ -44,7 +44,7 @@ pub struct OperationView {
     /// What it is doing now.
     pub message: String,
     /// What it found, once completed (`installed`, `uninstalled`, `package_count`).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     /// What went wrong, if it failed.
     pub error: Option<String>,
