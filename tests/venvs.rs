@@ -914,3 +914,120 @@ async fn an_ephemeral_environment_expires_on_time_with_its_event_and_cleanup_all
     }
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn the_cache_downloads_wheels_travels_as_an_archive_to_another_server_and_feeds_its_installs()
+{
+    let data = tempfile::tempdir().unwrap();
+    let caches = tempfile::tempdir().unwrap();
+    let mut first = config(data.path());
+    first.venvs.backends.cache_dir = caches.path().join("first");
+    let app = TestApp::spawn_with(first).await;
+    let c = Client::new(&app).await;
+    let bad = c
+        .json(
+            Method::POST,
+            "/api/v1/cache/packages",
+            Some(json!({"packages": ["--pre"], "python_version": "3.8"})),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert_eq!(bad["errors"].as_array().unwrap().len(), 2, "{bad}");
+    let op = c
+        .json(
+            Method::POST,
+            "/api/v1/cache/packages",
+            Some(json!({"packages": ["six==1.16.0"], "python_version": "3.11"})),
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    assert_eq!(op["type"], "cache_packages");
+    let (_, _, end) = c.follow(op["id"].as_str().unwrap()).await;
+    assert_eq!(end["status"], "completed", "{end}");
+    let info = c
+        .json(Method::GET, "/api/v1/cache", None, StatusCode::OK)
+        .await;
+    assert!(
+        info["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().starts_with("six-1.16.0-")),
+        "{info}"
+    );
+    let res = c
+        .send(Method::GET, "/api/v1/cache/export?format=tar.gz", None)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "application/gzip");
+    let archive = res.bytes().await.unwrap();
+    assert_eq!(&archive[..2], &[0x1f, 0x8b], "a gzip stream");
+    c.json(
+        Method::GET,
+        "/api/v1/cache/export?format=zip",
+        None,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let cleared = c
+        .json(Method::DELETE, "/api/v1/cache", None, StatusCode::OK)
+        .await;
+    assert!(cleared["freed_bytes"].as_u64().unwrap() > 0, "{cleared}");
+    let empty = c
+        .json(Method::GET, "/api/v1/cache", None, StatusCode::OK)
+        .await;
+    assert_eq!(empty["file_count"], 0, "{empty}");
+    app.stop().await;
+
+    // Another server, whose package index does not answer (a closed port on 127.0.0.1): what
+    // it installs comes from the imported cache.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut second = config(data.path());
+    second.venvs.backends.cache_dir = caches.path().join("second");
+    second.venvs.backends.index_url = Some(format!("http://127.0.0.1:{port}/simple"));
+    let app = TestApp::spawn_with(second).await;
+    let c = Client::new(&app).await;
+    let import = |body: Vec<u8>, content_type: &'static str| {
+        let req = app
+            .client
+            .post(app.url("/api/v1/cache/import"))
+            .bearer_auth(&c.token)
+            .header("content-type", content_type)
+            .body(body);
+        async move { req.send().await.unwrap() }
+    };
+    let refused = import(b"not an archive".to_vec(), "application/gzip").await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "INVALID_ARCHIVE", "{problem}");
+    let refused = import(archive.to_vec(), "application/json").await;
+    assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let empty = c
+        .json(Method::GET, "/api/v1/cache", None, StatusCode::OK)
+        .await;
+    assert_eq!(empty["file_count"], 0, "nothing written: {empty}");
+    let imported = import(archive.to_vec(), "application/gzip").await;
+    assert_eq!(imported.status(), StatusCode::OK);
+    let imported: Value = imported.json().await.unwrap();
+    assert_eq!(
+        imported["cache"]["package_count"], info["package_count"],
+        "{imported}"
+    );
+
+    let env = c.made(json!({"name": "offline", "backend": "pip"})).await;
+    let op = c
+        .json(
+            Method::POST,
+            "/api/v1/environments/offline/packages",
+            Some(json!({"packages": ["six==1.16.0"]})),
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    let (lines, _, end) = c.follow(op["id"].as_str().unwrap()).await;
+    assert_eq!(end["status"], "completed", "{end} {lines:?}");
+    let env = c.environment(env["id"].as_str().unwrap()).await;
+    assert!(names(&env).contains(&"six".to_owned()), "{env}");
+    app.stop().await;
+}

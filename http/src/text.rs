@@ -112,6 +112,14 @@ fn check_value(value: &serde_json::Value, path: &mut String) -> Result<(), Field
     }
 }
 
+/// The content types of bodies that are not text (left to their handlers).
+pub const BINARY_TYPES: [&str; 4] = [
+    "application/gzip",
+    "application/x-gzip",
+    "application/x-tar",
+    "application/octet-stream",
+];
+
 /// Middleware (for `actix_web::middleware::from_fn`): applies the rule to the path, the query
 /// and the body of every request before its handler runs; the body is read once (within the
 /// application's body limit) and handed on unchanged.
@@ -120,7 +128,15 @@ pub async fn text_rule<B: MessageBody>(
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let mut verdict = check_path(req.path()).and_then(|()| check_query(req.query_string()));
-    let has_body = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    // Archives (a cache import) are not text: their handler reads and checks them itself,
+    // under its own size limit.
+    let binary = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| BINARY_TYPES.iter().any(|b| t.starts_with(b)));
+    let has_body =
+        !binary && !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if verdict.is_ok() && has_body {
         let body = match req.extract::<web::Bytes>().await {
             Ok(body) => body,

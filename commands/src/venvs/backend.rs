@@ -252,6 +252,62 @@ impl Backends {
         &self.settings
     }
 
+    /// The same tools with their caches under `cache_dir` (an organization's own cache: what
+    /// one organization downloads or imports never reaches another's installs).
+    pub fn with_cache_dir(&self, cache_dir: PathBuf) -> Backends {
+        let mut b = self.clone();
+        b.settings.cache_dir = cache_dir;
+        b
+    }
+
+    /// Where downloaded distributions are kept (`cache_dir/wheels`): installs look there first
+    /// (`--find-links`).
+    pub fn wheels_dir(&self) -> PathBuf {
+        self.settings.cache_dir.join("wheels")
+    }
+
+    /// Downloads requirements' wheels for a Python version into [`Backends::wheels_dir`], with
+    /// pip (`python3.N -m pip download --only-binary=:all: --dest … -- <requirements…>`): the
+    /// same packages are installed from there later without the index. The requirements must
+    /// already be validated.
+    pub async fn download(
+        &self,
+        python: PythonVersion,
+        requirements: &[String],
+        log: &LogHandle,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failure> {
+        let Some(interpreter) = self.pythons.get(&python).map(|p| p.path.clone()) else {
+            return Err(fail(
+                log,
+                format!("Python {python} is not installed on this server"),
+            ));
+        };
+        if requirements.is_empty() {
+            log.line(LogStream::System, "nothing to download");
+            return Ok(());
+        }
+        let dest = self.wheels_dir();
+        tokio::fs::create_dir_all(&dest)
+            .await
+            .map_err(|e| fail(log, format!("cannot create {}: {e}", dest.display())))?;
+        let mut command = self.pip_command(&interpreter);
+        command
+            .args([
+                "-I",
+                "-m",
+                "pip",
+                "download",
+                "--only-binary=:all:",
+                "--dest",
+            ])
+            .arg(&dest)
+            .arg("--")
+            .args(requirements);
+        self.execute("pip download", &mut command, log, cancel)
+            .await
+    }
+
     /// Every backend, in [`BackendKind::ALL`]'s order, found or not.
     pub fn backends(&self) -> Vec<BackendInfo> {
         BackendKind::ALL
@@ -463,6 +519,10 @@ impl Backends {
         let (what, mut command) = self.pip_subcommand(&runner, &python, "install");
         if upgrade {
             command.arg("--upgrade");
+        }
+        let wheels = self.wheels_dir();
+        if wheels.is_dir() {
+            command.arg("--find-links").arg(wheels);
         }
         command.arg("--").args(requirements);
         self.execute(&what, &mut command, log, cancel).await

@@ -4,6 +4,7 @@
 //! expiry of ephemeral environments ([`expiry`]).
 
 pub mod backend;
+pub mod cache;
 pub mod environments;
 pub mod expiry;
 pub mod operations;
@@ -38,6 +39,8 @@ pub struct VenvServices {
     pub backends: Arc<backend::Backends>,
     /// Where environments live.
     pub data_dir: std::path::PathBuf,
+    /// Each organization's package cache.
+    pub cache: cache::Cache,
 }
 
 impl VenvServices {
@@ -53,6 +56,7 @@ impl VenvServices {
             environments: EnvironmentService::new(store.clone()),
             operations: OperationService::new(store),
             logs: OutputLog::new(pool, OPERATION_LOGS),
+            cache: cache::Cache::new(backends.settings().cache_dir.clone()),
             backends,
             data_dir,
         }

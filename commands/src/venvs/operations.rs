@@ -86,6 +86,24 @@ impl OperationService {
             .map(Ok)
     }
 
+    /// Queues an operation on no environment (the organization's cache).
+    pub async fn queue_unattached(
+        &self,
+        ctx: &CommandContext,
+        request: OperationRequest,
+    ) -> Result<Written<Operation>, OperationCommandError> {
+        let id = Uuid::now_v7();
+        let command = OperationCommand::Queue {
+            operation_id: id,
+            org_id: ctx.org_id,
+            environment_id: None,
+            request,
+            by: ctx.actor.clone(),
+            at: ctx.occurred_at,
+        };
+        execute::<Operation>(self.store.as_ref(), &Self::stream(id), ctx, None, command).await
+    }
+
     /// Cancels a queued or running operation (a runner then kills its backend).
     pub async fn cancel(
         &self,

@@ -37,6 +37,7 @@ use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
 use super::backend::{Backends, Failure};
+use super::cache::Cache;
 use super::environments::EnvironmentService;
 use super::operations::OperationService;
 use crate::handler::{CommandContext, CommandError, Written};
@@ -72,6 +73,13 @@ pub struct RunnerConfig {
     pub data_dir: PathBuf,
     /// The backends.
     pub backends: Arc<Backends>,
+}
+
+/// The tools with an organization's own cache (what it downloads or imports reaches its
+/// installs only).
+fn org_backends(shared: &Shared, org_id: Uuid) -> Backends {
+    let cache = Cache::new(shared.config.backends.settings().cache_dir.clone());
+    shared.config.backends.with_cache_dir(cache.dir(org_id))
 }
 
 /// Where an environment lives.
@@ -542,6 +550,45 @@ async fn work(
         reason: FailureReason::Error,
         error: "the environment does not exist any more".to_owned(),
     };
+    if let OperationRequest::CachePackages {
+        packages,
+        python_version,
+    } = &o.request
+    {
+        let backends = org_backends(shared, o.org_id);
+        let args: Vec<String> = packages.iter().map(|r| r.to_string()).collect();
+        progress(
+            shared,
+            o,
+            10,
+            format!(
+                "downloading {} for Python {python_version}",
+                args.join(", ")
+            ),
+        )
+        .await;
+        backends
+            .download(*python_version, &args, log, cancel)
+            .await
+            .map_err(Failed::from)?;
+        let cache = Cache::new(shared.config.backends.settings().cache_dir.clone());
+        let org_id = o.org_id;
+        let info = tokio::task::spawn_blocking(move || cache.info(org_id))
+            .await
+            .map_err(|e| Failed {
+                reason: FailureReason::Error,
+                error: e.to_string(),
+            })?
+            .map_err(|e| Failed {
+                reason: FailureReason::Error,
+                error: format!("cannot read the cache: {e}"),
+            })?;
+        return Ok(json!({
+            "downloaded": args,
+            "package_count": info.package_count,
+            "size_bytes": info.size_bytes,
+        }));
+    }
     let environment_id = o.environment_id.ok_or_else(no_environment)?;
     let (env, _) = shared
         .environments
@@ -553,7 +600,7 @@ async fn work(
         })?;
     let env = env.live().cloned().ok_or_else(no_environment)?;
     let dir = environment_dir(&shared.config.data_dir, env.org_id, env.id);
-    let backends = &shared.config.backends;
+    let backends = &org_backends(shared, env.org_id);
     if let OperationRequest::CreateEnvironment = o.request {
         let outcome = create(shared, o, &env, &dir, log, cancel).await;
         if let Err(f) = &outcome {
@@ -568,7 +615,9 @@ async fn work(
         });
     }
     let done = match &o.request {
-        OperationRequest::CreateEnvironment | OperationRequest::Refresh => Ok(()),
+        OperationRequest::CreateEnvironment
+        | OperationRequest::Refresh
+        | OperationRequest::CachePackages { .. } => Ok(()),
         OperationRequest::Install { packages, upgrade } => {
             let args: Vec<String> = packages.iter().map(|r| r.to_string()).collect();
             progress(shared, o, 10, format!("installing {}", args.join(", "))).await;
@@ -613,7 +662,7 @@ async fn create(
     log: &LogHandle,
     cancel: &CancellationToken,
 ) -> Result<serde_json::Value, Failed> {
-    let backends = &shared.config.backends;
+    let backends = &org_backends(shared, env.org_id);
     progress(
         shared,
         o,

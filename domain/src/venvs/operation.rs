@@ -1,5 +1,5 @@
 //! An operation: one piece of work a backend does on an environment (make it, install,
-//! uninstall, update, refresh its package list). `queued → running → completed |
+//! uninstall, update, refresh its package list) or on the organization's package cache. `queued → running → completed |
 //! failed | cancelled`; a queued operation may be cancelled before it starts. Progress is
 //! recorded as it goes (GestVenv's `operation:progress`), its output in the operation's log.
 
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::requirement::Requirement;
+use super::values::PythonVersion;
 use crate::{Aggregate, DomainEvent};
 
 /// What an operation does.
@@ -36,6 +37,13 @@ pub enum OperationRequest {
     },
     /// Read what is installed again and record what changed.
     Refresh,
+    /// Download packages' wheels into the organization's cache (no environment).
+    CachePackages {
+        /// What to download.
+        packages: Vec<Requirement>,
+        /// For which Python.
+        python_version: PythonVersion,
+    },
 }
 
 impl OperationRequest {
@@ -47,16 +55,18 @@ impl OperationRequest {
             Self::Uninstall { .. } => "uninstall",
             Self::Update { .. } => "update",
             Self::Refresh => "refresh",
+            Self::CachePackages { .. } => "cache_packages",
         }
     }
 
     /// Every kind's name.
-    pub const KINDS: [&'static str; 5] = [
+    pub const KINDS: [&'static str; 6] = [
         "create_environment",
         "install",
         "uninstall",
         "update",
         "refresh",
+        "cache_packages",
     ];
 }
 

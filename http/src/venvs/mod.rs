@@ -1,8 +1,9 @@
 //! The venvs context's endpoints (GestVenv): environments ([`environments`]) and ephemeral
 //! ones ([`ephemeral`]), their packages ([`packages`]), operations ([`operations`]), the
-//! system ([`system`]), the live feed's GestVenv forms ([`live`]), and the workers a server
+//! package cache ([`cache`]), the system ([`system`]), the live feed's GestVenv forms ([`live`]), and the workers a server
 //! starts ([`runner`]).
 
+pub mod cache;
 pub mod environments;
 pub mod ephemeral;
 pub mod live;
@@ -69,6 +70,11 @@ pub const CONTEXT: Context = Context {
         system::info,
         system::backends,
         system::diagnostics,
+        cache::info,
+        cache::clear,
+        cache::packages,
+        cache::export,
+        cache::import,
     ),
     tags((name = "venvs", description = "Python environments (GestVenv): environments made by pip or uv, their packages, the operations that change them, and the system they run on"))
 )]
@@ -126,5 +132,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/system/info").route(web::get().to(system::info)))
     .service(web::resource("/system/backends").route(web::get().to(system::backends)))
-    .service(web::resource("/system/diagnostics").route(web::get().to(system::diagnostics)));
+    .service(web::resource("/system/diagnostics").route(web::get().to(system::diagnostics)))
+    .service(
+        web::resource("/cache")
+            .route(web::get().to(cache::info))
+            .route(web::delete().to(cache::clear)),
+    )
+    .service(web::resource("/cache/packages").route(web::post().to(cache::packages)))
+    .service(web::resource("/cache/export").route(web::get().to(cache::export)))
+    .service(web::resource("/cache/import").route(web::post().to(cache::import)));
 }
