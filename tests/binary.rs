@@ -284,3 +284,125 @@ async fn an_app_survives_a_kill_9_of_the_server_and_is_adopted_after_the_restart
     assert!(!work.join(&id).exists());
     drop(server);
 }
+
+/// Reads `path` until `done` says so (another process moves it), for at most two minutes.
+async fn read_until(base: &str, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let v: Value = reqwest::Client::new()
+            .get(format!("{base}/api/v1{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{path} still {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_kill_9_during_an_install_fails_it_as_interrupted_ends_its_backend_and_keeps_the_environment()
+ {
+    // A package index on 127.0.0.1 that never answers: the install is under way at the kill.
+    let index = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let index_url = format!(
+        "http://127.0.0.1:{}/simple",
+        index.local_addr().unwrap().port()
+    );
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in index.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let db = FreshDatabase::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("venvs");
+    let cache = dir.path().join("cache");
+    let vars = [
+        ("ATELIER_VENV_DATA_DIR", data.to_str().unwrap()),
+        ("ATELIER_VENV_CACHE_DIR", cache.to_str().unwrap()),
+        ("ATELIER_VENV_INDEX_URL", index_url.as_str()),
+    ];
+    let (server, base) = serve(&db, &vars).await;
+    let token = login(&base).await;
+    let client = reqwest::Client::new();
+    let env: Value = client
+        .post(format!("{base}/api/v1/environments"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "survivor", "backend": "pip"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = env["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{env}"))
+        .to_owned();
+    read_until(&base, &token, &format!("/environments/{id}"), |e| {
+        e["status"] == "ready"
+    })
+    .await;
+    let op: Value = client
+        .post(format!("{base}/api/v1/environments/{id}/packages"))
+        .bearer_auth(&token)
+        .json(&json!({"packages": ["six"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let op = op["id"].as_str().unwrap().to_owned();
+    read_until(&base, &token, &format!("/operations/{op}"), |o| {
+        o["status"] == "running"
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !processes_mentioning(&id).iter().any(|c| c.contains("pip")) {
+        assert!(std::time::Instant::now() < deadline, "pip never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(server); // SIGKILL: pip, in its own process group, lives on.
+    assert!(!processes_mentioning(&id).is_empty());
+
+    let (server, base) = serve(&db, &vars).await;
+    let token = login(&base).await;
+    let o = read_until(&base, &token, &format!("/operations/{op}"), |o| {
+        o["status"] == "failed"
+    })
+    .await;
+    assert_eq!(o["failure"], "interrupted", "{o}");
+    // The restarted runner ended the backend the crash left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !processes_mentioning(&id).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            processes_mentioning(&id)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = read_until(&base, &token, &format!("/environments/{id}"), |_| true).await;
+    assert_eq!(e["status"], "ready", "{e}");
+    drop(server);
+}

@@ -305,8 +305,9 @@ async fn remove_dir(dir: &Path) {
     }
 }
 
-/// Removes the directories of environments that are gone (deleted or expired while no runner
-/// ran, or never made).
+/// Removes the directories of environments that the log says are gone (deleted or expired
+/// while no runner ran, or failed while being made). A directory the log does not know is left
+/// alone: another server (another database) may share the data directory.
 async fn remove_stray_directories(shared: &Arc<Shared>) {
     let Ok(mut orgs) = tokio::fs::read_dir(&shared.config.data_dir).await else {
         return;
@@ -322,11 +323,14 @@ async fn remove_stray_directories(shared: &Arc<Shared>) {
             let Ok(environment_id) = Uuid::parse_str(&env.file_name().to_string_lossy()) else {
                 continue;
             };
-            match shared.environments.load(environment_id).await {
-                Ok((e, _)) if e.visible_to(org_id).is_none() => {
-                    gone(shared, Some(org_id), environment_id)
-                }
-                _ => {}
+            let Ok((env, _)) = shared.environments.load(environment_id).await else {
+                continue;
+            };
+            let gone_here = env.data().is_some_and(|e| {
+                e.org_id == org_id && (e.status.is_gone() || e.status == EnvStatus::Failed)
+            });
+            if gone_here {
+                gone(shared, Some(org_id), environment_id);
             }
         }
     }
@@ -347,13 +351,62 @@ async fn interrupt(shared: &Arc<Shared>, operation_id: Uuid) {
         reason: FailureReason::Interrupted,
         error: message.to_owned(),
     };
-    if let Some(environment_id) = o.environment_id
-        && let Ok((env, _)) = shared.environments.load(environment_id).await
-        && let Some(env) = env.live()
-    {
-        settle_environment(shared, &o, env, &failure).await;
+    if let Some(environment_id) = o.environment_id {
+        // A backend the crash left running (its own process group outlives the server) is
+        // ended before anything is read from its environment.
+        let dir = environment_dir(&shared.config.data_dir, o.org_id, environment_id);
+        let ended = tokio::task::spawn_blocking(move || end_leftovers(&dir))
+            .await
+            .unwrap_or(0);
+        if ended > 0 {
+            info!(%operation_id, ended, "ended the backend processes an interrupted operation left");
+        }
+        if let Ok((env, _)) = shared.environments.load(environment_id).await
+            && let Some(env) = env.live()
+        {
+            settle_environment(shared, &o, env, &failure).await;
+        }
     }
     finish(shared, &o, Err(failure)).await;
+}
+
+/// Ends (SIGKILL, whole process group) every process whose command line names `dir`: the
+/// backends of an environment left running by a crash of the server that ran them. Their
+/// groups are their own (never this server's). How many groups were ended.
+fn end_leftovers(dir: &Path) -> usize {
+    let needle = dir.display().to_string();
+    let own = nix::unistd::getpgrp();
+    let mut groups = std::collections::BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let names_dir = cmdline
+            .split(|b| *b == 0)
+            .any(|arg| String::from_utf8_lossy(arg).contains(needle.as_str()));
+        if !names_dir {
+            continue;
+        }
+        if let Ok(pgid) = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+            && pgid != own
+        {
+            groups.insert(pgid);
+        }
+    }
+    for pgid in &groups {
+        let _ = nix::sys::signal::killpg(*pgid, nix::sys::signal::Signal::SIGKILL);
+    }
+    groups.len()
 }
 
 /// Takes a queued operation: it runs when its environment and a slot are free, unless it was
