@@ -14,7 +14,7 @@ use atelier_domain::deploy::deployment::Deployment;
 use atelier_http::deploy::deployments::CreationLimit;
 use atelier_http::server::{DeploySettings, ProvisionerSettings, ServerConfig};
 use atelier_store::{EventStore, Filter, SubscribeFrom, SubscriptionMessage};
-use common::{TestApp, site_repo};
+use common::{Client, TestApp, site_repo};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -53,52 +53,7 @@ fn process(work_dir: &Path, mirror: &Path, ready_timeout: Duration) -> ServerCon
     }
 }
 
-struct Client<'a> {
-    app: &'a TestApp,
-    token: String,
-}
-
-impl<'a> Client<'a> {
-    async fn new(app: &'a TestApp) -> Self {
-        Self {
-            token: app.token().await,
-            app,
-        }
-    }
-
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> reqwest::Response {
-        let mut req = self
-            .app
-            .client
-            .request(method, self.app.url(path))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        req.send().await.unwrap()
-    }
-
-    async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        status: StatusCode,
-    ) -> Value {
-        let res = self.send(method, path, body).await;
-        let got = res.status();
-        let text = res.text().await.unwrap();
-        assert_eq!(got, status, "{path}: {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
-
-    async fn seen(&self) -> String {
-        match self.app.last_written().await {
-            Some(head) => format!("min_position={head}"),
-            None => String::new(),
-        }
-    }
-
+impl Client<'_> {
     async fn deployment(&self, id: &str) -> Value {
         self.json(
             Method::GET,

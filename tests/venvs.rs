@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use atelier_http::server::{ServerConfig, VenvRunnerSettings, VenvSettings};
-use common::TestApp;
+use common::{Client, TestApp};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -33,52 +33,7 @@ fn config(data_dir: &Path) -> ServerConfig {
     }
 }
 
-struct Client<'a> {
-    app: &'a TestApp,
-    token: String,
-}
-
-impl<'a> Client<'a> {
-    async fn new(app: &'a TestApp) -> Self {
-        Self {
-            token: app.token().await,
-            app,
-        }
-    }
-
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> reqwest::Response {
-        let mut req = self
-            .app
-            .client
-            .request(method, self.app.url(path))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        req.send().await.unwrap()
-    }
-
-    async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        status: StatusCode,
-    ) -> Value {
-        let res = self.send(method, path, body).await;
-        let got = res.status();
-        let text = res.text().await.unwrap();
-        assert_eq!(got, status, "{path}: {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
-
-    async fn seen(&self) -> String {
-        match self.app.last_written().await {
-            Some(head) => format!("min_position={head}"),
-            None => String::new(),
-        }
-    }
-
+impl Client<'_> {
     /// Follows an operation's stream until its end: its log lines, its progress events and the
     /// end's data.
     async fn follow(&self, operation: &str) -> (Vec<Value>, Vec<Value>, Value) {
@@ -1028,6 +983,227 @@ async fn the_cache_downloads_wheels_travels_as_an_archive_to_another_server_and_
     let (lines, _, end) = c.follow(op["id"].as_str().unwrap()).await;
     assert_eq!(end["status"], "completed", "{end} {lines:?}");
     let env = c.environment(env["id"].as_str().unwrap()).await;
+    assert!(names(&env).contains(&"six".to_owned()), "{env}");
+    app.stop().await;
+}
+
+/// GestVenv's Python client, as its documentation gives it (only the base URL and a token are
+/// set by the caller).
+const SEED_PYTHON_CLIENT: &str = r#"
+import requests
+import json
+
+# Client API simple
+class GestVenvAPI:
+    def __init__(self, base_url="http://localhost:8000/api/v1"):
+        self.base_url = base_url
+        self.session = requests.Session()
+    
+    def create_environment(self, name, python_version="3.11", backend="uv"):
+        response = self.session.post(
+            f"{self.base_url}/environments",
+            json={
+                "name": name,
+                "python_version": python_version,
+                "backend": backend
+            }
+        )
+        return response.json()
+    
+    def install_packages(self, env_id, packages):
+        response = self.session.post(
+            f"{self.base_url}/environments/{env_id}/packages",
+            json={"packages": packages}
+        )
+        return response.json()
+"#;
+
+/// GestVenv's JavaScript WebSocket client, as its documentation gives it.
+const SEED_JS_CLIENT: &str = r#"
+class GestVenvWebSocket {
+    constructor(url = 'ws://localhost:8000/ws') {
+        this.url = url;
+        this.ws = null;
+        this.handlers = new Map();
+        this.reconnectDelay = 1000;
+        this.maxReconnectDelay = 30000;
+    }
+    
+    connect() {
+        this.ws = new WebSocket(this.url);
+        
+        this.ws.onopen = () => {
+            console.log('WebSocket connected');
+            this.reconnectDelay = 1000;
+            this.emit('connected');
+        };
+        
+        this.ws.onmessage = (event) => {
+            const message = JSON.parse(event.data);
+            this.emit(message.type, message.data);
+        };
+        
+        this.ws.onerror = (error) => {
+            console.error('WebSocket error:', error);
+            this.emit('error', error);
+        };
+        
+        this.ws.onclose = () => {
+            console.log('WebSocket disconnected');
+            this.emit('disconnected');
+            this.reconnect();
+        };
+    }
+    
+    reconnect() {
+        setTimeout(() => {
+            console.log('Reconnecting...');
+            this.connect();
+            this.reconnectDelay = Math.min(
+                this.reconnectDelay * 2, 
+                this.maxReconnectDelay
+            );
+        }, this.reconnectDelay);
+    }
+    
+    send(message) {
+        if (this.ws?.readyState === WebSocket.OPEN) {
+            this.ws.send(JSON.stringify(message));
+        }
+    }
+    
+    on(event, handler) {
+        if (!this.handlers.has(event)) {
+            this.handlers.set(event, []);
+        }
+        this.handlers.get(event).push(handler);
+    }
+    
+    emit(event, data) {
+        const handlers = this.handlers.get(event) || [];
+        handlers.forEach(handler => handler(data));
+    }
+    
+    subscribe(environmentId) {
+        this.send({
+            type: 'subscribe',
+            environment_id: environmentId
+        });
+    }
+}
+"#;
+
+#[actix_web::test]
+async fn the_seeds_python_and_javascript_clients_work_with_only_the_base_url_and_a_token_changed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let data = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_with(config(data.path())).await;
+    let c = Client::new(&app).await;
+    let scripts = tempfile::tempdir().unwrap();
+    // Run as a child the server's threads do not wait on (the test's own runtime serves it).
+    let python = async |usage: &str| {
+        let script = scripts.path().join("client.py");
+        std::fs::write(
+            &script,
+            format!(
+                "{SEED_PYTHON_CLIENT}\napi = GestVenvAPI(base_url={:?})\napi.session.headers['Authorization'] = 'Bearer {}'\n{usage}\n",
+                app.url("/api/v1"),
+                c.token
+            ),
+        )
+        .unwrap();
+        let out = tokio::process::Command::new("python3")
+            .arg(&script)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the seed's Python client (python3 with requests) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        serde_json::from_str::<Value>(text.trim()).unwrap_or_else(|_| panic!("{text}"))
+    };
+    // The seed's usage: create, then install at once (the install waits for the creation).
+    let env = python(r#"print(json.dumps(api.create_environment("test-project")))"#).await;
+    assert_eq!(env["name"], "test-project", "{env}");
+    assert_eq!(env["backend"], "uv");
+    let id = env["id"].as_str().unwrap().to_owned();
+
+    // The JavaScript client, subscribed by name, hears the install.
+    let js = scripts.path().join("client.mjs");
+    let ws_url = format!(
+        "{}/ws?access_token={}",
+        app.base.replacen("http://", "ws://", 1),
+        c.token
+    );
+    std::fs::write(
+        &js,
+        format!(
+            "{SEED_JS_CLIENT}\nconst ws = new GestVenvWebSocket({ws_url:?});\nws.connect();\n\
+             ws.on('connected', () => {{ ws.subscribe('test-project'); }});\n\
+             ws.on('subscribed', () => {{ console.log('READY'); }});\n\
+             ws.on('package:installed', (data) => {{\n    console.log(`Package ${{data.package.name}} installed!`);\n}});\n"
+        ),
+    )
+    .unwrap();
+    let mut node = Command::new("node")
+        .arg("--experimental-websocket")
+        .arg(&js)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node must be installed for this test");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = node.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(120), rx.recv())
+            .await
+            .expect("the JavaScript client said nothing in time")
+            .expect("the JavaScript client ended")
+    };
+    while next_line().await != "READY" {}
+    let result = python(&format!(
+        r#"print(json.dumps(api.install_packages({id:?}, ["six", "idna"])))"#
+    ))
+    .await;
+    assert_eq!(result["type"], "install", "{result}");
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        let line = next_line().await;
+        if let Some(name) = line
+            .strip_prefix("Package ")
+            .and_then(|l| l.strip_suffix(" installed!"))
+        {
+            heard.push(name.to_owned());
+        }
+    }
+    heard.sort();
+    assert_eq!(heard, ["idna", "six"]);
+    let _ = node.kill();
+    let _ = node.wait();
+    // The seed's usage in one go: the install is queued while the environment is being made,
+    // and runs once it is.
+    let op = python(
+        r#"env = api.create_environment("quick")
+print(json.dumps(api.install_packages(env["id"], ["six"])))"#,
+    )
+    .await;
+    assert_eq!(op["type"], "install", "{op}");
+    assert_eq!(op["status"], "queued", "{op}");
+    let (_, _, end) = c.follow(op["id"].as_str().unwrap()).await;
+    assert_eq!(end["status"], "completed", "{end}");
+    assert!(names(&c.environment("quick").await).contains(&"six".to_owned()));
+    let env = c.environment(&id).await;
     assert!(names(&env).contains(&"six".to_owned()), "{env}");
     app.stop().await;
 }

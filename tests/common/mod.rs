@@ -180,3 +180,61 @@ pub fn site_repo(mirror: &std::path::Path, body: &str) -> std::path::PathBuf {
     );
     bare
 }
+
+/// A client of a test server, logged in as the test admin: requests with its token, and the
+/// position of the last write for reads that must see it.
+pub struct Client<'a> {
+    pub app: &'a TestApp,
+    pub token: String,
+}
+
+impl<'a> Client<'a> {
+    /// Logs in.
+    pub async fn new(app: &'a TestApp) -> Self {
+        Self {
+            token: app.token().await,
+            app,
+        }
+    }
+
+    /// Sends a request with the token (and a JSON body).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .app
+            .client
+            .request(method, self.app.url(path))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Sends a request and reads its JSON answer, asserting its status.
+    pub async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        status: reqwest::StatusCode,
+    ) -> Value {
+        let res = self.send(method, path, body).await;
+        let got = res.status();
+        let text = res.text().await.unwrap();
+        assert_eq!(got, status, "{path}: {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// `min_position=` the last write, for a read that must see it.
+    pub async fn seen(&self) -> String {
+        match self.app.last_written().await {
+            Some(head) => format!("min_position={head}"),
+            None => String::new(),
+        }
+    }
+}

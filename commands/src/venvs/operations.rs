@@ -21,7 +21,7 @@ pub enum QueueError {
     /// No such live environment in the organization.
     #[error("the environment does not exist")]
     NoEnvironment,
-    /// The environment is not ready (being made, or it failed).
+    /// The environment could not be made.
     #[error("the environment is {} and not ready", .0.as_str())]
     NotReady(EnvStatus),
 }
@@ -48,8 +48,9 @@ impl OperationService {
         load::<Operation>(self.store.as_ref(), &Self::stream(id)).await
     }
 
-    /// Queues an operation on an environment of the caller's organization that is ready. It runs
-    /// after the environment's earlier operations (one at a time per environment).
+    /// Queues an operation on an environment of the caller's organization that is ready or being
+    /// made (not one that failed). It runs after the environment's earlier operations, its
+    /// creation first (one at a time per environment, in the log's order).
     pub async fn queue(
         &self,
         ctx: &CommandContext,
@@ -69,7 +70,7 @@ impl OperationService {
         let Some(env) = environment.visible_to(ctx.org_id) else {
             return Ok(Err(QueueError::NoEnvironment));
         };
-        if env.status != EnvStatus::Ready {
+        if env.status == EnvStatus::Failed {
             return Ok(Err(QueueError::NotReady(env.status)));
         }
         let id = Uuid::now_v7();

@@ -1,5 +1,6 @@
 //! The operation runner: follows the log, takes each queued operation and runs it with its
-//! environment's backend ([`Backends`]) — one operation at a time per environment, at most
+//! environment's backend ([`Backends`]) — one operation at a time per environment, in the log's
+//! order (an install queued while its environment is being made runs once it is made), at most
 //! `concurrency` at once — recording its progress, its output (the operation's log) and how it
 //! ended, and recording what the environment holds afterwards, read from the environment
 //! itself. A cancelled operation's backend is killed (its whole process group) as soon as its
@@ -48,6 +49,8 @@ use crate::output::{LogHandle, LogStream, OutputLog};
 pub struct Unfinished {
     /// The operation.
     pub operation_id: Uuid,
+    /// Its environment (none for the cache).
+    pub environment_id: Option<Uuid>,
     /// The runner running it (`None`: it is queued).
     pub running_on: Option<String>,
 }
@@ -109,21 +112,73 @@ struct Shared {
     slots: Semaphore,
     /// Operations this runner has taken (waiting or running), with their cancel switch.
     taken: Mutex<HashMap<Uuid, Taken>>,
-    /// One lock per environment: its operations run one at a time, in the order they came.
-    locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    /// Each environment's line: its operations run one at a time, in the log's order.
+    turns: Turns,
     stop: CancellationToken,
 }
 
-impl Shared {
-    fn lock_of(&self, environment_id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(environment_id)
-            .or_default()
-            .clone()
+/// Each environment's operations in the order the log gave them; the head of a line runs.
+#[derive(Default)]
+struct Turns {
+    lines: Mutex<HashMap<Uuid, std::collections::VecDeque<Uuid>>>,
+    moved: tokio::sync::Notify,
+}
+
+impl Turns {
+    fn lines(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, std::collections::VecDeque<Uuid>>> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Takes a place at the end of an environment's line (called in the log's order).
+    fn join(&self, environment_id: Uuid, who: Uuid) {
+        let mut lines = self.lines();
+        let line = lines.entry(environment_id).or_default();
+        if !line.contains(&who) {
+            line.push_back(who);
+        }
+    }
+
+    /// Waits until `who` heads its environment's line.
+    async fn wait(&self, environment_id: Uuid, who: Uuid) {
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.lines().get(&environment_id).and_then(|l| l.front()) == Some(&who) {
+                return;
+            }
+            moved.await;
+        }
+    }
+
+    /// Leaves the line, wherever `who` stands in it: the next one goes.
+    fn leave(&self, environment_id: Uuid, who: Uuid) {
+        let mut lines = self.lines();
+        if let Some(line) = lines.get_mut(&environment_id) {
+            line.retain(|w| *w != who);
+            if line.is_empty() {
+                lines.remove(&environment_id);
+            }
+        }
+        drop(lines);
+        self.moved.notify_waiters();
+    }
+}
+
+/// A place in an environment's line, left when dropped (whatever ends the task holding it).
+struct Place {
+    shared: Arc<Shared>,
+    environment_id: Uuid,
+    who: Uuid,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.shared.turns.leave(self.environment_id, self.who);
+    }
+}
+
+impl Shared {
     fn taken(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Taken>> {
         self.taken.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -146,7 +201,7 @@ impl OperationRunner {
             slots: Semaphore::new(config.concurrency.max(1)),
             config,
             taken: Mutex::new(HashMap::new()),
-            locks: Mutex::new(HashMap::new()),
+            turns: Turns::default(),
             stop: stop.clone(),
         });
         let task = tokio::spawn(run(shared, backlog));
@@ -222,7 +277,7 @@ async fn follow(shared: &Arc<Shared>, backlog: &dyn Backlog) -> Result<(), Strin
         match o.running_on {
             Some(runner) if runner == shared.config.id => interrupt(shared, o.operation_id).await,
             Some(_) => {}
-            None => take(shared, o.operation_id, None),
+            None => take(shared, o.operation_id, o.environment_id),
         }
     }
     remove_stray_directories(shared).await;
@@ -283,17 +338,20 @@ fn gone(shared: &Arc<Shared>, org_id: Option<Uuid>, environment_id: Uuid) {
         }
     }
     let Some(org_id) = org_id else { return };
-    let shared = shared.clone();
+    // The removal takes its turn after the environment's operations (cancelled just now).
+    let who = Uuid::now_v7();
+    shared.turns.join(environment_id, who);
+    let place = Place {
+        shared: shared.clone(),
+        environment_id,
+        who,
+    };
     tokio::spawn(async move {
-        let lock = shared.lock_of(environment_id);
-        let _held = lock.lock().await;
+        let shared = place.shared.clone();
+        shared.turns.wait(environment_id, who).await;
         let dir = environment_dir(&shared.config.data_dir, org_id, environment_id);
         remove_dir(&dir).await;
-        shared
-            .locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&environment_id);
+        drop(place);
     });
 }
 
@@ -426,18 +484,32 @@ fn take(shared: &Arc<Shared>, operation_id: Uuid, environment_id: Option<Uuid>) 
             },
         );
     }
+    // The place in the environment's line is taken now, in the log's order.
+    let place = environment_id.map(|environment_id| {
+        shared.turns.join(environment_id, operation_id);
+        Place {
+            shared: shared.clone(),
+            environment_id,
+            who: operation_id,
+        }
+    });
     metrics::gauge!("atelier_venv_operations_waiting").increment(1.0);
     let shared = shared.clone();
     tokio::spawn(
         async move {
-            wait_and_execute(&shared, operation_id, cancel).await;
+            wait_and_execute(&shared, operation_id, place, cancel).await;
             shared.taken().remove(&operation_id);
         }
         .instrument(info_span!("venvs.operation", %operation_id)),
     );
 }
 
-async fn wait_and_execute(shared: &Arc<Shared>, operation_id: Uuid, cancel: CancellationToken) {
+async fn wait_and_execute(
+    shared: &Arc<Shared>,
+    operation_id: Uuid,
+    mut place: Option<Place>,
+    cancel: CancellationToken,
+) {
     let o = match shared.operations.load(operation_id).await {
         Ok((Operation::Present(o), _)) if o.status == OperationStatus::Queued => o,
         Ok(_) => {
@@ -453,16 +525,23 @@ async fn wait_and_execute(shared: &Arc<Shared>, operation_id: Uuid, cancel: Canc
     if let Some(t) = shared.taken().get_mut(&operation_id) {
         t.environment_id = o.environment_id;
     }
-    let lock = o.environment_id.map(|id| shared.lock_of(id));
+    if place.is_none()
+        && let Some(environment_id) = o.environment_id
+    {
+        shared.turns.join(environment_id, operation_id);
+        place = Some(Place {
+            shared: shared.clone(),
+            environment_id,
+            who: operation_id,
+        });
+    }
     let waited = async {
-        let held = match &lock {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
-        let permit = shared.slots.acquire().await;
-        (held, permit)
+        if let Some(p) = &place {
+            shared.turns.wait(p.environment_id, operation_id).await;
+        }
+        shared.slots.acquire().await
     };
-    let (held, permit) = tokio::select! {
+    let permit = tokio::select! {
         w = waited => w,
         _ = cancel.cancelled() => {
             metrics::gauge!("atelier_venv_operations_waiting").decrement(1.0);
@@ -472,7 +551,7 @@ async fn wait_and_execute(shared: &Arc<Shared>, operation_id: Uuid, cancel: Canc
     metrics::gauge!("atelier_venv_operations_waiting").decrement(1.0);
     let Ok(_permit) = permit else { return };
     execute(shared, *o, cancel).await;
-    drop(held);
+    drop(place);
 }
 
 /// Why an operation failed, before it is recorded.

@@ -121,7 +121,7 @@ pub fn queue_refused(e: QueueError) -> ApiError {
             StatusCode::CONFLICT,
             "ENVIRONMENT_NOT_READY",
             format!(
-                "the environment is {} and not ready: wait for its creation to complete",
+                "the environment is {}: its creation did not succeed (see its operation)",
                 status.as_str()
             ),
         ),

@@ -92,10 +92,13 @@ impl Backlog for ReadModelBacklog {
             .map_err(|e| e.to_string())?;
         Ok(rows
             .into_iter()
-            .map(|(operation_id, status, runner)| Unfinished {
-                operation_id,
-                running_on: (status == "running").then(|| runner.unwrap_or_default()),
-            })
+            .map(
+                |(operation_id, environment_id, status, runner)| Unfinished {
+                    operation_id,
+                    environment_id,
+                    running_on: (status == "running").then(|| runner.unwrap_or_default()),
+                },
+            )
             .collect())
     }
 

@@ -308,14 +308,16 @@ pub async fn get_operation(
     .await
 }
 
-/// Every unfinished operation (queued or running), oldest first, with its status and runner:
+/// Every unfinished operation (queued or running), oldest first, with its environment, status
+/// and runner:
 /// a runner's backlog after a start (every organization's).
+#[allow(clippy::type_complexity)]
 pub async fn unfinished_operations(
     pool: &PgPool,
-) -> Result<Vec<(Uuid, String, Option<String>)>, sqlx::Error> {
+) -> Result<Vec<(Uuid, Option<Uuid>, String, Option<String>)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, status, runner FROM venv_operations WHERE status IN ('queued', 'running') \
-         ORDER BY queued_at, id",
+        "SELECT id, environment_id, status, runner FROM venv_operations \
+         WHERE status IN ('queued', 'running') ORDER BY queued_at, id",
     )
     .fetch_all(pool)
     .await
