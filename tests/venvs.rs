@@ -1207,3 +1207,36 @@ print(json.dumps(api.install_packages(env["id"], ["six"])))"#,
     assert!(names(&env).contains(&"six".to_owned()), "{env}");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn an_ephemeral_environment_due_while_no_worker_ran_is_expired_when_one_starts() {
+    let data = tempfile::tempdir().unwrap();
+    let config = config(data.path());
+    let settings = config.venvs.runner.clone().unwrap();
+    let app = TestApp::spawn_with(config).await;
+    let c = Client::new(&app).await;
+    // No worker runs (as after a crash): the environment's time comes and goes unnoticed.
+    app.services.stop_workers().await;
+    let e = c
+        .json(
+            Method::POST,
+            "/api/v1/ephemeral/environments",
+            Some(json!({"name": "overdue", "ttl": 1, "backend": "pip"})),
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    app.settle().await;
+    // A worker starting now finds it in the read model and expires it.
+    let expiry = atelier_http::venvs::runner::start_expiry(&app.services, &settings);
+    app.services.add_worker(Box::new(expiry)).await;
+    environment_event(&app, &id, "EnvironmentExpired").await;
+    c.json(
+        Method::GET,
+        &format!("/api/v1/environments/{id}"),
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    app.stop().await;
+}

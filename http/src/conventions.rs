@@ -257,6 +257,19 @@ pub async fn await_projection(
     wait_for_position(state, projection, position).await
 }
 
+/// Waits until every read model has passed the position the request names (`min_position`),
+/// for views that gather figures from every context: an organization's (its
+/// `environment_count` comes from the deploy context's targets).
+pub async fn await_every_projection(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(position) = min_position(req)? else {
+        return Ok(());
+    };
+    for projection in atelier_projections::all() {
+        wait_for_position(state, projection.name(), position).await?;
+    }
+    Ok(())
+}
+
 /// Waits (bounded by the read wait) until `projection` has applied `position`: a 503 when it
 /// lags or has failed.
 pub async fn wait_for_position(

@@ -13,7 +13,7 @@ use atelier_domain::identity::organization::{
     JsonObject, OrgError, OrgName, OrgProfile, Organization,
 };
 use atelier_projections::identity::{
-    DIRECTORY, MemberRow, OrganizationQuery, OrganizationRow, get_organization, list_members,
+    MemberRow, OrganizationQuery, OrganizationRow, get_organization, list_members,
     list_organizations,
 };
 use chrono::{DateTime, Utc};
@@ -22,7 +22,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::users::user_error;
-use crate::conventions::{Reply, await_projection, command_error, idempotent, if_match, json_body};
+use crate::conventions::{
+    Reply, await_every_projection, command_error, idempotent, if_match, json_body,
+};
 use crate::identity::auth::Principal;
 use crate::kit::path_id;
 use crate::pagination::{Page, PageParams, Pagination};
@@ -152,7 +154,7 @@ pub async fn list(
     let is_active = crate::pagination::flag("is_active", params.is_active.as_deref(), &mut errors);
     let search = crate::pagination::search(params.search.as_deref(), &mut errors);
     crate::pagination::validate(errors)?;
-    await_projection(&state, &req, DIRECTORY).await?;
+    await_every_projection(&state, &req).await?;
     let query = OrganizationQuery {
         page,
         per_page,
@@ -195,7 +197,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id, "organization")?;
     principal.acting_on(id, Permission::Read)?;
-    await_projection(&state, &req, DIRECTORY).await?;
+    await_every_projection(&state, &req).await?;
     let row = get_organization(&state.pool, principal.user_id, principal.is_superadmin, id)
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -226,7 +228,7 @@ pub async fn members(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id, "organization")?;
     principal.acting_on(id, Permission::Read)?;
-    await_projection(&state, &req, DIRECTORY).await?;
+    await_every_projection(&state, &req).await?;
     get_organization(&state.pool, principal.user_id, principal.is_superadmin, id)
         .await
         .map_err(|e| ApiError::internal(&e))?
