@@ -174,31 +174,14 @@ async fn login(base: &str) -> String {
     body["access_token"].as_str().unwrap().to_owned()
 }
 
-/// Reads the deployment until `done` says so (another process moves it: there is no position
-/// of this process to wait on), for at most a minute.
+/// Reads the deployment until `done` says so (see [`read_until`]).
 async fn deployment_until(
     base: &str,
     token: &str,
     id: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let d: Value = reqwest::Client::new()
-            .get(format!("{base}/api/v1/deployments/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if done(&d) {
-            return d;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still {d}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    read_until(base, token, &format!("/deployments/{id}"), done).await
 }
 
 async fn deploy(base: &str, token: &str, framework: &str) -> String {
@@ -285,7 +268,8 @@ async fn an_app_survives_a_kill_9_of_the_server_and_is_adopted_after_the_restart
     drop(server);
 }
 
-/// Reads `path` until `done` says so (another process moves it), for at most two minutes.
+/// Reads `path` until `done` says so, for at most two minutes: a bounded poll, since another
+/// process (the binary) moves it and there is no position of this process to wait on.
 async fn read_until(base: &str, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
@@ -377,6 +361,7 @@ async fn a_kill_9_during_an_install_fails_it_as_interrupted_ends_its_backend_and
         o["status"] == "running"
     })
     .await;
+    // A bounded poll for a process (no event says pip started).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !processes_mentioning(&id).iter().any(|c| c.contains("pip")) {
         assert!(std::time::Instant::now() < deadline, "pip never ran");
@@ -392,7 +377,8 @@ async fn a_kill_9_during_an_install_fails_it_as_interrupted_ends_its_backend_and
     })
     .await;
     assert_eq!(o["failure"], "interrupted", "{o}");
-    // The restarted runner ended the backend the crash left.
+    // The restarted runner ended the backend the crash left (a bounded poll for the processes
+    // to be reaped).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !processes_mentioning(&id).is_empty() {
         assert!(

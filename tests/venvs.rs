@@ -851,7 +851,8 @@ async fn an_ephemeral_environment_expires_on_time_with_its_event_and_cleanup_all
     .await;
     assert_eq!(c.environment("lasting").await["status"], "ready");
 
-    // The expired environment's directory goes once its runner is done with it.
+    // The expired environment's directory goes once its runner is done with it: a bounded poll
+    // of the disk (the removal records no event to wait on).
     let dir = std::fs::read_dir(data.path())
         .unwrap()
         .flatten()

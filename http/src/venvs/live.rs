@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::contexts::LiveCommand;
-use crate::kit::{Principal, command_context};
+use crate::kit::Principal;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -220,13 +220,8 @@ async fn queue(
     environment_id: Uuid,
     request: OperationRequest,
 ) -> Result<Uuid, ApiError> {
-    let written = state
-        .venvs
-        .operations
-        .queue(&command_context(principal), environment_id, request)
-        .await
-        .map_err(|e| crate::conventions::command_error(e, super::operations::rejected))?
-        .map_err(super::packages::queue_refused)?;
+    let written =
+        super::packages::queue_operation(state, principal, environment_id, request).await?;
     written
         .state
         .data()

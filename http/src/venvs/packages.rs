@@ -3,10 +3,11 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use atelier_commands::handler::Written;
 use atelier_commands::venvs::QueueError;
 use atelier_domain::identity::Permission;
 use atelier_domain::venvs::environment::MAX_PACKAGES;
-use atelier_domain::venvs::operation::OperationRequest;
+use atelier_domain::venvs::operation::{Operation, OperationRequest};
 use atelier_domain::venvs::requirement::{parse_list, parse_name};
 use atelier_projections::venvs::{ENVIRONMENTS, environment_packages};
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,22 @@ pub struct UpdateBody {
     pub to_version: Option<String>,
 }
 
+/// Queues an operation on an environment of the caller's organization, or says why not.
+pub async fn queue_operation(
+    state: &AppState,
+    principal: &Principal,
+    environment_id: Uuid,
+    request: OperationRequest,
+) -> Result<Written<Operation>, ApiError> {
+    state
+        .venvs
+        .operations
+        .queue(&command_context(principal), environment_id, request)
+        .await
+        .map_err(|e| crate::conventions::command_error(e, super::operations::rejected))?
+        .map_err(queue_refused)
+}
+
 /// Queues an operation on an environment; answers 202 with it.
 pub async fn queue(
     state: &AppState,
@@ -103,14 +120,7 @@ pub async fn queue(
     environment_id: Uuid,
     request: OperationRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let written = state
-        .venvs
-        .operations
-        .queue(&command_context(principal), environment_id, request)
-        .await
-        .map_err(|e| crate::conventions::command_error(e, super::operations::rejected))?
-        .map_err(queue_refused)?;
-    queued_reply(&written)
+    queued_reply(&queue_operation(state, principal, environment_id, request).await?)
 }
 
 /// Why an operation was not queued, as a problem.

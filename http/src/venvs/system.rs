@@ -335,20 +335,17 @@ pub async fn diagnostics(
             },
         ));
     }
-    let database = sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&state.pool)
-        .await;
     checks.push(check(
         "database",
-        database
-            .map(|_| "PostgreSQL answers".to_owned())
-            .map_err(|e| {
-                (
-                    true,
-                    format!("PostgreSQL does not answer: {e}"),
-                    "check DATABASE_URL and that the server runs".to_owned(),
-                )
-            }),
+        if atelier_projections::health::database_ok(&state.pool).await {
+            Ok("PostgreSQL answers".to_owned())
+        } else {
+            Err((
+                true,
+                "PostgreSQL does not answer".to_owned(),
+                "check DATABASE_URL and that the server runs".to_owned(),
+            ))
+        },
     ));
     Ok(HttpResponse::Ok().json(Diagnostics {
         healthy: checks.iter().all(|c| c.status != "fail"),

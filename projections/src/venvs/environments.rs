@@ -450,32 +450,6 @@ pub async fn environment_packages(
     .await
 }
 
-/// An ephemeral environment due to expire, for the expiry worker (every organization's).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct Expiring {
-    /// Its id.
-    pub id: Uuid,
-    /// Its organization.
-    pub org_id: Uuid,
-    /// When it expires.
-    pub expires_at: DateTime<Utc>,
-}
-
-/// The live ephemeral environments, soonest to expire first (at most `limit`).
-pub async fn expiring_environments(
-    pool: &PgPool,
-    limit: i64,
-) -> Result<Vec<Expiring>, sqlx::Error> {
-    sqlx::query_as::<_, Expiring>(
-        "SELECT id, org_id, expires_at FROM venv_environments \
-         WHERE ephemeral AND status NOT IN ('deleted', 'expired') \
-         ORDER BY expires_at, id LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
 /// The packages of these environments of an organization's, by environment.
 pub async fn packages_of(
     pool: &PgPool,
