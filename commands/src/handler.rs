@@ -26,6 +26,9 @@ pub struct CommandContext {
     pub causation_id: Option<Uuid>,
     /// The HTTP request, if any.
     pub request_id: Option<String>,
+    /// The credential the actor used: `session:<id>` for a person's login session,
+    /// `apikey:<id>` for an API key (`None`: a worker, or a request before any login).
+    pub credential: Option<String>,
     /// When the command was issued.
     pub occurred_at: DateTime<Utc>,
 }
@@ -39,6 +42,7 @@ impl CommandContext {
             correlation_id: Uuid::now_v7(),
             causation_id: None,
             request_id: None,
+            credential: None,
             // Microseconds: what PostgreSQL keeps, so answers and read models agree.
             occurred_at: Utc::now().trunc_subsecs(6),
         }
@@ -51,6 +55,12 @@ impl CommandContext {
             self.correlation_id = uuid;
         }
         self.request_id = Some(id);
+        self
+    }
+
+    /// Sets the credential the actor used (`session:<id>`, `apikey:<id>`).
+    pub fn with_credential(mut self, credential: impl Into<String>) -> Self {
+        self.credential = Some(credential.into());
         self
     }
 
@@ -75,6 +85,9 @@ impl CommandContext {
             "schema": schema,
             "occurred_at": self.occurred_at,
         });
+        if let Some(credential) = &self.credential {
+            metadata["credential"] = json!(credential);
+        }
         if !parents.is_empty() {
             let map: serde_json::Map<String, serde_json::Value> = parents
                 .iter()
@@ -159,7 +172,11 @@ pub async fn load<A: Aggregate>(
     let revision = recorded.last().map(|e| e.revision);
     let mut state = A::default();
     for e in &recorded {
-        state = state.evolve(&A::Event::decode(&e.event_type, &e.data)?);
+        state = state.evolve(&A::Event::decode_stored(
+            &e.event_type,
+            &e.metadata,
+            &e.data,
+        )?);
     }
     Ok((state, revision))
 }

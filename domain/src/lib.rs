@@ -14,4 +14,4 @@ pub mod testing;
 pub mod value;
 pub mod venvs;
 
-pub use aggregate::{Aggregate, DomainEvent, EventDecodeError};
+pub use aggregate::{Aggregate, DomainEvent, EventDecodeError, Upcaster};

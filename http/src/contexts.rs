@@ -47,6 +47,9 @@ pub struct Context {
     /// Resolves a resource that a live subscription names otherwise than by its id (GestVenv
     /// subscribes to environments by name): `Some(future)` for the categories it knows.
     pub live_alias: LiveAlias,
+    /// Its aggregates whose past the API serves: `/{path}/{id}/history`, `/{path}/{id}/diff`
+    /// and `/{path}/{id}?as_of=` (`crate::audit::history`), with no handler of its own.
+    pub resources: &'static [crate::audit::history::Resource],
 }
 
 /// A command a client may send on the live WebSocket: `{type: kind, …}`, answered with the
@@ -148,6 +151,7 @@ pub struct LiveCategory {
 
 /// Every context Atelier serves.
 pub const ALL: &[Context] = &[
+    crate::audit::CONTEXT,
     crate::factory::CONTEXT,
     crate::identity::CONTEXT,
     crate::deploy::CONTEXT,

@@ -270,7 +270,7 @@ impl Modify for ConventionParameters {
                         // Not `min_position` yet: a well-formed position that no write returned
                         // waits ATELIER_READ_WAIT_MS and answers 503 where it should be a 400.
                         // Give it the pattern once that is so.
-                        (ParameterIn::Query, "from_position") => POSITION_PATTERN,
+                        (ParameterIn::Query, "from_position" | "cursor") => POSITION_PATTERN,
                         (ParameterIn::Header, "Last-Event-ID") => POSITION_PATTERN,
                         (ParameterIn::Header, "If-Match") => IF_MATCH_PATTERN,
                         (ParameterIn::Header, "Idempotency-Key") => IDEMPOTENCY_KEY_PATTERN,
@@ -295,6 +295,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     for context in crate::contexts::ALL {
         doc.merge((context.openapi)());
     }
+    crate::audit::history::HistoryDocs.modify(&mut doc);
     SecurityAddon.modify(&mut doc);
     StandardResponses.modify(&mut doc);
     ConventionParameters.modify(&mut doc);

@@ -12,7 +12,10 @@ use crate::problem::ApiError;
 /// The context of the commands a request issues: the caller's organization and actor, and
 /// the request's id.
 pub fn command_context(principal: &Principal) -> CommandContext {
-    let ctx = CommandContext::new(principal.org_id, principal.actor());
+    let mut ctx = CommandContext::new(principal.org_id, principal.actor());
+    if let Some(credential) = principal.credential() {
+        ctx = ctx.with_credential(credential);
+    }
     match crate::problem::current_request_id() {
         Some(id) => ctx.with_request_id(id),
         None => ctx,

@@ -3,6 +3,7 @@
 //! commands (via `atelier-commands`) or queries (via `atelier-projections`); they hold no SQL and
 //! no business rules.
 
+pub mod audit;
 pub mod contexts;
 pub mod conventions;
 pub mod cors;

@@ -104,6 +104,28 @@ pub struct Page<T> {
     pub pagination: Pagination,
 }
 
+/// Where a page of a list paged by cursor sits: the log read by position, where new rows keep
+/// arriving and a page number would shift under the reader. The next page is asked with
+/// `cursor=<next_cursor>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CursorPagination {
+    /// Rows per page.
+    pub per_page: u32,
+    /// Whether more rows follow.
+    pub has_next: bool,
+    /// What to pass as `cursor` for the next page (`None`: this is the last).
+    pub next_cursor: Option<String>,
+}
+
+/// A page of rows paged by cursor.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CursorPage<T> {
+    /// The rows.
+    pub data: Vec<T>,
+    /// Where they sit.
+    pub pagination: CursorPagination,
+}
+
 /// Merges validation errors of several parameter groups into one problem.
 pub fn validate(errors: Vec<FieldError>) -> Result<(), ApiError> {
     if errors.is_empty() {

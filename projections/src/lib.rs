@@ -8,6 +8,7 @@
 //! `atelier-domain`, whose `projections()` lists what it runs. Projection names read
 //! `<context>.<read model>`.
 
+pub mod audit;
 pub mod deploy;
 pub mod factory;
 pub mod health;
@@ -27,6 +28,7 @@ pub fn all() -> Vec<Arc<dyn runtime::Projection>> {
         identity::projections(),
         deploy::projections(),
         venvs::projections(),
+        audit::projections(),
     ]
     .concat()
 }

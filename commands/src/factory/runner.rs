@@ -180,7 +180,7 @@ async fn follow(shared: &Arc<Shared>, backlog: &dyn Backlog) -> Result<(), Strin
         let SubscriptionMessage::Event(event) = message else {
             continue;
         };
-        match BuildEvent::decode(&event.event_type, &event.data) {
+        match BuildEvent::decode_stored(&event.event_type, &event.metadata, &event.data) {
             Ok(BuildEvent::BuildQueued { build_id, .. }) => take(shared, build_id),
             Ok(BuildEvent::BuildCancelled { build_id, .. }) => {
                 if let Some(token) = shared

@@ -80,7 +80,11 @@ where
         };
         let mut next = A::clone(&state);
         for e in &recorded {
-            next = next.evolve(&A::Event::decode(&e.event_type, &e.data)?);
+            next = next.evolve(&A::Event::decode_stored(
+                &e.event_type,
+                &e.metadata,
+                &e.data,
+            )?);
         }
         let next = Arc::new(next);
         // A concurrent request may have cached a later state; keep the latest.

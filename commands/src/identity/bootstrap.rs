@@ -176,7 +176,7 @@ mod tests {
         let types: Vec<_> = org.iter().map(|e| e.event_type.as_str()).collect();
         assert_eq!(types, ["OrganizationCreated", "MemberAdded"]);
         assert_eq!(
-            OrgEvent::decode(&org[1].event_type, &org[1].data)?,
+            OrgEvent::decode_stored(&org[1].event_type, &org[1].metadata, &org[1].data)?,
             OrgEvent::MemberAdded {
                 org_id: b.org_id,
                 user_id: b.admin_user_id,

@@ -139,7 +139,7 @@ async fn follow(
                     return Err("the subscription ended".to_owned());
                 };
                 let SubscriptionMessage::Event(event) = message else { continue };
-                match EnvironmentEvent::decode(&event.event_type, &event.data) {
+                match EnvironmentEvent::decode_stored(&event.event_type, &event.metadata, &event.data) {
                     Ok(EnvironmentEvent::EnvironmentCreated { environment_id, ephemeral: Some(e), .. }) => {
                         due.insert((e.expires_at, environment_id));
                     }

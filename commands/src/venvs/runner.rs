@@ -294,7 +294,7 @@ async fn follow(shared: &Arc<Shared>, backlog: &dyn Backlog) -> Result<(), Strin
             continue;
         };
         if event.stream.category() == Operation::CATEGORY {
-            match OperationEvent::decode(&event.event_type, &event.data) {
+            match OperationEvent::decode_stored(&event.event_type, &event.metadata, &event.data) {
                 Ok(OperationEvent::OperationQueued {
                     operation_id,
                     environment_id,
@@ -309,7 +309,7 @@ async fn follow(shared: &Arc<Shared>, backlog: &dyn Backlog) -> Result<(), Strin
                 Err(e) => warn!(error = %e, "operation runner: unreadable event skipped"),
             }
         } else {
-            match EnvironmentEvent::decode(&event.event_type, &event.data) {
+            match EnvironmentEvent::decode_stored(&event.event_type, &event.metadata, &event.data) {
                 Ok(
                     EnvironmentEvent::EnvironmentDeleted { environment_id, .. }
                     | EnvironmentEvent::EnvironmentExpired { environment_id, .. },

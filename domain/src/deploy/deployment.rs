@@ -116,7 +116,7 @@ impl FailureReason {
 }
 
 /// What a deployment holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeploymentData {
     /// Its id.
     pub id: Uuid,
@@ -167,7 +167,8 @@ impl DeploymentData {
 }
 
 /// The deployment aggregate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 #[expect(
     clippy::large_enum_variant,
     reason = "one deployment is folded per command, by value"

@@ -95,7 +95,7 @@ pub struct TargetFields {
 }
 
 /// What a target holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TargetData {
     /// Its id.
     pub id: Uuid,
@@ -112,7 +112,8 @@ pub struct TargetData {
 }
 
 /// The target aggregate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum Target {
     /// Never created.
     #[default]

@@ -103,7 +103,7 @@ pub enum Outcome {
 }
 
 /// What a build holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BuildData {
     /// Its id.
     pub id: Uuid,
@@ -138,7 +138,8 @@ pub struct BuildData {
 }
 
 /// The build aggregate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 #[expect(
     clippy::large_enum_variant,
     reason = "one build is folded per command, by value: a box would cost an allocation per event"

@@ -196,7 +196,7 @@ impl BuildCommand {
 }
 
 /// What a live project holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProjectData {
     /// Its id.
     pub id: Uuid,
@@ -215,7 +215,8 @@ pub struct ProjectData {
 }
 
 /// The project aggregate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum Project {
     /// Never created.
     #[default]
@@ -300,18 +301,25 @@ pub enum ProjectEvent {
         /// When.
         created_at: DateTime<Utc>,
     },
-    /// Its name, repository or build command changed; the event carries all three as they now
-    /// are.
+    /// Its name, repository or build command changed; the event carries what changed, so the
+    /// log says "renamed" without a reader folding the project (schema 2; schema 1 carried all
+    /// three as they then were, see [`PROJECT_UPCASTERS`]).
     ProjectUpdated {
         /// Its id.
         project_id: Uuid,
-        /// Its name.
-        name: ProjectName,
-        /// Its repository.
-        repo_url: RepoUrl,
-        /// Its build command.
-        #[serde(default)]
-        build_command: Option<BuildCommand>,
+        /// The new name, if it changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<ProjectName>,
+        /// The new repository, if it changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repo_url: Option<RepoUrl>,
+        /// The new build command, if it changed (`Some(None)`, written `null`: removed).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        build_command: Option<Option<BuildCommand>>,
         /// When.
         updated_at: DateTime<Utc>,
     },
@@ -324,7 +332,31 @@ pub enum ProjectEvent {
     },
 }
 
-impl DomainEvent for ProjectEvent {}
+impl DomainEvent for ProjectEvent {
+    const SCHEMA_VERSION: u32 = 2;
+    const UPCASTERS: &'static [crate::Upcaster] = PROJECT_UPCASTERS;
+}
+
+/// Schema 1 → 2: a `ProjectUpdated` carried the name, repository and build command as they
+/// then were, an absent build command meaning none. In schema 2 an absent field is unchanged,
+/// so the old event says "set all three", its missing build command an explicit `null`.
+pub const PROJECT_UPCASTERS: &[crate::Upcaster] = &[crate::Upcaster {
+    event_type: "ProjectUpdated",
+    from: 1,
+    upcast: |data| {
+        data.entry("build_command")
+            .or_insert(serde_json::Value::Null);
+    },
+}];
+
+/// A field that is present, even as `null` (`Some(None)`), against one that is absent (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
 
 /// Why a project command is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -379,9 +411,9 @@ impl Aggregate for Project {
                 }
                 Ok(vec![ProjectEvent::ProjectUpdated {
                     project_id: p.id,
-                    name,
-                    repo_url,
-                    build_command,
+                    name: (p.name != name).then_some(name),
+                    repo_url: (p.repo_url != repo_url).then_some(repo_url),
+                    build_command: (p.build_command != build_command).then_some(build_command),
                     updated_at: at,
                 }])
             }
@@ -428,9 +460,12 @@ impl Aggregate for Project {
                     ..
                 },
             ) => Project::Active(ProjectData {
-                name: name.clone(),
-                repo_url: repo_url.clone(),
-                build_command: build_command.clone(),
+                name: name.clone().unwrap_or(p.name),
+                repo_url: repo_url.clone().unwrap_or(p.repo_url),
+                build_command: match build_command {
+                    Some(changed) => changed.clone(),
+                    None => p.build_command,
+                },
                 updated_at: *updated_at,
                 ..p
             }),
@@ -533,11 +568,90 @@ mod tests {
             .when(update("Renamed", Some("make test")))
             .then([ProjectEvent::ProjectUpdated {
                 project_id: id(),
-                name: name("Renamed"),
-                repo_url: repo("https://example.com/demo.git"),
-                build_command: Some(BuildCommand::parse("make test").unwrap()),
+                name: Some(name("Renamed")),
+                repo_url: None,
+                build_command: Some(Some(BuildCommand::parse("make test").unwrap())),
                 updated_at: t1(),
             }]);
+    }
+
+    #[test]
+    fn a_rename_records_the_name_alone_and_keeps_the_rest() {
+        let g = given::<Project>([created()]);
+        let g2 = given::<Project>([created()]);
+        g.when(update("Renamed", None))
+            .then([ProjectEvent::ProjectUpdated {
+                project_id: id(),
+                name: Some(name("Renamed")),
+                repo_url: None,
+                build_command: None,
+                updated_at: t1(),
+            }]);
+        let renamed = g2.state().clone().evolve(&ProjectEvent::ProjectUpdated {
+            project_id: id(),
+            name: Some(name("Renamed")),
+            repo_url: None,
+            build_command: None,
+            updated_at: t1(),
+        });
+        let p = renamed.active().unwrap();
+        assert_eq!(p.name.as_str(), "Renamed");
+        assert_eq!(p.repo_url.as_str(), "https://example.com/demo.git");
+    }
+
+    #[test]
+    fn a_schema_1_update_is_read_as_setting_all_three_fields() {
+        let v1 = serde_json::json!({
+            "project_id": id(),
+            "name": "Old name",
+            "repo_url": "https://example.com/old.git",
+            "updated_at": t1(),
+        });
+        let schema_1 = serde_json::json!({ "schema": 1 });
+        let event = ProjectEvent::decode_stored("ProjectUpdated", &schema_1, &v1).unwrap();
+        assert_eq!(
+            event,
+            ProjectEvent::ProjectUpdated {
+                project_id: id(),
+                name: Some(name("Old name")),
+                repo_url: Some(repo("https://example.com/old.git")),
+                // Absent in schema 1 meant "no build command": it removes the one there was.
+                build_command: Some(None),
+                updated_at: t1(),
+            }
+        );
+        let before = given::<Project>([created()]).state().clone();
+        let with_command = before.evolve(&ProjectEvent::ProjectUpdated {
+            project_id: id(),
+            name: None,
+            repo_url: None,
+            build_command: Some(Some(BuildCommand::parse("make").unwrap())),
+            updated_at: t1(),
+        });
+        let after = with_command.evolve(&event);
+        let p = after.active().unwrap();
+        assert_eq!(p.build_command, None);
+        assert_eq!(p.name.as_str(), "Old name");
+        // Without metadata (the oldest events) the schema is 1 too; read as schema 2, the same
+        // data would leave the build command alone.
+        let no_meta = serde_json::json!({});
+        assert_eq!(
+            ProjectEvent::decode_stored("ProjectUpdated", &no_meta, &v1).unwrap(),
+            event
+        );
+        let as_v2 =
+            ProjectEvent::decode_stored("ProjectUpdated", &serde_json::json!({"schema": 2}), &v1)
+                .unwrap();
+        assert_ne!(as_v2, event);
+    }
+
+    #[test]
+    fn an_event_from_a_newer_schema_is_refused_rather_than_guessed_at() {
+        let data = serde_json::json!({ "project_id": id(), "deleted_at": t1() });
+        let err =
+            ProjectEvent::decode_stored("ProjectDeleted", &serde_json::json!({"schema": 3}), &data)
+                .unwrap_err();
+        assert!(err.reason.contains("newer"), "{err}");
     }
 
     #[test]
@@ -591,8 +705,8 @@ mod tests {
             created(),
             ProjectEvent::ProjectUpdated {
                 project_id: id(),
-                name: name("B"),
-                repo_url: repo("https://example.com/demo.git"),
+                name: Some(name("B")),
+                repo_url: None,
                 build_command: None,
                 updated_at: t1(),
             },

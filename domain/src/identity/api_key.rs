@@ -81,7 +81,7 @@ impl Scope {
 }
 
 /// A key that exists.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeyData {
     /// Its id.
     pub id: Uuid,
@@ -107,7 +107,8 @@ impl KeyData {
 }
 
 /// The API key aggregate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum ApiKey {
     /// Never created.
     #[default]

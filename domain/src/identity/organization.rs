@@ -107,7 +107,7 @@ impl OrgProfile {
 }
 
 /// A live organization.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OrgData {
     /// Its id.
     pub id: Uuid,
@@ -130,7 +130,8 @@ impl OrgData {
 }
 
 /// The organization aggregate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum Organization {
     /// Never created.
     #[default]

@@ -154,7 +154,7 @@ impl UserProfile {
 }
 
 /// A registered user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UserData {
     /// Their id.
     pub id: Uuid,
@@ -173,7 +173,8 @@ pub struct UserData {
 }
 
 /// The user aggregate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum User {
     /// Never registered.
     #[default]

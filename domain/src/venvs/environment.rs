@@ -96,7 +96,7 @@ pub struct Package {
 }
 
 /// What an environment holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EnvironmentData {
     /// Its id.
     pub id: Uuid,
@@ -135,7 +135,8 @@ pub struct EnvironmentData {
 }
 
 /// The environment aggregate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum Environment {
     /// Never created.
     #[default]

@@ -145,7 +145,7 @@ impl FailureReason {
 }
 
 /// What an operation holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OperationData {
     /// Its id.
     pub id: Uuid,
@@ -178,7 +178,8 @@ pub struct OperationData {
 }
 
 /// The operation aggregate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum Operation {
     /// Never queued.
     #[default]

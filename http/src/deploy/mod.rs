@@ -9,6 +9,7 @@ use actix_web::web;
 use atelier_domain::Aggregate;
 use atelier_domain::deploy::deployment::Deployment;
 use atelier_domain::deploy::target::Target;
+use atelier_domain::identity::Permission;
 use utoipa::OpenApi;
 
 use crate::contexts::{Context, FiguresFuture, LiveCategory, no_revocations};
@@ -34,6 +35,18 @@ pub const CONTEXT: Context = Context {
     live_message: crate::contexts::plain_messages,
     live_commands: &[],
     live_alias: crate::contexts::no_aliases,
+    resources: &[
+        crate::audit::history::resource::<Deployment>(
+            "deployments",
+            "deployment",
+            crate::audit::history::Access::Tenant(Permission::Read),
+        ),
+        crate::audit::history::resource::<Target>(
+            "targets",
+            "target",
+            crate::audit::history::Access::Tenant(Permission::Read),
+        ),
+    ],
 };
 
 /// WindFlow's `environment_count`: how many targets each organization has.

@@ -9,6 +9,7 @@ use actix_web::web;
 use atelier_domain::Aggregate;
 use atelier_domain::factory::build::Build;
 use atelier_domain::factory::project::Project;
+use atelier_domain::identity::Permission;
 use utoipa::OpenApi;
 
 use crate::contexts::{Context, LiveCategory, no_revocations};
@@ -34,6 +35,18 @@ pub const CONTEXT: Context = Context {
     live_message: crate::contexts::plain_messages,
     live_commands: &[],
     live_alias: crate::contexts::no_aliases,
+    resources: &[
+        crate::audit::history::resource::<Project>(
+            "projects",
+            "project",
+            crate::audit::history::Access::Tenant(Permission::Read),
+        ),
+        crate::audit::history::resource::<Build>(
+            "builds",
+            "build",
+            crate::audit::history::Access::Tenant(Permission::Read),
+        ),
+    ],
 };
 
 /// The factory's operations.

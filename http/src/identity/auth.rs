@@ -452,6 +452,16 @@ impl Principal {
             None => self.user_id.to_string(),
         }
     }
+
+    /// The credential events record for them: `apikey:<id>` for a key (or a key login's
+    /// token), `session:<id>` for a person's login session.
+    pub fn credential(&self) -> Option<String> {
+        match (self.key_id, self.session_id) {
+            (Some(k), _) => Some(format!("apikey:{k}")),
+            (None, Some(s)) => Some(format!("session:{s}")),
+            (None, None) => None,
+        }
+    }
 }
 
 /// The token of the request's `Authorization: Bearer <token>` header, if it has the header;

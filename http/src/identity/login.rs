@@ -461,7 +461,8 @@ pub async fn refresh(
     tracing::Span::current().record("session_id", tracing::field::display(sid));
     let user = &auth.active_user(claims.sub).await?;
     password_unchanged_since(user, claims.pwd)?;
-    let ctx = CommandContext::new(claims.org, user.id.to_string());
+    let ctx = CommandContext::new(claims.org, user.id.to_string())
+        .with_credential(format!("session:{sid}"));
     let refreshed = auth
         .sessions
         .refresh(&ctx, sid, generation)

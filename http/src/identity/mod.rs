@@ -15,6 +15,7 @@ use actix_web::web;
 use atelier_commands::identity::CredentialStore;
 use atelier_commands::identity::bootstrap::record_bootstrap;
 use atelier_commands::identity::credentials::Bootstrap;
+use atelier_domain::identity::Permission;
 use atelier_domain::identity::api_key::{ApiKey, KeyEvent};
 use atelier_domain::identity::organization::{OrgEvent, Organization};
 use atelier_domain::identity::session::{Session, SessionEvent};
@@ -52,6 +53,23 @@ pub const CONTEXT: Context = Context {
     live_message: crate::contexts::plain_messages,
     live_commands: &[],
     live_alias: crate::contexts::no_aliases,
+    resources: &[
+        crate::audit::history::resource::<Organization>(
+            "organizations",
+            "organization",
+            crate::audit::history::Access::Organization,
+        ),
+        crate::audit::history::resource::<User>(
+            "users",
+            "user",
+            crate::audit::history::Access::User,
+        ),
+        crate::audit::history::resource::<ApiKey>(
+            "api-keys",
+            "API key",
+            crate::audit::history::Access::Tenant(Permission::Manage),
+        ),
+    ],
 };
 
 /// What an identity event withdraws from live clients (a session ended, a key revoked, a user
@@ -60,22 +78,22 @@ pub const CONTEXT: Context = Context {
 fn revokes(record: &RecordedEvent) -> Option<Revoked> {
     let (category, id) = record.stream.as_str().split_once('-')?;
     let id = Uuid::try_parse(id).ok()?;
-    let (ty, data) = (record.event_type.as_str(), &record.data);
+    let (ty, meta, data) = (record.event_type.as_str(), &record.metadata, &record.data);
     if category == Session::CATEGORY {
         matches!(
-            SessionEvent::decode(ty, data),
+            SessionEvent::decode_stored(ty, meta, data),
             Ok(SessionEvent::SessionEnded { .. })
         )
         .then_some(Revoked::Session(id))
     } else if category == ApiKey::CATEGORY {
         matches!(
-            KeyEvent::decode(ty, data),
+            KeyEvent::decode_stored(ty, meta, data),
             Ok(KeyEvent::ApiKeyRevoked { .. })
         )
         .then_some(Revoked::Key(id))
     } else if category == User::CATEGORY {
         matches!(
-            UserEvent::decode(ty, data),
+            UserEvent::decode_stored(ty, meta, data),
             Ok(UserEvent::UserDeactivated { .. }
                 | UserEvent::PasswordChanged { .. }
                 | UserEvent::SuperadminChanged { .. })
@@ -83,7 +101,7 @@ fn revokes(record: &RecordedEvent) -> Option<Revoked> {
         .then_some(Revoked::User(id))
     } else if category == Organization::CATEGORY {
         matches!(
-            OrgEvent::decode(ty, data),
+            OrgEvent::decode_stored(ty, meta, data),
             Ok(OrgEvent::MemberRemoved { .. }
                 | OrgEvent::MemberRoleChanged { .. }
                 | OrgEvent::OrganizationDeactivated { .. }

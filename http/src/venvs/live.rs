@@ -33,7 +33,8 @@ pub fn message(record: &RecordedEvent) -> Option<(&'static str, Value)> {
     if record.stream.category() != atelier_domain::venvs::environment::Environment::CATEGORY {
         return None;
     }
-    let event = EnvironmentEvent::decode(&record.event_type, &record.data).ok()?;
+    let event =
+        EnvironmentEvent::decode_stored(&record.event_type, &record.metadata, &record.data).ok()?;
     use EnvironmentEvent as E;
     Some(match event {
         E::EnvironmentCreated {

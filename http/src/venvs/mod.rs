@@ -14,6 +14,7 @@ pub mod system;
 
 use actix_web::web;
 use atelier_domain::Aggregate;
+use atelier_domain::identity::Permission;
 use atelier_domain::venvs::environment::Environment;
 use atelier_domain::venvs::operation::Operation;
 use utoipa::OpenApi;
@@ -41,6 +42,18 @@ pub const CONTEXT: Context = Context {
     live_message: live::message,
     live_commands: live::COMMANDS,
     live_alias: live::alias,
+    resources: &[
+        crate::audit::history::resource::<Environment>(
+            "environments",
+            "environment",
+            crate::audit::history::Access::Tenant(Permission::Read),
+        ),
+        crate::audit::history::resource::<Operation>(
+            "operations",
+            "operation",
+            crate::audit::history::Access::Tenant(Permission::Read),
+        ),
+    ],
 };
 
 /// The venvs context's operations.

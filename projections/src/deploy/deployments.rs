@@ -114,7 +114,11 @@ impl Projection for DeploymentsProjection {
         }
         let revision = event.revision as i64;
         use DeploymentEvent as E;
-        let (id, updated) = match DeploymentEvent::decode(&event.event_type, &event.data)? {
+        let (id, updated) = match DeploymentEvent::decode_stored(
+            &event.event_type,
+            &event.metadata,
+            &event.data,
+        )? {
             E::DeploymentCreated {
                 deployment_id,
                 org_id,

@@ -44,60 +44,61 @@ impl Projection for TargetsProjection {
             return Ok(());
         }
         let revision = event.revision as i64;
-        let (id, updated) = match TargetEvent::decode(&event.event_type, &event.data)? {
-            TargetEvent::TargetCreated {
-                target_id,
-                org_id,
-                fields,
-                at,
-            } => (
-                target_id,
-                sqlx::query(
-                    "INSERT INTO deploy_targets (id, org_id, name, name_key, sort_key, kind, \
+        let (id, updated) =
+            match TargetEvent::decode_stored(&event.event_type, &event.metadata, &event.data)? {
+                TargetEvent::TargetCreated {
+                    target_id,
+                    org_id,
+                    fields,
+                    at,
+                } => (
+                    target_id,
+                    sqlx::query(
+                        "INSERT INTO deploy_targets (id, org_id, name, name_key, sort_key, kind, \
                      description, created_at, updated_at, revision) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
-                )
-                .bind(target_id)
-                .bind(org_id)
-                .bind(fields.name.as_str())
-                .bind(fields.name.key())
-                .bind(fields.name.sort_key())
-                .bind(fields.kind.as_str())
-                .bind(&fields.description)
-                .bind(at)
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?,
-            ),
-            TargetEvent::TargetUpdated {
-                target_id,
-                fields,
-                at,
-            } => (
-                target_id,
-                sqlx::query(
-                    "UPDATE deploy_targets SET name = $2, name_key = $3, sort_key = $4, \
-                     kind = $5, description = $6, updated_at = $7, revision = $8 WHERE id = $1",
-                )
-                .bind(target_id)
-                .bind(fields.name.as_str())
-                .bind(fields.name.key())
-                .bind(fields.name.sort_key())
-                .bind(fields.kind.as_str())
-                .bind(&fields.description)
-                .bind(at)
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?,
-            ),
-            TargetEvent::TargetDeleted { target_id, .. } => (
-                target_id,
-                sqlx::query("DELETE FROM deploy_targets WHERE id = $1")
+                    )
                     .bind(target_id)
+                    .bind(org_id)
+                    .bind(fields.name.as_str())
+                    .bind(fields.name.key())
+                    .bind(fields.name.sort_key())
+                    .bind(fields.kind.as_str())
+                    .bind(&fields.description)
+                    .bind(at)
+                    .bind(revision)
                     .execute(&mut *tx)
                     .await?,
-            ),
-        };
+                ),
+                TargetEvent::TargetUpdated {
+                    target_id,
+                    fields,
+                    at,
+                } => (
+                    target_id,
+                    sqlx::query(
+                        "UPDATE deploy_targets SET name = $2, name_key = $3, sort_key = $4, \
+                     kind = $5, description = $6, updated_at = $7, revision = $8 WHERE id = $1",
+                    )
+                    .bind(target_id)
+                    .bind(fields.name.as_str())
+                    .bind(fields.name.key())
+                    .bind(fields.name.sort_key())
+                    .bind(fields.kind.as_str())
+                    .bind(&fields.description)
+                    .bind(at)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await?,
+                ),
+                TargetEvent::TargetDeleted { target_id, .. } => (
+                    target_id,
+                    sqlx::query("DELETE FROM deploy_targets WHERE id = $1")
+                        .bind(target_id)
+                        .execute(&mut *tx)
+                        .await?,
+                ),
+            };
         if updated.rows_affected() != 1 {
             return Err(ProjectionError::Invalid(format!(
                 "target {id} is not in the read model"

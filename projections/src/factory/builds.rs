@@ -41,109 +41,110 @@ impl Projection for BuildsProjection {
             return Ok(());
         }
         let revision = event.revision as i64;
-        let updated = match BuildEvent::decode(&event.event_type, &event.data)? {
-            BuildEvent::BuildQueued {
-                build_id,
-                org_id,
-                project_id,
-                project_revision,
-                repo_url,
-                build_command,
-                triggered_by,
-                restart_of,
-                queued_at,
-            } => {
-                sqlx::query(
-                    "INSERT INTO builds (id, org_id, project_id, project_revision, repo_url, \
+        let updated =
+            match BuildEvent::decode_stored(&event.event_type, &event.metadata, &event.data)? {
+                BuildEvent::BuildQueued {
+                    build_id,
+                    org_id,
+                    project_id,
+                    project_revision,
+                    repo_url,
+                    build_command,
+                    triggered_by,
+                    restart_of,
+                    queued_at,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO builds (id, org_id, project_id, project_revision, repo_url, \
                      build_command, status, triggered_by, restart_of, queued_at, revision) \
                      VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10)",
-                )
-                .bind(build_id)
-                .bind(org_id)
-                .bind(project_id)
-                .bind(project_revision as i64)
-                .bind(repo_url.as_str())
-                .bind(build_command.as_ref().map(|c| c.as_str()))
-                .bind(triggered_by)
-                .bind(restart_of)
-                .bind(queued_at)
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?
-            }
-            BuildEvent::BuildStarted {
-                build_id,
-                runner,
-                started_at,
-            } => {
-                sqlx::query(
-                    "UPDATE builds SET status = 'running', runner = $2, started_at = $3, \
+                    )
+                    .bind(build_id)
+                    .bind(org_id)
+                    .bind(project_id)
+                    .bind(project_revision as i64)
+                    .bind(repo_url.as_str())
+                    .bind(build_command.as_ref().map(|c| c.as_str()))
+                    .bind(triggered_by)
+                    .bind(restart_of)
+                    .bind(queued_at)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                BuildEvent::BuildStarted {
+                    build_id,
+                    runner,
+                    started_at,
+                } => {
+                    sqlx::query(
+                        "UPDATE builds SET status = 'running', runner = $2, started_at = $3, \
                      revision = $4 WHERE id = $1",
-                )
-                .bind(build_id)
-                .bind(runner)
-                .bind(started_at)
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?
-            }
-            BuildEvent::BuildSucceeded {
-                build_id,
-                finished_at,
-                duration_ms,
-            } => {
-                sqlx::query(
-                    "UPDATE builds SET status = 'succeeded', exit_code = 0, finished_at = $2, \
+                    )
+                    .bind(build_id)
+                    .bind(runner)
+                    .bind(started_at)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                BuildEvent::BuildSucceeded {
+                    build_id,
+                    finished_at,
+                    duration_ms,
+                } => {
+                    sqlx::query(
+                        "UPDATE builds SET status = 'succeeded', exit_code = 0, finished_at = $2, \
                      duration_ms = $3, revision = $4 WHERE id = $1",
-                )
-                .bind(build_id)
-                .bind(finished_at)
-                .bind(duration_ms)
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?
-            }
-            BuildEvent::BuildFailed {
-                build_id,
-                exit_code,
-                reason,
-                message,
-                finished_at,
-                duration_ms,
-            } => {
-                sqlx::query(
-                    "UPDATE builds SET status = 'failed', exit_code = $2, failure = $3, \
+                    )
+                    .bind(build_id)
+                    .bind(finished_at)
+                    .bind(duration_ms)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                BuildEvent::BuildFailed {
+                    build_id,
+                    exit_code,
+                    reason,
+                    message,
+                    finished_at,
+                    duration_ms,
+                } => {
+                    sqlx::query(
+                        "UPDATE builds SET status = 'failed', exit_code = $2, failure = $3, \
                      message = $4, finished_at = $5, duration_ms = $6, revision = $7 \
                      WHERE id = $1",
-                )
-                .bind(build_id)
-                .bind(exit_code)
-                .bind(reason.as_str())
-                .bind(message)
-                .bind(finished_at)
-                .bind(duration_ms)
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?
-            }
-            BuildEvent::BuildCancelled {
-                build_id,
-                finished_at,
-                duration_ms,
-                ..
-            } => {
-                sqlx::query(
-                    "UPDATE builds SET status = 'cancelled', finished_at = $2, \
+                    )
+                    .bind(build_id)
+                    .bind(exit_code)
+                    .bind(reason.as_str())
+                    .bind(message)
+                    .bind(finished_at)
+                    .bind(duration_ms)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                BuildEvent::BuildCancelled {
+                    build_id,
+                    finished_at,
+                    duration_ms,
+                    ..
+                } => {
+                    sqlx::query(
+                        "UPDATE builds SET status = 'cancelled', finished_at = $2, \
                      duration_ms = $3, revision = $4 WHERE id = $1",
-                )
-                .bind(build_id)
-                .bind(finished_at)
-                .bind(duration_ms)
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?
-            }
-        };
+                    )
+                    .bind(build_id)
+                    .bind(finished_at)
+                    .bind(duration_ms)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await?
+                }
+            };
         if updated.rows_affected() != 1 {
             return Err(ProjectionError::Invalid(format!(
                 "build of stream {} is not in the read model",

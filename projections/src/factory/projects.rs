@@ -57,7 +57,7 @@ impl Projection for ProjectsProjection {
             return Ok(());
         }
         let revision = event.revision as i64;
-        match ProjectEvent::decode(&event.event_type, &event.data)? {
+        match ProjectEvent::decode_stored(&event.event_type, &event.metadata, &event.data)? {
             ProjectEvent::ProjectCreated {
                 project_id,
                 org_id,
@@ -90,17 +90,26 @@ impl Projection for ProjectsProjection {
                 build_command,
                 updated_at,
             } => {
+                // Only what changed: an absent field keeps its value ($8: the build command
+                // changed, to $5, which may be none).
                 let updated = sqlx::query(
-                    "UPDATE projects SET name = $2, name_key = $3, repo_url = $4, \
-                     build_command = $5, revision = $6, updated_at = $7 WHERE id = $1",
+                    "UPDATE projects SET name = COALESCE($2, name), \
+                     name_key = COALESCE($3, name_key), repo_url = COALESCE($4, repo_url), \
+                     build_command = CASE WHEN $8 THEN $5 ELSE build_command END, \
+                     revision = $6, updated_at = $7 WHERE id = $1",
                 )
                 .bind(project_id)
-                .bind(name.as_str())
-                .bind(name.sort_key())
-                .bind(repo_url.as_str())
-                .bind(build_command.as_ref().map(|c| c.as_str()))
+                .bind(name.as_ref().map(|n| n.as_str()))
+                .bind(name.as_ref().map(|n| n.sort_key()))
+                .bind(repo_url.as_ref().map(|r| r.as_str()))
+                .bind(
+                    build_command
+                        .as_ref()
+                        .and_then(|c| c.as_ref().map(|c| c.as_str())),
+                )
                 .bind(revision)
                 .bind(updated_at)
+                .bind(build_command.is_some())
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() != 1 {
@@ -125,30 +134,31 @@ async fn apply_last_build(
     tx: &mut PgConnection,
     event: &RecordedEvent,
 ) -> Result<(), ProjectionError> {
-    let (build_id, status) = match BuildEvent::decode(&event.event_type, &event.data)? {
-        BuildEvent::BuildQueued {
-            build_id,
-            project_id,
-            queued_at,
-            ..
-        } => {
-            // A project deleted meanwhile has no row: nothing to show.
-            sqlx::query(
-                "UPDATE projects SET last_build_id = $2, last_build_status = 'queued', \
+    let (build_id, status) =
+        match BuildEvent::decode_stored(&event.event_type, &event.metadata, &event.data)? {
+            BuildEvent::BuildQueued {
+                build_id,
+                project_id,
+                queued_at,
+                ..
+            } => {
+                // A project deleted meanwhile has no row: nothing to show.
+                sqlx::query(
+                    "UPDATE projects SET last_build_id = $2, last_build_status = 'queued', \
                  last_build_at = $3 WHERE id = $1",
-            )
-            .bind(project_id)
-            .bind(build_id)
-            .bind(queued_at)
-            .execute(&mut *tx)
-            .await?;
-            return Ok(());
-        }
-        BuildEvent::BuildStarted { build_id, .. } => (build_id, BuildStatus::Running),
-        BuildEvent::BuildSucceeded { build_id, .. } => (build_id, BuildStatus::Succeeded),
-        BuildEvent::BuildFailed { build_id, .. } => (build_id, BuildStatus::Failed),
-        BuildEvent::BuildCancelled { build_id, .. } => (build_id, BuildStatus::Cancelled),
-    };
+                )
+                .bind(project_id)
+                .bind(build_id)
+                .bind(queued_at)
+                .execute(&mut *tx)
+                .await?;
+                return Ok(());
+            }
+            BuildEvent::BuildStarted { build_id, .. } => (build_id, BuildStatus::Running),
+            BuildEvent::BuildSucceeded { build_id, .. } => (build_id, BuildStatus::Succeeded),
+            BuildEvent::BuildFailed { build_id, .. } => (build_id, BuildStatus::Failed),
+            BuildEvent::BuildCancelled { build_id, .. } => (build_id, BuildStatus::Cancelled),
+        };
     sqlx::query("UPDATE projects SET last_build_status = $2 WHERE last_build_id = $1")
         .bind(build_id)
         .bind(status.as_str())

@@ -58,13 +58,13 @@ impl Projection for DirectoryProjection {
     ) -> Result<(), ProjectionError> {
         let revision = event.revision as i64;
         let category = event.stream.category();
-        let (ty, data) = (&event.event_type, &event.data);
+        let (ty, meta, data) = (&event.event_type, &event.metadata, &event.data);
         if category == Organization::CATEGORY {
-            apply_org(tx, OrgEvent::decode(ty, data)?, revision).await
+            apply_org(tx, OrgEvent::decode_stored(ty, meta, data)?, revision).await
         } else if category == User::CATEGORY {
-            apply_user(tx, UserEvent::decode(ty, data)?, revision).await
+            apply_user(tx, UserEvent::decode_stored(ty, meta, data)?, revision).await
         } else if category == ApiKey::CATEGORY {
-            apply_key(tx, KeyEvent::decode(ty, data)?).await
+            apply_key(tx, KeyEvent::decode_stored(ty, meta, data)?).await
         } else {
             Ok(())
         }

@@ -51,23 +51,25 @@ impl Projection for EnvironmentsProjection {
         }
         let revision = event.revision as i64;
         use EnvironmentEvent as E;
-        let (id, updated) = match EnvironmentEvent::decode(&event.event_type, &event.data)? {
-            E::EnvironmentCreated {
-                environment_id,
-                org_id,
-                name,
-                python_version,
-                backend,
-                description,
-                packages,
-                ephemeral,
-                operation_id,
-                by,
-                at,
-            } => {
-                let requested = serde_json::to_value(&packages)
-                    .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
-                let r = sqlx::query(
+        let (id, updated) =
+            match EnvironmentEvent::decode_stored(&event.event_type, &event.metadata, &event.data)?
+            {
+                E::EnvironmentCreated {
+                    environment_id,
+                    org_id,
+                    name,
+                    python_version,
+                    backend,
+                    description,
+                    packages,
+                    ephemeral,
+                    operation_id,
+                    by,
+                    at,
+                } => {
+                    let requested = serde_json::to_value(&packages)
+                        .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
+                    let r = sqlx::query(
                     "INSERT INTO venv_environments (id, org_id, name, name_key, python_version, \
                      backend, description, requested, status, ephemeral, ttl_secs, expires_at, \
                      isolation_level, operation_id, created_by, created_at, updated_at, \
@@ -92,66 +94,66 @@ impl Projection for EnvironmentsProjection {
                 .bind(revision)
                 .execute(&mut *tx)
                 .await?;
-                (environment_id, r)
-            }
-            E::EnvironmentReady {
-                environment_id,
-                python,
-                at,
-            } => (
-                environment_id,
-                sqlx::query(
-                    "UPDATE venv_environments SET status = 'ready', python = $2, \
+                    (environment_id, r)
+                }
+                E::EnvironmentReady {
+                    environment_id,
+                    python,
+                    at,
+                } => (
+                    environment_id,
+                    sqlx::query(
+                        "UPDATE venv_environments SET status = 'ready', python = $2, \
                      updated_at = $3, revision = $4 WHERE id = $1",
-                )
-                .bind(environment_id)
-                .bind(&python)
-                .bind(at)
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?,
-            ),
-            E::EnvironmentCreationFailed {
-                environment_id,
-                error,
-                at,
-            } => (
-                environment_id,
-                sqlx::query(
-                    "UPDATE venv_environments SET status = 'failed', error = $2, \
+                    )
+                    .bind(environment_id)
+                    .bind(&python)
+                    .bind(at)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await?,
+                ),
+                E::EnvironmentCreationFailed {
+                    environment_id,
+                    error,
+                    at,
+                } => (
+                    environment_id,
+                    sqlx::query(
+                        "UPDATE venv_environments SET status = 'failed', error = $2, \
                      updated_at = $3, revision = $4 WHERE id = $1",
-                )
-                .bind(environment_id)
-                .bind(&error)
-                .bind(at)
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?,
-            ),
-            E::EnvironmentUpdated {
-                environment_id,
-                description,
-                at,
-                ..
-            } => (
-                environment_id,
-                sqlx::query(
-                    "UPDATE venv_environments SET description = $2, updated_at = $3, \
+                    )
+                    .bind(environment_id)
+                    .bind(&error)
+                    .bind(at)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await?,
+                ),
+                E::EnvironmentUpdated {
+                    environment_id,
+                    description,
+                    at,
+                    ..
+                } => (
+                    environment_id,
+                    sqlx::query(
+                        "UPDATE venv_environments SET description = $2, updated_at = $3, \
                      revision = $4 WHERE id = $1",
-                )
-                .bind(environment_id)
-                .bind(&description)
-                .bind(at)
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?,
-            ),
-            E::PackageInstalled {
-                environment_id,
-                package,
-                ..
-            } => {
-                sqlx::query(
+                    )
+                    .bind(environment_id)
+                    .bind(&description)
+                    .bind(at)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await?,
+                ),
+                E::PackageInstalled {
+                    environment_id,
+                    package,
+                    ..
+                } => {
+                    sqlx::query(
                     "INSERT INTO venv_packages (environment_id, name_key, org_id, name, version, \
                      installed_at) SELECT $1, $2, org_id, $3, $4, $5 FROM venv_environments \
                      WHERE id = $1 ON CONFLICT (environment_id, name_key) DO UPDATE \
@@ -165,48 +167,48 @@ impl Projection for EnvironmentsProjection {
                 .bind(package.installed_at)
                 .execute(&mut *tx)
                 .await?;
-                (
+                    (
+                        environment_id,
+                        count_packages(tx, environment_id, package.installed_at, revision).await?,
+                    )
+                }
+                E::PackageUninstalled {
                     environment_id,
-                    count_packages(tx, environment_id, package.installed_at, revision).await?,
-                )
-            }
-            E::PackageUninstalled {
-                environment_id,
-                package_name,
-                at,
-                ..
-            } => {
-                sqlx::query(
-                    "DELETE FROM venv_packages WHERE environment_id = $1 AND name_key = $2",
-                )
-                .bind(environment_id)
-                .bind(normalize(&package_name))
-                .execute(&mut *tx)
-                .await?;
-                (
+                    package_name,
+                    at,
+                    ..
+                } => {
+                    sqlx::query(
+                        "DELETE FROM venv_packages WHERE environment_id = $1 AND name_key = $2",
+                    )
+                    .bind(environment_id)
+                    .bind(normalize(&package_name))
+                    .execute(&mut *tx)
+                    .await?;
+                    (
+                        environment_id,
+                        count_packages(tx, environment_id, at, revision).await?,
+                    )
+                }
+                E::EnvironmentActivated { environment_id, at } => (
                     environment_id,
-                    count_packages(tx, environment_id, at, revision).await?,
-                )
-            }
-            E::EnvironmentActivated { environment_id, at } => (
-                environment_id,
-                sqlx::query(
-                    "UPDATE venv_environments SET activated_at = $2, updated_at = $2, \
+                    sqlx::query(
+                        "UPDATE venv_environments SET activated_at = $2, updated_at = $2, \
                      revision = $3 WHERE id = $1",
-                )
-                .bind(environment_id)
-                .bind(at)
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?,
-            ),
-            E::EnvironmentDeleted {
-                environment_id, at, ..
-            } => gone(tx, environment_id, EnvStatus::Deleted, at, revision).await?,
-            E::EnvironmentExpired {
-                environment_id, at, ..
-            } => gone(tx, environment_id, EnvStatus::Expired, at, revision).await?,
-        };
+                    )
+                    .bind(environment_id)
+                    .bind(at)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await?,
+                ),
+                E::EnvironmentDeleted {
+                    environment_id, at, ..
+                } => gone(tx, environment_id, EnvStatus::Deleted, at, revision).await?,
+                E::EnvironmentExpired {
+                    environment_id, at, ..
+                } => gone(tx, environment_id, EnvStatus::Expired, at, revision).await?,
+            };
         if updated.rows_affected() != 1 {
             return Err(ProjectionError::Invalid(format!(
                 "environment {id} is not in the read model"

@@ -45,7 +45,11 @@ impl Projection for OperationsProjection {
         }
         let revision = event.revision as i64;
         use OperationEvent as E;
-        let (id, updated) = match OperationEvent::decode(&event.event_type, &event.data)? {
+        let (id, updated) = match OperationEvent::decode_stored(
+            &event.event_type,
+            &event.metadata,
+            &event.data,
+        )? {
             E::OperationQueued {
                 operation_id,
                 org_id,
