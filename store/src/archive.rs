@@ -296,9 +296,10 @@ impl<R: Read> ArchiveReader<R> {
             trailer: None,
         };
         let first = r.read_line().map_err(|e| match e {
-            ArchiveError::Truncated(_) | ArchiveError::Corrupt { .. } => {
-                ArchiveError::NotAnArchive("no header line".to_owned())
-            }
+            ArchiveError::Truncated(_) => ArchiveError::NotAnArchive(
+                "too short for gzip data, or no complete header line".to_owned(),
+            ),
+            ArchiveError::Corrupt { reason, .. } => ArchiveError::NotAnArchive(reason),
             other => other,
         })?;
         let Some(first) = first else {
