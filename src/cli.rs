@@ -52,6 +52,11 @@ pub enum Command {
     /// Inspect or rebuild projections (read models).
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Read the log (no server needed): tail it, export it to an archive, import an archive.
+    #[command(subcommand)]
+    Events(crate::events::EventsCommand),
+    /// Who did what: the log filtered on its metadata (actor, credential, organization, …).
+    Audit(Box<crate::events::AuditArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -382,6 +387,8 @@ impl Cli {
             Command::Projections(ProjectionsCommand::Rebuild { name }) => {
                 projections_rebuild(&self.db, &name).await
             }
+            Command::Events(command) => crate::events::run(&self.db, command).await,
+            Command::Audit(args) => crate::events::audit(&self.db, *args).await,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `atelier` binary: reads its configuration, wires the adapters, and runs a command.
 
 mod cli;
+mod events;
 
 use clap::Parser;
 

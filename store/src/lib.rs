@@ -8,6 +8,7 @@
 //! both pass the same contract suite (`store/tests/contract.rs`). This crate carries JSON and
 //! knows nothing of the domain.
 
+pub mod archive;
 pub mod memory;
 pub mod postgres;
 mod subscription;

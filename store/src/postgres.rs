@@ -845,3 +845,168 @@ impl PgEventStore {
         tx.commit().await.map_err(StoreError::backend)
     }
 }
+
+/// Which events of the log an operator asks for ([`PgEventStore::query_log`]): every condition
+/// given must hold. The metadata conditions compare the text of a metadata field exactly.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// This stream only.
+    pub stream: Option<String>,
+    /// Streams of this category (the part of the name before the first `-`).
+    pub category: Option<String>,
+    /// This event type.
+    pub event_type: Option<String>,
+    /// `metadata.actor`: a user id, or `apikey:<uuid>`.
+    pub actor: Option<String>,
+    /// `metadata.credential`: `session:<uuid>` or `apikey:<uuid>`.
+    pub credential: Option<String>,
+    /// `metadata.org_id`.
+    pub org_id: Option<String>,
+    /// `metadata.correlation_id`.
+    pub correlation_id: Option<String>,
+    /// Recorded at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Recorded before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl LogQuery {
+    /// Whether the event meets every condition (for events a subscription delivers).
+    pub fn matches(&self, e: &RecordedEvent) -> bool {
+        let meta = |field: &str| e.metadata.get(field).and_then(serde_json::Value::as_str);
+        let eq = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|w| have == Some(w))
+        };
+        eq(&self.stream, Some(e.stream.as_str()))
+            && eq(&self.category, Some(e.stream.category()))
+            && eq(&self.event_type, Some(&e.event_type))
+            && eq(&self.actor, meta("actor"))
+            && eq(&self.credential, meta("credential"))
+            && eq(&self.org_id, meta("org_id"))
+            && eq(&self.correlation_id, meta("correlation_id"))
+            && self.since.is_none_or(|t| e.created >= t)
+            && self.until.is_none_or(|t| e.created < t)
+    }
+
+    /// The narrowest [`Filter`] a subscription can apply in the database; [`LogQuery::matches`]
+    /// does the rest.
+    pub fn filter(&self) -> Filter {
+        if let Some(c) = &self.category {
+            Filter::Category(vec![c.clone()])
+        } else if let Some(s) = &self.stream {
+            Filter::StreamPrefix(vec![s.clone()])
+        } else if let Some(t) = &self.event_type {
+            Filter::EventTypePrefix(vec![t.clone()])
+        } else {
+            Filter::All
+        }
+    }
+}
+
+/// The conditions of a [`LogQuery`], from parameter `$5` on.
+macro_rules! log_query_sql {
+    ($range:literal, $order:literal) => {
+        concat!(
+            "SELECT e.commit, e.prepare, e.stream_name, e.revision, e.event_id, e.event_type, ",
+            "e.created_at, e.data, e.metadata FROM events e WHERE ",
+            $range,
+            " AND ($5::text IS NULL OR e.stream_name = $5)",
+            " AND ($6::text IS NULL OR split_part(e.stream_name, '-', 1) = $6)",
+            " AND ($7::text IS NULL OR e.event_type = $7)",
+            " AND ($8::text IS NULL OR e.metadata->>'actor' = $8)",
+            " AND ($9::text IS NULL OR e.metadata->>'credential' = $9)",
+            " AND ($10::text IS NULL OR e.metadata->>'org_id' = $10)",
+            " AND ($11::text IS NULL OR e.metadata->>'correlation_id' = $11)",
+            " AND ($12::timestamptz IS NULL OR e.created_at >= $12)",
+            " AND ($13::timestamptz IS NULL OR e.created_at < $13)",
+            " ORDER BY ",
+            $order,
+            " LIMIT $14"
+        )
+    };
+}
+
+const LOG_QUERY_FORWARD: &str = log_query_sql!(
+    "(e.commit, e.prepare) > ($1, $2) AND (e.commit, e.prepare) <= ($3, $4)",
+    "e.commit, e.prepare"
+);
+const LOG_QUERY_LAST: &str = log_query_sql!(
+    "(e.commit, e.prepare) > ($1, $2) AND (e.commit, e.prepare) <= ($3, $4)",
+    "e.commit DESC, e.prepare DESC"
+);
+
+impl PgEventStore {
+    /// A page of the events of `$all` that meet `query`, in log order: strictly after `after`,
+    /// up to `upto` included (`None`: every event committed now, even those a transaction still
+    /// open holds back from subscriptions), at most `max`. The next page starts after the last
+    /// event returned; a page shorter than `max` is the last one.
+    pub async fn query_log(
+        &self,
+        query: &LogQuery,
+        after: Position,
+        upto: Option<Position>,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.log_query(LOG_QUERY_FORWARD, query, after, upto, max)
+            .await
+    }
+
+    /// The last `max` events of `$all` up to `upto` included (`None`: every event committed
+    /// now) that meet `query`, oldest first.
+    pub async fn query_log_last(
+        &self,
+        query: &LogQuery,
+        upto: Option<Position>,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self
+            .log_query(LOG_QUERY_LAST, query, Position::START, upto, max)
+            .await?;
+        events.reverse();
+        Ok(events)
+    }
+
+    async fn log_query(
+        &self,
+        sql: &'static str,
+        query: &LogQuery,
+        after: Position,
+        upto: Option<Position>,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let (after_c, after_p) = position_arg(after);
+        let (upto_c, upto_p) = upto.map_or((i64::MAX, i64::MAX), position_arg);
+        let rows = sqlx::query(sql)
+            .bind(after_c)
+            .bind(after_p)
+            .bind(upto_c)
+            .bind(upto_p)
+            .bind(query.stream.as_deref())
+            .bind(query.category.as_deref())
+            .bind(query.event_type.as_deref())
+            .bind(query.actor.as_deref())
+            .bind(query.credential.as_deref())
+            .bind(query.org_id.as_deref())
+            .bind(query.correlation_id.as_deref())
+            .bind(query.since)
+            .bind(query.until)
+            .bind(clamp(max))
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(RecordedEvent {
+                    position: Position::new(get::<i64>(row, 0)? as u64, get::<i64>(row, 1)? as u64),
+                    stream: StreamName::from_store(get(row, 2)?),
+                    revision: get::<i64>(row, 3)? as u64,
+                    event_id: get(row, 4)?,
+                    event_type: get(row, 5)?,
+                    created: get(row, 6)?,
+                    data: get(row, 7)?,
+                    metadata: get(row, 8)?,
+                })
+            })
+            .collect()
+    }
+}
