@@ -1,6 +1,8 @@
 //! The `atelier` binary: reads its configuration, wires the adapters, and runs a command.
 
 mod cli;
+mod rebuild;
+mod verify;
 
 use clap::Parser;
 

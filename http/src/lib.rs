@@ -3,6 +3,7 @@
 //! commands (via `atelier-commands`) or queries (via `atelier-projections`); they hold no SQL and
 //! no business rules.
 
+pub mod admin;
 pub mod contexts;
 pub mod conventions;
 pub mod cors;
@@ -99,6 +100,7 @@ pub fn app(
                 .fold(web::scope("/api/v1"), |scope, context| {
                     scope.configure(context.routes)
                 })
-                .configure(live::configure_sse),
+                .configure(live::configure_sse)
+                .configure(admin::configure),
         )
 }
