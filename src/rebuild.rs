@@ -32,7 +32,7 @@ pub fn select(name: Option<&str>, all: bool) -> anyhow::Result<Vec<Arc<dyn Proje
 
 /// A progress bar over the log's events, on stderr (hidden when stderr is not a terminal).
 pub async fn progress_bar(pool: &PgPool, name: &str) -> anyhow::Result<ProgressBar> {
-    let total = backlog(pool, Position::START, u64::MAX / 2).await?.events;
+    let total = backlog(pool, Position::START, u64::MAX).await?.events;
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{prefix:24} [{bar:40}] {pos}/{len} events {msg}")

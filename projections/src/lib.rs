@@ -11,8 +11,8 @@
 pub mod deploy;
 pub mod factory;
 pub mod health;
-pub mod rebuild;
 pub mod identity;
+pub mod rebuild;
 pub mod runtime;
 pub mod sql;
 pub mod venvs;

@@ -314,7 +314,9 @@ impl<'p> Shadow<'p> {
         if until.is_some_and(|u| self.position >= u) {
             return Ok(false);
         }
-        let slice = store.read_all(self.position, MAX_BATCH, &Filter::All).await?;
+        let slice = store
+            .read_all(self.position, MAX_BATCH, &Filter::All)
+            .await?;
         if slice.scanned == 0 {
             // The readable end of the log. A checkpoint the live runner reached lies at or
             // before it, so nothing between here and `until` remains to apply.
@@ -601,12 +603,11 @@ async fn verify_locked(
         return Err(RebuildError::CheckpointMovedBack(name.to_owned()));
     }
     shadow.catch_up_in(&mut tx, store, live).await?;
-    let (status, error): (String, Option<String>) = sqlx::query_as(
-        "SELECT status, error FROM public.projection_checkpoints WHERE name = $1",
-    )
-    .bind(name)
-    .fetch_one(&mut *tx)
-    .await?;
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error FROM public.projection_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
     let mut differences = Vec::new();
     for table in &tables {
         let live_t = format!("public.{}", quote(table.name));

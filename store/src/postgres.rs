@@ -446,7 +446,7 @@ pub struct Backlog {
 /// it, counted up to `cap`, and the oldest one's time.
 pub async fn backlog(pool: &PgPool, after: Position, cap: u64) -> Result<Backlog, StoreError> {
     let (commit, prepare) = position_arg(after);
-    let cap = i64::try_from(cap).unwrap_or(i64::MAX - 1);
+    let cap = i64::try_from(cap.min(i64::MAX as u64 - 1)).unwrap_or(i64::MAX - 1);
     let (count, oldest): (i64, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM (SELECT 1 FROM events WHERE (commit, prepare) > ($1, $2) \
          LIMIT $3 + 1) n), \
