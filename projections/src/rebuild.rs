@@ -16,6 +16,11 @@
 //! with `generation + 1`, which fences the live runner's next batch: it restarts from the new
 //! checkpoint. The shadow schema is dropped afterwards.
 //!
+//! Costs: like any write transaction, the swap holds the log's readable end back while it runs
+//! (readers of `$all` stop below the oldest open transaction), so it lasts as long as copying the
+//! read model's rows takes; so does a verification's comparison. A projection whose `apply`
+//! reads tables it does not own reads the live ones while building.
+//!
 //! [`verify`] builds the same shadow (in `atelier_verify_<name>`) up to the live checkpoint,
 //! catches it up exactly to the checkpoint while holding the row lock, compares each owned table
 //! both ways (`EXCEPT ALL`) and rolls back.
