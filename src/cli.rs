@@ -19,7 +19,7 @@ use atelier_http::server::{
     BuildSettings, DeploySettings, DriverSettings, ProvisionerSettings, ServerConfig,
     VenvRunnerSettings, VenvSettings, default_runner_id,
 };
-use atelier_projections::{Registry, runtime};
+use atelier_projections::runtime;
 use atelier_store::postgres::{self, PgConfig, PgEventStore};
 use atelier_store::{EventStore, Position};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -57,17 +57,24 @@ pub enum Command {
     Events(crate::events::EventsCommand),
     /// Who did what: the log filtered on its metadata (actor, credential, organization, …).
     Audit(Box<crate::events::AuditArgs>),
+    /// Rebuild every read model into a scratch schema and compare it row by row with the live
+    /// one at the same position; exits non-zero on any difference or failed projection.
+    Verify,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ProjectionsCommand {
     /// Show each projection's version, checkpoint and state.
     Status,
-    /// Empty a projection's read model and replay the log into it; waits until it has caught
-    /// up. A running server notices at its next batch and continues from the rebuilt state.
+    /// Rebuild a projection's read model beside the old one and swap it in once caught up
+    /// (readers never see it empty). A running server's runner continues from the new state.
     Rebuild {
         /// The projection's name (see `atelier projections status`).
-        name: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Rebuild every projection, one after the other.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -384,8 +391,13 @@ impl Cli {
             }
             Command::Serve(args) => serve(&self.db, *args).await,
             Command::Projections(ProjectionsCommand::Status) => projections_status(&self.db).await,
-            Command::Projections(ProjectionsCommand::Rebuild { name }) => {
-                projections_rebuild(&self.db, &name).await
+            Command::Projections(ProjectionsCommand::Rebuild { name, all }) => {
+                let (pool, store) = store(&self.db).await?;
+                crate::rebuild::run(&pool, &store, name.as_deref(), all).await
+            }
+            Command::Verify => {
+                let (pool, store) = store(&self.db).await?;
+                crate::verify::run(&pool, &store).await
             }
             Command::Events(command) => crate::events::run(&self.db, command).await,
             Command::Audit(args) => crate::events::audit(&self.db, *args).await,
@@ -584,33 +596,6 @@ async fn projections_status(db: &DbArgs) -> anyhow::Result<()> {
             ),
         }
     }
-    Ok(())
-}
-
-async fn projections_rebuild(db: &DbArgs, name: &str) -> anyhow::Result<()> {
-    let projection = atelier_projections::all()
-        .into_iter()
-        .find(|p| p.name() == name)
-        .with_context(|| {
-            let names: Vec<_> = atelier_projections::all()
-                .iter()
-                .map(|p| p.name())
-                .collect();
-            format!(
-                "no projection is named {name:?} (known: {})",
-                names.join(", ")
-            )
-        })?;
-    let (pool, store) = store(db).await?;
-    runtime::reset(&pool, projection.as_ref()).await?;
-    let head = store.head().await?.unwrap_or(Position::START);
-    let registry = Registry::new();
-    registry.start(projection, Arc::new(store), pool);
-    registry
-        .wait_for(name, head, Duration::from_secs(24 * 3600))
-        .await
-        .map_err(|e| anyhow::anyhow!("rebuild of {name} stopped: {e}"))?;
-    println!("{name} rebuilt up to {head}");
     Ok(())
 }
 

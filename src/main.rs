@@ -2,6 +2,8 @@
 
 mod cli;
 mod events;
+mod rebuild;
+mod verify;
 
 use clap::Parser;
 

@@ -471,7 +471,10 @@ async fn a_rebuilt_projects_read_model_has_identical_rows() {
     let before = snapshot().await;
     assert_eq!(before.len(), 11);
     app.projections
-        .rebuild("factory.projects", &app.pool)
+        .rebuild("factory.projects")
+        .await
+        .unwrap()
+        .finished()
         .await
         .unwrap();
     app.projections

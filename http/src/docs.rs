@@ -295,6 +295,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     for context in crate::contexts::ALL {
         doc.merge((context.openapi)());
     }
+    doc.merge(crate::admin::Doc::openapi());
     crate::audit::history::HistoryDocs.modify(&mut doc);
     SecurityAddon.modify(&mut doc);
     StandardResponses.modify(&mut doc);

@@ -3,6 +3,7 @@
 //! commands (via `atelier-commands`) or queries (via `atelier-projections`); they hold no SQL and
 //! no business rules.
 
+pub mod admin;
 pub mod audit;
 pub mod contexts;
 pub mod conventions;
@@ -100,6 +101,7 @@ pub fn app(
                 .fold(web::scope("/api/v1"), |scope, context| {
                     scope.configure(context.routes)
                 })
-                .configure(live::configure_sse),
+                .configure(live::configure_sse)
+                .configure(admin::configure),
         )
 }

@@ -43,6 +43,10 @@ impl Projection for AuditProjection {
         1
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["audit_log"]
+    }
+
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM audit_log").execute(tx).await?;
         Ok(())

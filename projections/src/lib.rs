@@ -13,11 +13,12 @@ pub mod deploy;
 pub mod factory;
 pub mod health;
 pub mod identity;
+pub mod rebuild;
 pub mod runtime;
 pub mod sql;
 pub mod venvs;
 
-pub use runtime::{ProjectionStatus, Registry, RunState};
+pub use runtime::{ProjectionStatus, RebuildReport, Registry, RunState};
 
 use std::sync::Arc;
 

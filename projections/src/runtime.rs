@@ -8,8 +8,11 @@
 //! - A failing event stops its projection, visibly: status `failed` with the error and the
 //!   event's position (in the table, the registry, the `atelier_projection_failed` gauge and
 //!   the log). It is never skipped; a restart retries it.
-//! - A changed version, or an explicit rebuild, empties the projection's tables and replays the
-//!   log from the start.
+//! - A changed version (seen when a runner starts) empties the projection's tables and replays
+//!   the log from the start ([`reset`]).
+//! - An explicit rebuild ([`Registry::rebuild`], `atelier projections rebuild`) builds the new
+//!   generation beside the old one and swaps it in once caught up ([`crate::rebuild`]): readers
+//!   never see an empty or half-built read model.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -27,6 +30,9 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tracing::{Instrument, error, info, info_span, warn};
 
+pub use crate::rebuild::RebuildError;
+use crate::rebuild::{BuildProgress, Purpose, SchemaLock, Swapped};
+
 /// Most events applied in one transaction.
 pub const MAX_BATCH: usize = 500;
 
@@ -37,6 +43,9 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Its version: changing it rebuilds the read model from the start of the log.
     fn version(&self) -> i32;
+    /// The tables it owns (in the `public` schema): it alone writes them, and a rebuild builds
+    /// and swaps exactly these. No two projections own the same table.
+    fn tables(&self) -> &'static [&'static str];
     /// Empties its tables (for a rebuild).
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error>;
     /// Applies one event of the log (every event comes here; ignore those that do not matter).
@@ -92,6 +101,26 @@ pub enum RunState {
     Failed,
     /// Not running.
     Stopped,
+    /// Serving its read model while a new generation is built beside it (statuses only: the
+    /// runner itself keeps following the log meanwhile).
+    Rebuilding,
+}
+
+/// A rebuild of a projection: running, or how the last one ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RebuildReport {
+    /// Whether it is still running.
+    pub running: bool,
+    /// Where the new generation is: every event up to here is applied to it.
+    pub position: Position,
+    /// Events of the log read into it so far.
+    pub events: u64,
+    /// When it started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// When it ended (swapped in, or failed).
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why it failed (the old read model still serves).
+    pub error: Option<String>,
 }
 
 /// What a projection reports.
@@ -113,6 +142,8 @@ pub struct ProjectionStatus {
     /// reports progress for the generation it read its checkpoint in, so a batch committed just
     /// before a rebuild can never make the emptied read model look caught up.
     pub generation: i64,
+    /// The running rebuild, or the last one this process ran.
+    pub rebuild: Option<RebuildReport>,
 }
 
 /// The live state of one running projection.
@@ -174,7 +205,40 @@ pub enum WaitError {
     Failed(String),
 }
 
-type Runner = (actix::Addr<ProjectionRunner>, Arc<dyn Projection>);
+#[derive(Clone)]
+struct Runner {
+    addr: actix::Addr<ProjectionRunner>,
+    projection: Arc<dyn Projection>,
+    store: Arc<dyn EventStore>,
+    pool: PgPool,
+}
+
+impl ProjectionStatus {
+    /// As reported: `rebuilding` while a rebuild runs.
+    fn reported(mut self) -> Self {
+        if self.rebuild.as_ref().is_some_and(|r| r.running) {
+            self.state = RunState::Rebuilding;
+        }
+        self
+    }
+}
+
+/// A rebuild started in the background.
+pub struct RebuildHandle {
+    task: tokio::task::JoinHandle<Result<Swapped, RebuildError>>,
+}
+
+impl RebuildHandle {
+    /// Waits until the new generation is swapped in (or the rebuild failed).
+    pub async fn finished(self) -> Result<Swapped, RebuildError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(RebuildError::Database(sqlx::Error::Protocol(format!(
+                "the rebuild task ended abnormally: {e}"
+            )))),
+        }
+    }
+}
 
 /// Every projection running in this process.
 #[derive(Clone, Default)]
@@ -189,21 +253,45 @@ impl Registry {
         Self::default()
     }
 
-    /// Their statuses, by name.
+    /// Their statuses, by name (a projection being rebuilt reads `rebuilding`).
     pub fn statuses(&self) -> Vec<ProjectionStatus> {
-        let cells = self.cells.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<_> = cells
-            .values()
-            .map(|c| c.status.read().unwrap_or_else(|e| e.into_inner()).clone())
+        let mut out: Vec<_> = self
+            .runner_statuses()
+            .into_iter()
+            .map(ProjectionStatus::reported)
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
+    /// The status of projection `name`, if it runs here.
+    pub fn status(&self, name: &str) -> Option<ProjectionStatus> {
+        let cells = self.cells.read().unwrap_or_else(|e| e.into_inner());
+        cells.get(name).map(|c| {
+            c.status
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .reported()
+        })
+    }
+
+    /// The runners' own states (a rebuild beside the read model does not change them).
+    fn runner_statuses(&self) -> Vec<ProjectionStatus> {
+        let cells = self.cells.read().unwrap_or_else(|e| e.into_inner());
+        cells
+            .values()
+            .map(|c| c.status.read().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
+    }
+
     /// Whether every projection has caught up with the log as it was when it started, and none
-    /// has failed.
+    /// has failed. A rebuild beside the read model does not make it unready: the old read model
+    /// keeps serving, and keeps following the log.
     pub fn is_ready(&self) -> bool {
-        self.statuses().iter().all(|s| s.state == RunState::Live)
+        self.runner_statuses()
+            .iter()
+            .all(|s| s.state == RunState::Live)
     }
 
     /// Waits until projection `name` has applied everything up to `position` (read-your-writes).
@@ -248,6 +336,7 @@ impl Registry {
                 error: None,
                 failed_at: None,
                 generation: 0,
+                rebuild: None,
             }),
             progress: watch::channel(Progress {
                 position: Position::START,
@@ -261,8 +350,8 @@ impl Registry {
             .insert(name, cell.clone());
         let addr = ProjectionRunner {
             projection: projection.clone(),
-            store,
-            pool,
+            store: store.clone(),
+            pool: pool.clone(),
             cell,
             running: None,
         }
@@ -270,48 +359,114 @@ impl Registry {
         self.runners
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name, (addr.clone(), projection));
+            .insert(
+                name,
+                Runner {
+                    addr: addr.clone(),
+                    projection,
+                    store,
+                    pool,
+                },
+            );
         addr
     }
 
-    /// Rebuilds projection `name` (running in this process) from the start of the log.
-    pub async fn rebuild(&self, name: &str, pool: &PgPool) -> Result<(), RebuildError> {
-        let (addr, projection) = self
+    /// Starts rebuilding projection `name` (running in this process) beside its read model, in
+    /// the background, and returns at once (see [`crate::rebuild`]): its status reads
+    /// `rebuilding` with the new generation's progress until it is swapped in; a failure leaves
+    /// the old read model serving and is reported in the status. A second rebuild of the same
+    /// projection while one runs (here or in another process) is [`RebuildError::Busy`].
+    pub async fn rebuild(&self, name: &str) -> Result<RebuildHandle, RebuildError> {
+        let runner = self
             .runners
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
             .ok_or_else(|| RebuildError::Unknown(name.to_owned()))?;
-        let generation = reset(pool, projection.as_ref()).await?;
-        // Readers waiting for a position must not be answered from the emptied tables, nor by
-        // the old runner's last batch (its generation is now stale).
-        if let Some(cell) = self
+        let cell = self
             .cells
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-        {
-            cell.update(|s| {
-                s.generation = s.generation.max(generation);
-                s.position = Position::START;
-                s.state = RunState::CatchingUp;
-            });
+            .cloned()
+            .ok_or_else(|| RebuildError::Unknown(name.to_owned()))?;
+        let busy = || RebuildError::Busy(name.to_owned());
+        let mut lock = SchemaLock::try_acquire(&runner.pool, Purpose::Rebuild, name)
+            .await?
+            .ok_or_else(busy)?;
+        let mut started = false;
+        cell.update(|s| {
+            if !s.rebuild.as_ref().is_some_and(|r| r.running) {
+                started = true;
+                s.rebuild = Some(RebuildReport {
+                    running: true,
+                    position: Position::START,
+                    events: 0,
+                    started_at: chrono::Utc::now(),
+                    finished_at: None,
+                    error: None,
+                });
+            }
+        });
+        if !started {
+            lock.release().await;
+            return Err(busy());
         }
-        addr.do_send(Restart);
-        Ok(())
+        let task = tokio::spawn(async move {
+            let progress_cell = cell.clone();
+            let progress = move |p: BuildProgress| {
+                progress_cell.update(|s| {
+                    if let Some(r) = s.rebuild.as_mut() {
+                        r.position = p.position;
+                        r.events = p.events;
+                    }
+                });
+            };
+            let result = crate::rebuild::rebuild(
+                &mut lock,
+                runner.projection.as_ref(),
+                runner.store.as_ref(),
+                &progress,
+            )
+            .await;
+            lock.release().await;
+            match &result {
+                Ok(swapped) => {
+                    cell.update(|s| {
+                        // The runner may already have restarted on the new generation and
+                        // moved on: never move the reported position back.
+                        if s.generation < swapped.generation {
+                            s.generation = swapped.generation;
+                            s.position = swapped.position;
+                        } else if s.generation == swapped.generation {
+                            s.position = s.position.max(swapped.position);
+                        }
+                        if let Some(r) = s.rebuild.as_mut() {
+                            r.running = false;
+                            r.position = swapped.position;
+                            r.finished_at = Some(chrono::Utc::now());
+                        }
+                    });
+                    // Fenced anyway at its next batch; restarting now also revives a runner
+                    // stopped by a failure the new generation got past.
+                    runner.addr.do_send(Restart);
+                }
+                Err(e) => {
+                    error!(projection = runner.projection.name(), error = %e, "rebuild failed; the old read model keeps serving");
+                    cell.update(|s| {
+                        if let Some(r) = s.rebuild.as_mut() {
+                            r.running = false;
+                            r.finished_at = Some(chrono::Utc::now());
+                            r.error = Some(e.to_string());
+                        }
+                    });
+                }
+            }
+            result
+        });
+        Ok(RebuildHandle { task })
     }
-}
-
-/// Why a rebuild could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum RebuildError {
-    /// No such projection.
-    #[error("no projection is named {0}")]
-    Unknown(String),
-    /// The database failed.
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
 }
 
 /// Empties a projection's tables and sends its checkpoint back to the start of the log, in one

@@ -264,7 +264,13 @@ async fn a_rebuilt_identity_read_model_has_the_same_rows() {
             .iter()
             .any(|r| r.0.contains("\"is_superadmin\":true"))
     );
-    registry.rebuild(DIRECTORY, &pool).await.unwrap();
+    registry
+        .rebuild(DIRECTORY)
+        .await
+        .unwrap()
+        .finished()
+        .await
+        .unwrap();
     registry
         .wait_for(DIRECTORY, head, Duration::from_secs(20))
         .await

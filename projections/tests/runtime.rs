@@ -39,6 +39,9 @@ impl Projection for Recorder {
     fn version(&self) -> i32 {
         self.version
     }
+    fn tables(&self) -> &'static [&'static str] {
+        &["applied"]
+    }
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM applied").execute(tx).await?;
         Ok(())
@@ -309,7 +312,14 @@ async fn a_rebuild_on_demand_yields_the_same_rows() {
         .unwrap()
     };
     let before = rows(f.pool.clone()).await;
-    registry.rebuild("test.recorder", &f.pool).await.unwrap();
+    let swapped = registry
+        .rebuild("test.recorder")
+        .await
+        .unwrap()
+        .finished()
+        .await
+        .unwrap();
+    assert!(swapped.position >= last);
     registry
         .wait_for("test.recorder", last, PATIENCE)
         .await

@@ -430,6 +430,42 @@ async fn head(pool: &PgPool) -> Result<Option<Position>, StoreError> {
     Ok(row.map(|(c, p)| Position::new(c as u64, p as u64)))
 }
 
+/// The events of the log after a position (a reader's backlog): how many, counted up to `cap`,
+/// and when the oldest of them was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// How many events follow the position (at most `cap`).
+    pub events: u64,
+    /// Whether there are more than `cap` (the count stopped there).
+    pub capped: bool,
+    /// When the oldest of them was recorded (`None`: none).
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The backlog of a reader at `after` (a projection's checkpoint): the events committed after
+/// it, counted up to `cap`, and the oldest one's time.
+pub async fn backlog(pool: &PgPool, after: Position, cap: u64) -> Result<Backlog, StoreError> {
+    let (commit, prepare) = position_arg(after);
+    let cap = i64::try_from(cap.min(i64::MAX as u64 - 1)).unwrap_or(i64::MAX - 1);
+    let (count, oldest): (i64, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM events WHERE (commit, prepare) > ($1, $2) \
+         LIMIT $3 + 1) n), \
+         (SELECT created_at FROM events WHERE (commit, prepare) > ($1, $2) \
+         ORDER BY commit, prepare LIMIT 1)",
+    )
+    .bind(commit)
+    .bind(prepare)
+    .bind(cap)
+    .fetch_one(pool)
+    .await
+    .map_err(StoreError::backend)?;
+    Ok(Backlog {
+        events: count.min(cap) as u64,
+        capped: count > cap,
+        oldest,
+    })
+}
+
 /// Reads the head of the log and publishes it, as long as the store lives.
 async fn tail(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
     let mut backoff = Backoff::default();

@@ -92,6 +92,10 @@ impl Projection for DeploymentsProjection {
         DEPLOYMENTS
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["deployments", "deployment_versions"]
+    }
+
     fn version(&self) -> i32 {
         1
     }

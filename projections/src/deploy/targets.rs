@@ -24,6 +24,10 @@ impl Projection for TargetsProjection {
         TARGETS
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["deploy_targets"]
+    }
+
     fn version(&self) -> i32 {
         1
     }

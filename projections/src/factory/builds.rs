@@ -23,6 +23,10 @@ impl Projection for BuildsProjection {
         BUILDS
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["builds"]
+    }
+
     fn version(&self) -> i32 {
         1
     }

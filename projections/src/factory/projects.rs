@@ -34,6 +34,10 @@ impl Projection for ProjectsProjection {
         PROJECTS
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["projects"]
+    }
+
     fn version(&self) -> i32 {
         // 2: projects show their last build.
         2

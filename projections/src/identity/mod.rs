@@ -40,6 +40,10 @@ impl Projection for DirectoryProjection {
         DIRECTORY
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["organizations", "memberships", "users", "api_keys"]
+    }
+
     fn version(&self) -> i32 {
         2
     }

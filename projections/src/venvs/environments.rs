@@ -27,6 +27,10 @@ impl Projection for EnvironmentsProjection {
         ENVIRONMENTS
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["venv_environments", "venv_packages"]
+    }
+
     fn version(&self) -> i32 {
         1
     }

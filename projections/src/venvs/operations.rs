@@ -24,6 +24,10 @@ impl Projection for OperationsProjection {
         OPERATIONS
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["venv_operations"]
+    }
+
     fn version(&self) -> i32 {
         1
     }
