@@ -416,9 +416,33 @@ async fn import(db: &DbArgs, file: &Path) -> anyhow::Result<()> {
             .exported_at
             .to_rfc3339_opts(SecondsFormat::Secs, true)
     );
-    println!(
-        "the read models are built by `atelier projections rebuild --all`, or when a server \
-         starts on this database"
-    );
+    // Readers of the log (the rebuild's too) stop below the oldest transaction still open
+    // anywhere on the PostgreSQL server, so the import may not be readable yet when another
+    // database's transaction is running: wait until it is, or the read models would be built
+    // from part of it. A poll, bounded: other sessions' transactions notify nothing here.
+    let last = store
+        .query_log_last(&LogQuery::default(), None, 1)
+        .await?
+        .pop()
+        .map(|e| e.position);
+    if let Some(last) = last {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while store.head().await?.is_none_or(|head| head < last) {
+            if std::time::Instant::now() > deadline {
+                return Err(anyhow!(
+                    "the events are imported, but a transaction open elsewhere on the \
+                     PostgreSQL server holds them back from readers; build the read models \
+                     with `atelier projections rebuild --all` once it ends"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The read models, so that the imported database answers (and `atelier verify` passes)
+    // without a server having to start first.
+    println!("building the read models from the imported log");
+    crate::rebuild::run(store.pool(), &store, None, true)
+        .await
+        .context("the events are imported, but building the read models failed (run `atelier projections rebuild --all` again)")?;
     Ok(())
 }
