@@ -570,7 +570,8 @@ impl utoipa::Modify for HistoryDocs {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         use utoipa::OpenApi;
         use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
-        use utoipa::openapi::{ObjectBuilder, Required, Type};
+        use utoipa::openapi::schema::AnyOfBuilder;
+        use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, Schema, Type};
         let mut templates = Templates::openapi();
         let mut take = |path: &str| templates.paths.paths.remove(path).and_then(|p| p.get);
         let (Some(history), Some(diff)) = (
@@ -617,6 +618,21 @@ impl utoipa::Modify for HistoryDocs {
                 get.parameters
                     .get_or_insert_with(Vec::new)
                     .push(as_of.into());
+                // With `as_of`, the answer is the past state: the 200 is one or the other.
+                if let Some(RefOr::T(ok)) = get.responses.responses.get_mut("200") {
+                    for content in ok.content.values_mut() {
+                        let RefOr::T(content) = content else {
+                            continue;
+                        };
+                        if let Some(now) = content.schema.take() {
+                            let either = AnyOfBuilder::new()
+                                .item(now)
+                                .item(Ref::from_schema_name("PastState"))
+                                .build();
+                            content.schema = Some(RefOr::T(Schema::AnyOf(either)));
+                        }
+                    }
+                }
             }
         }
         if let Some(components) = templates.components
