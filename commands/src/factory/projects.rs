@@ -398,7 +398,7 @@ mod tests {
     #[tokio::test]
     async fn every_event_carries_who_for_whom_and_why() {
         let (s, ctx) = service();
-        let ctx = ctx.with_request_id("req-1");
+        let ctx = ctx.with_request_id("req-1").with_credential("session:s-1");
         let a = s.create(&ctx, input("A")).await.unwrap();
         let id = a.state.active().unwrap().id;
         let events = s
@@ -415,6 +415,8 @@ mod tests {
         assert_eq!(m["request_id"], "req-1");
         assert_eq!(m["correlation_id"], ctx.correlation_id.to_string());
         assert!(m.get("causation_id").is_some());
-        assert_eq!(m["schema"], 1);
+        assert_eq!(m["credential"], "session:s-1");
+        // Projects' events are at schema 2 (ProjectUpdated carries what changed).
+        assert_eq!(m["schema"], 2);
     }
 }

@@ -1,0 +1,3 @@
+//! Stacks (WindFlow): named container configurations ([`stack`]).
+
+pub mod stack;
