@@ -1,0 +1,3 @@
+//! Stacks: container configurations (Compose files) and what is checked about them.
+
+pub mod compose;
