@@ -79,7 +79,9 @@ pub const MAX_DEPTH: usize = 64;
 /// - `host_namespace`: `network_mode`, `pid` or `ipc` set to `host`;
 /// - `docker_socket`: the Docker socket mounted into a container;
 /// - `dangerous_capability`: `cap_add` of `ALL` or `SYS_ADMIN`;
-/// - `obsolete_version`: the top-level `version`, which the specification ignores.
+/// - `obsolete_version`: the top-level `version`, which the specification ignores;
+/// - `ports_unchecked`: more host ports than [`MAX_CHECKED_PORTS`] (ranges count each port):
+///   the rest are not checked for clashes.
 pub mod rules {
     pub const SPEC: &str = "spec";
     pub const NO_IMAGE: &str = "no_image";
@@ -98,6 +100,7 @@ pub mod rules {
     pub const DOCKER_SOCKET: &str = "docker_socket";
     pub const DANGEROUS_CAPABILITY: &str = "dangerous_capability";
     pub const OBSOLETE_VERSION: &str = "obsolete_version";
+    pub const PORTS_UNCHECKED: &str = "ports_unchecked";
 }
 
 /// One problem, with where it is.
@@ -501,52 +504,53 @@ impl Tree {
 
     /// Puts a finished node where it belongs: the root, a sequence's next item, a mapping's value.
     fn place(&mut self, value: Value, height: usize) -> Result<(), ConfigError> {
-        let path = self.path();
         let Some(frame) = self.stack.last_mut() else {
             self.root = Some(value);
             return Ok(());
         };
         frame.height = frame.height.max(height);
-        match &mut frame.container {
-            Container::Sequence(items) => items.push(value),
+        let refused = match &mut frame.container {
+            Container::Sequence(items) => {
+                items.push(value);
+                None
+            }
             Container::Mapping {
                 entries,
                 merges,
                 key,
             } => match key.take() {
+                Some(Key::Name(name)) if entries.contains_key(&name) => {
+                    *key = Some(Key::Name(name));
+                    Some("this key is given twice in its mapping")
+                }
                 Some(Key::Name(name)) => {
-                    if entries.contains_key(&name) {
-                        return Err(ConfigError::new(
-                            path,
-                            "this key is given twice in its mapping",
-                        ));
-                    }
                     entries.insert(name, value);
+                    None
                 }
                 Some(Key::Merge) => match value {
-                    Value::Object(map) => merges.push(map),
+                    Value::Object(map) => {
+                        merges.push(map);
+                        None
+                    }
                     Value::Array(items) if items.iter().all(Value::is_object) => {
                         merges.extend(items.into_iter().filter_map(|item| match item {
                             Value::Object(map) => Some(map),
                             _ => None,
                         }));
+                        None
                     }
                     _ => {
-                        return Err(ConfigError::new(
-                            path,
-                            "`<<` merges a mapping or a sequence of mappings",
-                        ));
+                        *key = Some(Key::Merge);
+                        Some("`<<` merges a mapping or a sequence of mappings")
                     }
                 },
-                None => {
-                    return Err(ConfigError::new(
-                        path,
-                        "a key must be a plain value, not a mapping or a sequence",
-                    ));
-                }
+                None => Some("a key must be a plain value, not a mapping or a sequence"),
             },
+        };
+        match refused {
+            Some(message) => Err(self.error(message)),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -861,7 +865,8 @@ fn interpolated(value: &Value) -> bool {
     }
 }
 
-/// The configuration with each `${VAR:-default}` and `${VAR-default}` replaced by its default.
+/// The configuration with each `${VAR:-default}` and `${VAR-default}` replaced by its default
+/// (one level: a default holding another interpolation is kept as written). Linear in the text.
 fn with_defaults(value: &Value) -> Value {
     match value {
         Value::String(text) if text.contains("${") => Value::String(substitute_defaults(text)),
@@ -908,9 +913,10 @@ fn substitute_defaults(text: &str) -> String {
             }
         }
         let Some(end) = end else {
+            // No closing brace: what is left is kept as it is (and each character read once).
             out.push('$');
             rest = after;
-            continue;
+            break;
         };
         let body = &inner[..end];
         let name_end = body
@@ -921,7 +927,8 @@ fn substitute_defaults(text: &str) -> String {
             .strip_prefix(":-")
             .or_else(|| operator.strip_prefix('-'));
         match default {
-            Some(default) if name_end > 0 => out.push_str(&substitute_defaults(default)),
+            // A default that itself interpolates stays as it is: it still holds a `$`.
+            Some(default) if name_end > 0 => out.push_str(default),
             _ => {
                 out.push_str("${");
                 out.push_str(body);
@@ -945,16 +952,6 @@ struct Published {
 }
 
 impl Published {
-    fn clashes(&self, other: &Self) -> bool {
-        self.protocol == other.protocol
-            && self.first <= other.last
-            && other.first <= self.last
-            && match (&self.address, &other.address) {
-                (Some(a), Some(b)) => a == b,
-                _ => true,
-            }
-    }
-
     fn describe(&self) -> String {
         let ports = if self.first == self.last {
             self.first.to_string()
@@ -965,6 +962,68 @@ impl Published {
             Some(address) => format!("{address}:{ports}/{}", self.protocol),
             None => format!("{ports}/{}", self.protocol),
         }
+    }
+}
+
+/// Most host ports checked for clashes, each port of a range counting: past it, the file's
+/// remaining ports are not checked (warning `ports_unchecked`), so that wide ranges cost
+/// bounded work.
+pub const MAX_CHECKED_PORTS: usize = 300_000;
+
+/// The check stopped at [`MAX_CHECKED_PORTS`].
+struct Exhausted;
+
+/// Who published each host port first: exact, and linear in the ports published.
+#[derive(Default)]
+struct PortBook {
+    /// Protocols and addresses, as numbers.
+    names: HashMap<String, u32>,
+    /// (protocol, port) → the first publisher, on any address.
+    any: HashMap<(u32, u16), usize>,
+    /// (protocol, port, address or [`EVERY_ADDRESS`]) → the first publisher there.
+    exact: HashMap<(u32, u16, u32), usize>,
+    paths: Vec<String>,
+    checked: usize,
+}
+
+const EVERY_ADDRESS: u32 = u32::MAX;
+
+impl PortBook {
+    fn name(&mut self, name: &str) -> u32 {
+        let next = u32::try_from(self.names.len()).unwrap_or(EVERY_ADDRESS - 1);
+        *self.names.entry(name.to_owned()).or_insert(next)
+    }
+
+    /// Records a published port; answers the path of an earlier one it clashes with.
+    fn publish(&mut self, port: &Published) -> Result<Option<&str>, Exhausted> {
+        let width = usize::from(port.last - port.first) + 1;
+        if self.checked + width > MAX_CHECKED_PORTS {
+            return Err(Exhausted);
+        }
+        self.checked += width;
+        let protocol = self.name(&port.protocol);
+        let address = match &port.address {
+            Some(address) => self.name(address),
+            None => EVERY_ADDRESS,
+        };
+        let me = self.paths.len();
+        self.paths.push(port.path.clone());
+        let mut clash = None;
+        for number in port.first..=port.last {
+            if clash.is_none() {
+                clash = if address == EVERY_ADDRESS {
+                    self.any.get(&(protocol, number)).copied()
+                } else {
+                    self.exact
+                        .get(&(protocol, number, EVERY_ADDRESS))
+                        .or_else(|| self.exact.get(&(protocol, number, address)))
+                        .copied()
+                };
+            }
+            self.any.entry((protocol, number)).or_insert(me);
+            self.exact.entry((protocol, number, address)).or_insert(me);
+        }
+        Ok(clash.map(|earlier| self.paths[earlier].as_str()))
     }
 }
 
@@ -1205,7 +1264,8 @@ impl<'a> Review<'a> {
         let secrets = self.declared("secrets");
         let configs = self.declared("configs");
         let mut cycles = dependency_cycles(services);
-        let mut published: Vec<Published> = Vec::new();
+        let mut published = PortBook::default();
+        let mut ports_unchecked = false;
 
         for (name, service) in services {
             let Some(service) = service.as_object() else {
@@ -1308,18 +1368,27 @@ impl<'a> Review<'a> {
                         _ => None,
                     };
                     let Some(port) = port else { continue };
-                    if let Some(earlier) = published.iter().find(|other| other.clashes(&port)) {
-                        self.error(
-                            port.path.clone(),
-                            rules::PORT_TWICE,
-                            format!(
-                                "host port {} is already published by {}",
-                                port.describe(),
-                                earlier.path
-                            ),
-                        );
+                    if ports_unchecked {
+                        continue;
                     }
-                    published.push(port);
+                    match published.publish(&port) {
+                        Ok(Some(earlier)) => {
+                            let message = format!(
+                                "host port {} is already published by {earlier}",
+                                port.describe()
+                            );
+                            self.error(port.path, rules::PORT_TWICE, message);
+                        }
+                        Ok(None) => {}
+                        Err(Exhausted) => {
+                            ports_unchecked = true;
+                            self.warn(
+                                port.path,
+                                rules::PORTS_UNCHECKED,
+                                format!("more than {MAX_CHECKED_PORTS} host ports are published: from here on they are not checked for clashes"),
+                            );
+                        }
+                    }
                 }
             }
             if service.get("privileged") == Some(&Value::Bool(true)) {
@@ -1466,6 +1535,11 @@ impl<'a> Review<'a> {
     }
 }
 
+/// Most cycles reported (a file can hold many more), and the services named at each end of a
+/// long one.
+const MAX_CYCLES: usize = 20;
+const CYCLE_ENDS: usize = 10;
+
 /// Each cycle of `depends_on` among the defined services, found in the configuration's order,
 /// as errors keyed by the service where the cycle starts (the first one the search met).
 fn dependency_cycles(services: &Map<String, Value>) -> HashMap<&str, Vec<Finding>> {
@@ -1487,6 +1561,7 @@ fn dependency_cycles(services: &Map<String, Value>) -> HashMap<&str, Vec<Finding
         .collect();
     // 0: not met, 1: on the current path, 2: done. Iterative: a long chain cannot overflow.
     let mut state = vec![0u8; names.len()];
+    let mut reported = 0usize;
     let mut found: HashMap<&str, Vec<Finding>> = HashMap::new();
     for start in 0..names.len() {
         if state[start] != 0 {
@@ -1503,14 +1578,24 @@ fn dependency_cycles(services: &Map<String, Value>) -> HashMap<&str, Vec<Finding
                         state[target] = 1;
                         path.push((target, 0));
                     }
-                    1 => {
+                    1 if reported < MAX_CYCLES => {
+                        reported += 1;
                         let from = path
                             .iter()
                             .position(|(n, _)| *n == target)
                             .unwrap_or_default();
-                        let mut cycle: Vec<&str> =
-                            path[from..].iter().map(|(n, _)| names[*n]).collect();
-                        cycle.push(names[target]);
+                        let mut cycle: Vec<String> = path[from..]
+                            .iter()
+                            .map(|(n, _)| names[*n].to_owned())
+                            .collect();
+                        cycle.push(names[target].to_owned());
+                        if cycle.len() > 2 * CYCLE_ENDS + 1 {
+                            let left_out = cycle.len() - 2 * CYCLE_ENDS;
+                            let tail = cycle.split_off(cycle.len() - CYCLE_ENDS);
+                            cycle.truncate(CYCLE_ENDS);
+                            cycle.push(format!("… {left_out} more …"));
+                            cycle.extend(tail);
+                        }
                         let first = names[target];
                         found.entry(first).or_default().push(Finding::new(
                             key(&key("services", first), "depends_on"),
@@ -2271,5 +2356,80 @@ services:
 "#;
         let report = validate_text(text);
         assert_eq!(report.errors, [], "{report:#?}");
+    }
+
+    #[test]
+    fn wide_port_ranges_are_checked_up_to_a_bound_and_then_a_warning_says_the_rest_are_not() {
+        let mut text = String::from("services:\n");
+        for i in 0..6 {
+            text.push_str(&format!(
+                "  s{i}:\n    image: x:1\n    ports: [\"{}:1-65535/tcp\"]\n",
+                if i % 2 == 0 {
+                    "1-65535"
+                } else {
+                    "127.0.0.1:1-65535"
+                }
+            ));
+        }
+        let started = Instant::now();
+        let report = report(&text);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            find(&report.errors, "port_twice")
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "services.s1.ports[0]",
+                "services.s2.ports[0]",
+                "services.s3.ports[0]"
+            ]
+        );
+        assert_eq!(rules_of(&report.warnings), ["ports_unchecked"]);
+        assert_eq!(report.warnings[0].path, "services.s4.ports[0]");
+    }
+
+    #[test]
+    fn a_long_cycle_is_reported_with_its_ends_and_many_cycles_are_capped() {
+        let mut services = Map::new();
+        for i in 0..200 {
+            let mut depends_on = vec![json!(format!("s{}", (i + 1) % 200))];
+            if i == 199 {
+                depends_on.extend((0..199).map(|j| json!(format!("s{j}"))));
+            }
+            services.insert(
+                format!("s{i}"),
+                json!({"image": "x:1", "depends_on": depends_on}),
+            );
+        }
+        let report = validate(&json!({ "services": services }));
+        let cycles = find(&report.errors, "dependency_cycle");
+        assert_eq!(cycles.len(), MAX_CYCLES);
+        assert!(
+            cycles[0]
+                .message
+                .ends_with("s0 → s1 → s2 → s3 → s4 → s5 → s6 → s7 → s8 → s9 → … 181 more … → s191 → s192 → s193 → s194 → s195 → s196 → s197 → s198 → s199 → s0"),
+            "{}",
+            cycles[0].message
+        );
+    }
+
+    #[test]
+    fn defaults_of_interpolations_are_put_in_place_once_and_unclosed_ones_are_kept() {
+        assert_eq!(substitute_defaults("${A:-8080}:80"), "8080:80");
+        assert_eq!(
+            substitute_defaults("${A-x}${B}$$C${D:?e}"),
+            "x${B}$$C${D:?e}"
+        );
+        assert_eq!(substitute_defaults("${A:-${B:-1}}"), "${B:-1}");
+        assert_eq!(substitute_defaults("a ${b ${c}"), "a ${b ${c}");
+        let nested = "${A:-".repeat(50_000);
+        let started = Instant::now();
+        assert_eq!(substitute_defaults(&nested), nested);
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }
