@@ -2175,6 +2175,15 @@ secrets:
         );
         let error = parse(&deep).unwrap_err();
         assert!(error.message.contains("deeper"), "{error}");
+        let very_deep = format!("a: {}", "[".repeat(MAX_CONFIGURATION_BYTES - 10));
+        assert!(parse(&very_deep).is_err());
+        let deep_json = format!("{{\"a\": {}", "{\"a\": ".repeat(40_000));
+        // Refused by our limit or, when its scanner reads ahead, by the YAML parser's own.
+        let error = parse(&deep_json).unwrap_err();
+        assert!(
+            error.message.contains("deeper") || error.message.contains("recursion limit"),
+            "{error}"
+        );
         let deep_ok = format!(
             "a: {}{}\n",
             "[".repeat(MAX_DEPTH - 2),
