@@ -3,7 +3,7 @@
 //! Everything here is deterministic and free of IO: no async, no database, no clock reads.
 //! An aggregate is a pair of functions, [`Aggregate::decide`] and [`Aggregate::evolve`]; value
 //! types parse their input once so that invalid data cannot be held. One module per context
-//! (`factory`, `identity`, `deploy`, `venvs` now; `surveillance` as its issue arrives),
+//! (`factory`, `identity`, `deploy`, `venvs`, `stacks` now; `surveillance` as its issue arrives),
 //! mirroring the modules of the other layers. [`testing`] holds the given/when/then harness.
 
 pub mod aggregate;

@@ -1,3 +1,6 @@
-//! Stacks (WindFlow): named container configurations ([`stack`]).
+//! Stacks (WindFlow): named container configurations ([`stack`]), their validation against the
+//! Compose Specification and a reviewer's checks ([`compose`]), and the record of the
+//! assistant's consultations ([`consultation`]).
 
+pub mod compose;
 pub mod stack;
