@@ -10,6 +10,7 @@ pub mod aggregate;
 pub mod deploy;
 pub mod factory;
 pub mod identity;
+pub mod stacks;
 pub mod testing;
 pub mod value;
 pub mod venvs;
