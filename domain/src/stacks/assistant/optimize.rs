@@ -576,6 +576,42 @@ mod tests {
     }
 
     #[test]
+    fn every_generated_shape_optimizes_once_and_then_stays_put() {
+        for description in [
+            "a Django app with PostgreSQL and Redis behind nginx",
+            "an Express API with MongoDB and RabbitMQ behind Traefik",
+            "a Spring Boot service with MariaDB and Memcached behind Caddy",
+        ] {
+            for platform in [
+                TargetPlatform::Docker,
+                TargetPlatform::DockerSwarm,
+                TargetPlatform::Kubernetes,
+            ] {
+                for environment in [EnvironmentType::Development, EnvironmentType::Production] {
+                    for security in [SecurityLevel::Basic, SecurityLevel::High] {
+                        let config = super::super::generate(&GenerationRequest {
+                            description: description.to_owned(),
+                            target_platform: platform,
+                            environment_type: environment,
+                            resource_constraints: None,
+                            security_level: security,
+                        })
+                        .configuration;
+                        let once = optimize(&config, &OptimizationGoals::all());
+                        let twice = optimize(&once.configuration, &OptimizationGoals::all());
+                        assert_eq!(
+                            applied(&twice),
+                            Vec::<(String, String)>::new(),
+                            "{description} {platform:?} {environment:?} {security:?}"
+                        );
+                        assert_eq!(twice.configuration, once.configuration);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn goals_choose_the_rules() {
         let security = optimize(
             &plain(),
