@@ -164,6 +164,19 @@ pub struct ServeArgs {
     /// on 127.0.0.1 unless `ATELIER_LISTEN` says otherwise).
     #[arg(long, env = "ATELIER_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// The assistant's LLM: the base URL of an OpenAI-compatible API, up to `/v1`
+    /// (`http://127.0.0.1:11434/v1` for a local Ollama). Unset: the offline engine answers.
+    #[arg(long, env = "ATELIER_LLM_URL")]
+    pub llm_url: Option<String>,
+    /// The model the LLM engine asks.
+    #[arg(long, env = "ATELIER_LLM_MODEL", default_value = "llama3.1")]
+    pub llm_model: String,
+    /// The LLM endpoint's API key, if it wants one (sent in a header only; never logged).
+    #[arg(long, env = "ATELIER_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    /// How long one LLM request may take, in seconds (then the offline engine answers).
+    #[arg(long, env = "ATELIER_LLM_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub llm_timeout_secs: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "ATELIER_WORKERS")]
     pub workers: Option<usize>,
@@ -489,6 +502,16 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
             allow_local: args.allow_local_repos,
         },
         metrics_token: args.metrics_token.clone(),
+        llm: args
+            .llm_url
+            .as_ref()
+            .map(|url| atelier_commands::stacks::assistant::LlmSettings {
+                url: url.clone(),
+                model: args.llm_model.clone(),
+                api_key: args.llm_api_key.clone(),
+                timeout: Duration::from_secs(args.llm_timeout_secs),
+                retries: 2,
+            }),
     };
     let (services, bootstrap) = atelier_http::server::start(pool, Arc::new(store), config)
         .await

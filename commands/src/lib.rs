@@ -17,6 +17,7 @@ pub mod output;
 pub mod process;
 pub mod rate_limit;
 pub mod reservation;
+pub mod stacks;
 pub mod venvs;
 pub mod worker;
 

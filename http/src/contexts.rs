@@ -156,6 +156,7 @@ pub const ALL: &[Context] = &[
     crate::identity::CONTEXT,
     crate::deploy::CONTEXT,
     crate::venvs::CONTEXT,
+    crate::stacks::CONTEXT,
 ];
 
 /// The public categories, across contexts.

@@ -21,6 +21,7 @@ pub mod pagination;
 pub mod platform;
 pub mod problem;
 pub mod server;
+pub mod stacks;
 pub mod state;
 pub mod text;
 pub mod venvs;

@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub repos: RepoPolicy,
     /// The bearer token `/metrics` asks for (`None`: open).
     pub metrics_token: Option<String>,
+    /// The assistant's LLM engine (`None`: the offline engine answers alone).
+    pub llm: Option<atelier_commands::stacks::assistant::LlmSettings>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -65,6 +67,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("venvs", &self.venvs)
             .field("repos", &self.repos)
             .field("metrics_token", &set(&self.metrics_token))
+            .field("llm", &self.llm)
             .finish()
     }
 }
@@ -84,6 +87,7 @@ impl Default for ServerConfig {
             venvs: VenvSettings::default(),
             repos: RepoPolicy::default(),
             metrics_token: None,
+            llm: None,
         }
     }
 }
@@ -112,6 +116,14 @@ pub async fn start(
         config.http.clone(),
         config.repos,
         (backends, config.venvs.data_dir.clone()),
+        match &config.llm {
+            Some(settings) => {
+                atelier_commands::stacks::assistant::Assistant::with_llm(std::sync::Arc::new(
+                    atelier_commands::stacks::assistant::Llm::new(settings.clone())?,
+                ))
+            }
+            None => atelier_commands::stacks::assistant::Assistant::offline(),
+        },
     );
     let services = Services {
         live: web::Data::new(live),

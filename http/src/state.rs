@@ -7,6 +7,8 @@ use atelier_commands::deploy::DeployServices;
 use atelier_commands::factory::{FactoryServices, RepoPolicy};
 use atelier_commands::idempotency::IdempotencyStore;
 use atelier_commands::identity::IdentityServices;
+use atelier_commands::stacks::StacksServices;
+use atelier_commands::stacks::assistant::Assistant;
 use atelier_commands::venvs::VenvServices;
 use atelier_projections::Registry;
 use atelier_store::EventStore;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub deploy: DeployServices,
     /// The venvs context's services.
     pub venvs: VenvServices,
+    /// The stacks context's services.
+    pub stacks: StacksServices,
     /// Settings.
     pub settings: HttpSettings,
 }
@@ -77,8 +81,10 @@ impl AppState {
             Arc<atelier_commands::venvs::backend::Backends>,
             std::path::PathBuf,
         ),
+        assistant: Assistant,
     ) -> Self {
         Self {
+            stacks: StacksServices::new(store.clone(), assistant),
             venvs: VenvServices::new(store.clone(), pool.clone(), venvs.0, venvs.1),
             factory: FactoryServices::new(store.clone(), pool.clone(), repos),
             identity: IdentityServices::new(store.clone(), pool.clone()),

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod rebuild;
 pub mod runtime;
 pub mod sql;
+pub mod stacks;
 pub mod venvs;
 
 pub use runtime::{ProjectionStatus, RebuildReport, Registry, RunState};
@@ -29,6 +30,7 @@ pub fn all() -> Vec<Arc<dyn runtime::Projection>> {
         identity::projections(),
         deploy::projections(),
         venvs::projections(),
+        stacks::projections(),
         audit::projections(),
     ]
     .concat()

@@ -30,7 +30,7 @@ mod troubleshoot;
 
 pub use analyze::{AnalysisFinding, Severity, analyze};
 pub use generate::{Generated, generate};
-pub use optimize::{Change, Goal, OptimizationGoals, Optimized, optimize, to_yaml};
+pub use optimize::{Change, Goal, OptimizationGoals, Optimized, diff, optimize, to_yaml};
 pub use recommend::{Recommendation, ResourceFigures, recommend};
 pub use troubleshoot::{Diagnosis, troubleshoot};
 

@@ -4,4 +4,5 @@
 
 pub mod assistant;
 pub mod compose;
+pub mod consultation;
 pub mod stack;

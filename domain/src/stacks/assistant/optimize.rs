@@ -94,6 +94,19 @@ pub fn to_yaml(config: &Value) -> String {
     serde_norway::to_string(config).unwrap_or_else(|e| format!("# not serializable: {e}\n"))
 }
 
+/// A unified diff of two configurations' YAML text; empty when they are the same.
+pub fn diff(before: &Value, after: &Value) -> String {
+    if before == after {
+        return String::new();
+    }
+    let (before, after) = (to_yaml(before), to_yaml(after));
+    similar::TextDiff::from_lines(&before, &after)
+        .unified_diff()
+        .context_radius(3)
+        .header("before", "after")
+        .to_string()
+}
+
 struct Rules<'a> {
     goals: &'a OptimizationGoals,
     swarm: bool,
@@ -414,17 +427,7 @@ pub fn optimize(config: &Value, goals: &OptimizationGoals) -> Optimized {
             }
         }
     }
-    let diff = if &after == config {
-        String::new()
-    } else {
-        let before = to_yaml(config);
-        let after = to_yaml(&after);
-        similar::TextDiff::from_lines(&before, &after)
-            .unified_diff()
-            .context_radius(3)
-            .header("before", "after")
-            .to_string()
-    };
+    let diff = diff(config, &after);
     Optimized {
         configuration: after,
         changes: rules.changes,
