@@ -133,6 +133,17 @@ impl OutputLog {
             .await
     }
 
+    /// The last `limit` lines of an owner of `org_id`, in order.
+    pub async fn tail(
+        &self,
+        org_id: Uuid,
+        owner: Uuid,
+        limit: i64,
+    ) -> Result<Vec<LogLine>, sqlx::Error> {
+        let next = self.next_seq(org_id, owner).await?;
+        self.read(org_id, owner, (next - limit).max(0), limit).await
+    }
+
     /// The number of the next line of an owner (0 when it has none).
     async fn next_seq(&self, org_id: Uuid, owner: Uuid) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(sqlx::AssertSqlSafe(self.sql.next.as_str()))

@@ -180,7 +180,8 @@ pub async fn troubleshoot(
     }))
 }
 
-/// Most lines of a deployment's log read for a diagnosis (its end is what matters).
+/// Most lines of a deployment's log read for a diagnosis: its last ones, which say why it
+/// failed.
 const MAX_LOG_LINES: i64 = 5000;
 
 /// The end of a deployment's log, as text: a deployment of the caller's organization (its
@@ -213,7 +214,7 @@ async fn deployment_log(
     let lines = state
         .deploy
         .logs
-        .read(principal.org_id, id, 0, MAX_LOG_LINES)
+        .tail(principal.org_id, id, MAX_LOG_LINES)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let mut text = String::new();
