@@ -455,3 +455,127 @@ async fn the_llm_engine_answers_with_a_validated_stack_and_a_broken_answer_falls
     app.stop().await;
     handle.stop(true).await;
 }
+
+/// Waits (on the log, not on time) for an event of this type on this stream.
+async fn event_appended(app: &TestApp, stream: &str, event_type: &str) {
+    use atelier_store::{SubscribeFrom, SubscriptionMessage};
+    use futures::StreamExt;
+    let mut sub = app.store.subscribe_all(SubscribeFrom::Start, Filter::All);
+    let wait = async {
+        while let Some(m) = sub.next().await {
+            if let SubscriptionMessage::Event(e) = m
+                && e.stream.as_str() == stream
+                && e.event_type == event_type
+            {
+                return;
+            }
+        }
+        panic!("the subscription ended");
+    };
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {event_type} on {stream}"));
+    app.settle().await;
+}
+
+#[actix_web::test]
+async fn a_generated_stack_deploys_to_a_target_with_the_simulated_driver() {
+    use atelier_commands::deploy::driver::AddressPool;
+    use atelier_http::server::{DeploySettings, ProvisionerSettings};
+    let app = TestApp::spawn_with(atelier_http::server::ServerConfig {
+        deployments: Some(DeploySettings {
+            runner_id: "test-runner".to_owned(),
+            concurrency: 4,
+            driver: ProvisionerSettings::Simulated {
+                time_scale: 0.001,
+                failure_rate: 0.0,
+                pool: AddressPool::default(),
+            },
+        }),
+        ..TestApp::config()
+    })
+    .await;
+    let c = Client::new(&app).await;
+    let target = c
+        .json(
+            Method::POST,
+            "/api/v1/targets",
+            Some(json!({"name": "production", "kind": "prod"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let target_id = target["id"].as_str().unwrap().to_owned();
+    let generated = c
+        .json(
+            Method::POST,
+            "/api/v1/stacks/generate",
+            Some(json!({ "description": DJANGO, "name": "Shop Stack" })),
+            StatusCode::CREATED,
+        )
+        .await;
+    let stack = generated["stack"]["id"].as_str().unwrap().to_owned();
+    let deployed = c
+        .json(
+            Method::POST,
+            &format!("/api/v1/stacks/{stack}/deploy"),
+            Some(json!({ "target_id": target_id })),
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    assert_eq!(deployed["stack_version"], 1, "{deployed}");
+    let id = deployed["deployment_id"].as_str().unwrap().to_owned();
+    event_appended(&app, &format!("deployment-{id}"), "DeploymentRunning").await;
+    let deployment = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/deployments/{id}?{}", c.seen().await),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(deployment["status"], "running", "{deployment}");
+    assert_eq!(deployment["name"], "shop-stack-v1");
+    assert_eq!(deployment["framework"], "compose");
+    assert_eq!(deployment["github_url"], Value::Null);
+    assert_eq!(deployment["stack_id"], stack.as_str());
+    assert_eq!(deployment["stack_version"], 1);
+    assert_eq!(deployment["target_id"], target_id.as_str());
+    let stack_now = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/stacks/{stack}?{}", c.seen().await),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(stack_now["status"], "deployed", "{stack_now}");
+    assert!(stack_now["last_deployed_at"].is_string());
+    // The log says what the driver did with the stack.
+    let log = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/deployments/{id}/logs?offset=0&limit=100"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(log.to_string().contains("compose"), "{log}");
+
+    // An invalid stack is not deployed.
+    let broken = c
+        .json(
+            Method::POST,
+            "/api/v1/stacks",
+            Some(json!({"name": "broken", "configuration": {"services": {"web": {}}}})),
+            StatusCode::CREATED,
+        )
+        .await;
+    c.json(
+        Method::POST,
+        &format!("/api/v1/stacks/{}/deploy", broken["id"].as_str().unwrap()),
+        None,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    app.stop().await;
+}

@@ -200,6 +200,32 @@ impl DeploymentService {
         written
     }
 
+    /// Creates a deployment of a stack version (its spec from
+    /// `DeploymentSpec::for_stack`): no repository, no variables to seal.
+    pub async fn create_for_stack(
+        &self,
+        ctx: &CommandContext,
+        spec: atelier_domain::deploy::spec::DeploymentSpec,
+    ) -> Result<Written<Deployment>, DeploymentCommandError> {
+        self.check_target(ctx, spec.target_id).await?;
+        let id = Uuid::now_v7();
+        let reservation = self.reserve_name(ctx, id, &spec.name).await?;
+        let command = DeploymentCommand::Create {
+            deployment_id: id,
+            org_id: ctx.org_id,
+            spec,
+            by: ctx.actor.clone(),
+            at: ctx.occurred_at,
+        };
+        let written =
+            execute::<Deployment>(self.store.as_ref(), &Self::stream(id), ctx, None, command).await;
+        settle_key_change(self.store.as_ref(), id, &written, Some(reservation), |_| {
+            None
+        })
+        .await;
+        written
+    }
+
     /// Someone acts on a deployment; `if_match` is the revision they saw.
     pub async fn act(
         &self,

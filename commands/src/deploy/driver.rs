@@ -383,7 +383,16 @@ impl Provisioner for SimulatedProvisioner {
         let port = framework.map_or(80, |f| f.port);
         let name = framework.map_or(job.spec.framework.as_str(), |f| f.name);
         let steps = [
-            format!("ansible: cloning {}", job.spec.github_url.as_str()),
+            match (&job.spec.stack, &job.spec.github_url) {
+                (Some(stack), _) => format!(
+                    "compose: pulling the images of stack {} version {} ({})",
+                    stack.stack_id,
+                    stack.version,
+                    stack.services.join(", ")
+                ),
+                (None, Some(repo)) => format!("ansible: cloning {}", repo.as_str()),
+                (None, None) => "ansible: no repository to clone".to_owned(),
+            },
             format!("ansible: installing {name}"),
             format!("ansible: starting the app on port {port}"),
         ];

@@ -251,7 +251,13 @@ impl ProcessProvisioner {
         cancel: &CancellationToken,
     ) -> Result<(), Failure> {
         let deadline = Instant::now() + self.build_timeout;
-        let github = job.spec.github_url.as_str();
+        let Some(github) = job.spec.github_url.as_ref().map(|g| g.as_str()) else {
+            return Err(fail(
+                log,
+                FailureReason::Error,
+                "the deployment has no repository to clone".to_owned(),
+            ));
+        };
         let url = self.source_url(github);
         if url.contains("::") || url.starts_with('-') {
             return Err(fail(
@@ -637,6 +643,13 @@ impl Provisioner for ProcessProvisioner {
         cancel: &CancellationToken,
     ) -> Result<Provisioned, Failure> {
         let id = job.deployment_id;
+        if job.spec.stack.is_some() {
+            let message = "the process driver runs one app built from a repository; a stack's \
+                           compose services need a container engine, which this driver is not \
+                           (deploy stacks with the simulated driver)"
+                .to_owned();
+            return Err(fail(log, FailureReason::Error, message));
+        }
         let Some(framework) = job.spec.framework() else {
             let message = format!("unknown framework {:?}", job.spec.framework);
             return Err(fail(log, FailureReason::Error, message));
@@ -1059,6 +1072,38 @@ mod tests {
                 .any(|(s, l)| s == "stdout" && l.contains("\"GET / HTTP/1.1\" 200")),
             "the app's output is forwarded: {lines:?}"
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_stacks_deployment_is_refused_with_the_reason_and_nothing_is_made()
+    -> anyhow::Result<()> {
+        use atelier_domain::deploy::spec::{DeploymentSpec, StackSource};
+        let fx = Fixture::new().await?;
+        let p = fx.provisioner();
+        let mut job = rollout("static", "https://github.com/acme/site");
+        job.spec = DeploymentSpec::for_stack(
+            job.spec.name.clone(),
+            job.spec.resources,
+            None,
+            StackSource {
+                stack_id: Uuid::new_v4(),
+                version: 1,
+                services: vec!["web".into(), "db".into()],
+            },
+        );
+        let id = job.deployment_id;
+        let failure = p
+            .provision(&job, &LogHandle::discard(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        let Failure::Failed { reason, message } = failure else {
+            panic!("{failure:?}");
+        };
+        assert_eq!(reason, FailureReason::Error);
+        assert!(message.contains("container engine"), "{message}");
+        assert!(!p.deployment_dir(id).exists());
+        assert!(!fx.allocations.holds(id).await?);
         Ok(())
     }
 

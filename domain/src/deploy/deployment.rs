@@ -835,7 +835,7 @@ mod tests {
             name: DeploymentName::parse("my-app").unwrap(),
             deployment_type: DeploymentType::Vm,
             framework: "django".into(),
-            github_url: GithubUrl::parse("https://github.com/user/repo").unwrap(),
+            github_url: Some(GithubUrl::parse("https://github.com/user/repo").unwrap()),
             resources: Resources {
                 cores: 2,
                 memory: 2048,
@@ -843,6 +843,7 @@ mod tests {
             },
             target_id: None,
             env: vec![],
+            stack: None,
         }
     }
     fn created() -> DeploymentEvent {

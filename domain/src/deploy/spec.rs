@@ -275,10 +275,11 @@ pub struct DeploymentSpec {
     pub name: DeploymentName,
     /// VM or LXC.
     pub deployment_type: DeploymentType,
-    /// Its framework's key.
+    /// Its framework's key ([`STACK_FRAMEWORK`] for a stack).
     pub framework: String,
-    /// Its repository.
-    pub github_url: GithubUrl,
+    /// Its repository (`None`: a stack's deployment, which has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_url: Option<GithubUrl>,
     /// Its resources.
     pub resources: Resources,
     /// The target (WindFlow's environment) it deploys to.
@@ -287,9 +288,45 @@ pub struct DeploymentSpec {
     /// Its environment variables.
     #[serde(default)]
     pub env: Vec<EnvVar>,
+    /// The stack version it runs, for a stack's deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<StackSource>,
+}
+
+/// The framework key of a stack's deployment: it runs a compose document, not one app.
+pub const STACK_FRAMEWORK: &str = "compose";
+
+/// A stack version a deployment runs (WindFlow: a stack deployed to a target).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackSource {
+    /// The stack.
+    pub stack_id: Uuid,
+    /// Its configuration's version.
+    pub version: u32,
+    /// Its services, as that version names them.
+    pub services: Vec<String>,
 }
 
 impl DeploymentSpec {
+    /// The spec of a stack version's deployment: no repository, no framework of the catalog.
+    pub fn for_stack(
+        name: DeploymentName,
+        resources: Resources,
+        target_id: Option<Uuid>,
+        stack: StackSource,
+    ) -> Self {
+        Self {
+            name,
+            deployment_type: DeploymentType::Vm,
+            framework: STACK_FRAMEWORK.to_owned(),
+            github_url: None,
+            resources,
+            target_id,
+            env: Vec::new(),
+            stack: Some(stack),
+        }
+    }
+
     /// Its framework (a spec holds only catalog keys; `None` for one removed since).
     pub fn framework(&self) -> Option<&'static Framework> {
         framework::framework(&self.framework)
@@ -467,10 +504,11 @@ impl ParsedSpec {
             name: self.name,
             deployment_type: self.deployment_type,
             framework: self.framework.key.to_owned(),
-            github_url: self.github_url,
+            github_url: Some(self.github_url),
             resources: self.resources,
             target_id: self.target_id,
             env,
+            stack: None,
         }
     }
 }

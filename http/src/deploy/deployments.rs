@@ -101,8 +101,12 @@ pub struct DeploymentView {
     pub deployment_type: String,
     /// Its framework's key (see `GET /frameworks`).
     pub framework: String,
-    /// Its repository.
-    pub github_url: String,
+    /// Its repository (`null` for a stack's deployment).
+    pub github_url: Option<String>,
+    /// The stack it runs, for a stack's deployment (`framework` is then `compose`).
+    pub stack_id: Option<Uuid>,
+    /// Which version of that stack.
+    pub stack_version: Option<u32>,
     /// Its resources.
     pub resources: ResourcesView,
     /// The target it is deployed to.
@@ -152,6 +156,8 @@ impl From<DeploymentRow> for DeploymentView {
             deployment_type: r.deployment_type,
             framework: r.framework,
             github_url: r.github_url,
+            stack_id: r.stack_id,
+            stack_version: r.stack_version.map(|v| v as u32),
             resources: ResourcesView {
                 cores: r.cores as u32,
                 memory: r.memory as u32,
@@ -186,7 +192,9 @@ fn data_view(d: &DeploymentData, revision: Option<u64>) -> DeploymentView {
         name: spec.name.as_str().to_owned(),
         deployment_type: spec.deployment_type.as_str().to_owned(),
         framework: spec.framework.clone(),
-        github_url: spec.github_url.as_str().to_owned(),
+        github_url: spec.github_url.as_ref().map(|g| g.as_str().to_owned()),
+        stack_id: spec.stack.as_ref().map(|s| s.stack_id),
+        stack_version: spec.stack.as_ref().map(|s| s.version),
         resources: ResourcesView {
             cores: spec.resources.cores,
             memory: spec.resources.memory,

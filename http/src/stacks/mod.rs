@@ -47,6 +47,7 @@ pub const CONTEXT: Context = Context {
         routes::validate_stack,
         routes::generate,
         routes::optimize,
+        routes::deploy,
         llm::analyze,
         llm::troubleshoot,
         llm::optimize,

@@ -7,6 +7,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use atelier_commands::handler::Written;
 use atelier_commands::stacks::assistant::Answer;
 use atelier_commands::stacks::service::{NewStack, NewVersion};
+use atelier_domain::deploy::spec::{
+    DeploymentName, DeploymentSpec, DeploymentType, Resources, StackSource,
+};
 use atelier_domain::identity::Permission;
 use atelier_domain::stacks::assistant::{
     EnvironmentType, GenerationRequest, OptimizationGoals, ResourceConstraints, SecurityLevel,
@@ -845,6 +848,176 @@ pub async fn optimize(
         .into_response())
 }
 
+/// Where to deploy a stack.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"target_id": "0193a5c2-7a4e-7cc1-9b1e-3f0a9a3c1d2e", "name": "shop-prod"}))]
+pub struct DeployBody {
+    /// The target (WindFlow's environment) to deploy to.
+    pub target_id: Option<Uuid>,
+    /// The deployment's name: 3 to 50 of `A-Z a-z 0-9 _ -` (default: the stack's name and
+    /// version, `shop-v2`).
+    pub name: Option<String>,
+    /// The VM's resources (default 2 cores, 2048 MB, 20 GB; a VM's limits apply).
+    #[schema(value_type = Option<Object>)]
+    pub resources: Option<serde_json::Value>,
+}
+
+/// The default deployment name of a stack version: its name's letters and digits, `-v<n>`.
+fn deployment_name(stack: &str, version: u32) -> String {
+    let mut slug: String = stack
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    slug = slug
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let suffix = format!("-v{version}");
+    slug.truncate(50 - suffix.len());
+    let slug = slug.trim_end_matches('-');
+    let slug = if slug.is_empty() { "stack" } else { slug };
+    format!("{slug}{suffix}")
+}
+
+fn resources(raw: &Option<serde_json::Value>, errors: &mut Vec<FieldError>) -> Resources {
+    let mut r = Resources {
+        cores: 2,
+        memory: 2048,
+        disk: 20,
+    };
+    let Some(raw) = raw else {
+        return r;
+    };
+    let limits = DeploymentType::Vm.limits();
+    for (field, slot, (lo, hi)) in [
+        ("cores", &mut r.cores, limits.cores),
+        ("memory", &mut r.memory, limits.memory),
+        ("disk", &mut r.disk, limits.disk),
+    ] {
+        match raw.get(field) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if (lo..=hi).contains(&n) => *slot = n,
+                _ => errors.push(FieldError {
+                    field: format!("resources.{field}"),
+                    message: format!("must be a whole number from {lo} to {hi}"),
+                }),
+            },
+        }
+    }
+    r
+}
+
+/// Deploys the stack's current version to a target: a WindFlow deployment that runs it (the
+/// simulated driver walks its states; the process driver refuses it, saying why). The stack
+/// records the deployed version.
+#[utoipa::path(
+    post, path = "/api/v1/stacks/{id}/deploy", tag = "stacks", operation_id = "deploy_stack",
+    request_body = DeployBody,
+    params(("id" = Uuid, Path, description = "The stack's id")),
+    responses(
+        (status = 202, description = "The deployment, pending", body = Object),
+        (status = 404, description = "No such stack in this organization", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The stack's current version does not pass validation, or the deployment's name is taken", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "http.stacks.deploy", skip_all, fields(org = %principal.org_id))]
+pub async fn deploy(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::Write)?;
+    let id = path_id(&id, "stack")?;
+    let body = if body.is_empty() {
+        DeployBody::default()
+    } else {
+        json_body::<DeployBody>(&req, &body)?
+    };
+    let (stack, _) = current(&state, &principal, id).await?;
+    let s = stack
+        .present()
+        .ok_or_else(|| ApiError::not_found("no such stack"))?;
+    let mut errors = Vec::new();
+    let name = collect(
+        &mut errors,
+        DeploymentName::parse(
+            &body
+                .name
+                .clone()
+                .unwrap_or_else(|| deployment_name(s.name.as_str(), s.version)),
+        ),
+    );
+    let resources = resources(&body.resources, &mut errors);
+    crate::pagination::validate(errors)?;
+    let name = name.ok_or_else(|| ApiError::bug("a parsed name is missing"))?;
+    if !s.valid {
+        return Err(ApiError::conflict(format!(
+            "version {} of the stack does not pass validation: fix it before deploying",
+            s.version
+        )));
+    }
+    let services = s.configuration["services"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let spec = DeploymentSpec::for_stack(
+        name,
+        resources,
+        body.target_id,
+        StackSource {
+            stack_id: id,
+            version: s.version,
+            services,
+        },
+    );
+    let ctx = command_context(&principal);
+    let written = state
+        .deploy
+        .deployments
+        .create_for_stack(&ctx, spec)
+        .await
+        .map_err(|e| crate::conventions::command_error(e, |e| ApiError::conflict(e.to_string())))?;
+    let deployment = written
+        .state
+        .data()
+        .ok_or_else(|| ApiError::bug("created deployment missing"))?;
+    let deployment_id = deployment.id;
+    let marked = state
+        .stacks
+        .stacks
+        .mark_deployed(&ctx, id, s.version, deployment_id)
+        .await;
+    if let Err(e) = &marked {
+        // The deployment names the stack version it runs; only the stack's summary lags.
+        tracing::warn!(error = %e, stack = %id, "the deployed stack could not record it");
+    }
+    let position = marked.ok().and_then(|m| m.position).or(written.position);
+    Ok(Reply::json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({
+            "deployment_id": deployment_id,
+            "stack_id": id,
+            "stack_version": s.version,
+            "status": deployment.status.as_str(),
+            "target_id": body.target_id,
+        }),
+    )
+    .header("location", format!("/api/v1/deployments/{deployment_id}"))
+    .position(position)
+    .into_response())
+}
+
 /// Registers the stack routes (under `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/stacks/validate", web::post().to(validate))
@@ -861,5 +1034,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(delete)),
         )
         .route("/stacks/{id}/validate", web::post().to(validate_stack))
-        .route("/stacks/{id}/optimize", web::post().to(optimize));
+        .route("/stacks/{id}/optimize", web::post().to(optimize))
+        .route("/stacks/{id}/deploy", web::post().to(deploy));
 }

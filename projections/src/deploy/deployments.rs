@@ -133,9 +133,10 @@ impl Projection for DeploymentsProjection {
                 let r = sqlx::query(
                     "INSERT INTO deployments (id, org_id, name, name_key, deployment_type, \
                      framework, github_url, cores, memory, disk, target_id, env, status, version, \
-                     versions, created_by, created_at, updated_at, revision) \
+                     versions, created_by, created_at, updated_at, revision, stack_id, \
+                     stack_version) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', 1, 1, \
-                     $13, $14, $14, $15)",
+                     $13, $14, $14, $15, $16, $17)",
                 )
                 .bind(deployment_id)
                 .bind(org_id)
@@ -143,7 +144,7 @@ impl Projection for DeploymentsProjection {
                 .bind(spec.name.key())
                 .bind(spec.deployment_type.as_str())
                 .bind(&spec.framework)
-                .bind(spec.github_url.as_str())
+                .bind(spec.github_url.as_ref().map(|g| g.as_str()))
                 .bind(spec.resources.cores as i32)
                 .bind(spec.resources.memory as i32)
                 .bind(spec.resources.disk as i32)
@@ -152,6 +153,8 @@ impl Projection for DeploymentsProjection {
                 .bind(&created_by)
                 .bind(created_at)
                 .bind(revision)
+                .bind(spec.stack.as_ref().map(|s| s.stack_id))
+                .bind(spec.stack.as_ref().map(|s| s.version as i32))
                 .execute(&mut *tx)
                 .await?;
                 insert_version(
@@ -309,7 +312,7 @@ impl Projection for DeploymentsProjection {
                 .bind(spec.name.key())
                 .bind(spec.deployment_type.as_str())
                 .bind(&spec.framework)
-                .bind(spec.github_url.as_str())
+                .bind(spec.github_url.as_ref().map(|g| g.as_str()))
                 .bind(spec.resources.cores as i32)
                 .bind(spec.resources.memory as i32)
                 .bind(spec.resources.disk as i32)
@@ -455,8 +458,12 @@ pub struct DeploymentRow {
     pub deployment_type: String,
     /// Its framework's key.
     pub framework: String,
-    /// Its repository.
-    pub github_url: String,
+    /// Its repository (`None`: a stack's deployment).
+    pub github_url: Option<String>,
+    /// The stack it runs, for a stack's deployment.
+    pub stack_id: Option<Uuid>,
+    /// Which version of it.
+    pub stack_version: Option<i32>,
     /// Cores.
     pub cores: i32,
     /// Memory, MB.
@@ -501,7 +508,7 @@ pub struct DeploymentRow {
     pub revision: i64,
 }
 
-const COLUMNS: &str = "id, org_id, name, deployment_type, framework, github_url, cores, memory, \
+const COLUMNS: &str = "id, org_id, name, deployment_type, framework, github_url, stack_id, stack_version, cores, memory, \
     disk, target_id, env, status, version, versions, runner, driver, ip_address, vm_id, \
     access_url, failure, error_message, destroyed, created_by, created_at, updated_at, \
     deployed_at, revision";
