@@ -185,10 +185,22 @@ async fn validation_names_every_error_with_its_path_and_bad_input_is_refused_bef
         )
         .await;
     }
+    for bad in [
+        json!({"description": DJANGO, "security_level": "extreme"}),
+        json!({"description": DJANGO, "resource_constraints": {"max_cpus": -1}}),
+    ] {
+        c.json(
+            Method::POST,
+            "/api/v1/stacks/generate",
+            Some(bad),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
     c.json(
         Method::POST,
-        "/api/v1/stacks/generate",
-        Some(json!({"description": DJANGO, "security_level": "extreme"})),
+        "/api/v1/llm/optimize",
+        Some(json!({"cpu_limit": 0})),
         StatusCode::BAD_REQUEST,
     )
     .await;

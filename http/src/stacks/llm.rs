@@ -273,6 +273,12 @@ pub async fn optimize(
     }
     let figures: ResourceFigures = serde_json::from_value(figures)
         .map_err(|e| ApiError::invalid_field("body", e.to_string()))?;
+    let invalid = figures.check();
+    if !invalid.is_empty() {
+        return Err(ApiError::validation(
+            invalid.into_iter().map(FieldError::from).collect(),
+        ));
+    }
     let answer = state.stacks.assistant.recommend(&figures).await;
     let consultation_id =
         record(&state, &principal, "optimize", &answer, body.deployment_id).await?;

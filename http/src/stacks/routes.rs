@@ -606,16 +606,18 @@ impl GenerateBody {
             resource_constraints,
             name,
         ) {
-            (Some(description), Some(tp), Some(et), Some(sl), Some(rc), Some(name)) => Ok((
-                GenerationRequest {
+            (Some(description), Some(tp), Some(et), Some(sl), Some(rc), Some(name)) => {
+                let request = GenerationRequest {
                     description,
                     target_platform: tp,
                     environment_type: et,
                     resource_constraints: rc,
                     security_level: sl,
-                },
-                name,
-            )),
+                }
+                .checked()
+                .map_err(|e| ApiError::validation(e.into_iter().map(FieldError::from).collect()))?;
+                Ok((request, name))
+            }
             _ => Err(ApiError::validation(errors)),
         }
     }
