@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod factory;
 pub mod identity;
 pub mod stacks;
+pub mod surveillance;
 pub mod testing;
 pub mod value;
 pub mod venvs;
