@@ -14,33 +14,29 @@ mod common;
 
 use common::{Client, TestApp};
 
-/// Reads `/admin/projections` until no rebuild runs any more, for at most a minute: a bounded
-/// poll on a background rebuild (the API answers at once and has no position to wait on), not
-/// on a projection.
+/// Waits until no rebuild runs any more, on the server's registry (every status change wakes
+/// the wait: no polling), then reads `/admin/projections`.
 async fn rebuilds_finished(c: &Client<'_>) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let list = c
-            .json(
-                Method::GET,
-                "/api/v1/admin/projections",
-                None,
-                StatusCode::OK,
+    for projection in atelier_projections::all() {
+        c.app
+            .projections
+            .wait_status(
+                projection.name(),
+                |s| s.rebuild.as_ref().is_none_or(|r| !r.running),
+                Duration::from_secs(60),
             )
-            .await;
-        let data = list["data"].as_array().unwrap().clone();
-        if data
-            .iter()
-            .all(|p| p["rebuild"].is_null() || p["rebuild"]["running"] == false)
-        {
-            return data;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "rebuilds still running: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+            .await
+            .unwrap();
     }
+    let list = c
+        .json(
+            Method::GET,
+            "/api/v1/admin/projections",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    list["data"].as_array().unwrap().clone()
 }
 
 async fn create_project(client: &reqwest::Client, base: &str, token: &str, name: &str) {

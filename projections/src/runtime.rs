@@ -294,6 +294,42 @@ impl Registry {
             .all(|s| s.state == RunState::Live)
     }
 
+    /// Waits until the status of projection `name` (as [`Registry::status`] reports it)
+    /// satisfies `done`: a rebuild finished, a generation reached. Every status change wakes
+    /// it; no polling.
+    pub async fn wait_status(
+        &self,
+        name: &str,
+        done: impl Fn(&ProjectionStatus) -> bool,
+        timeout: Duration,
+    ) -> Result<ProjectionStatus, WaitError> {
+        let cell = self
+            .cells
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| WaitError::Unknown(name.to_owned()))?;
+        let mut rx = cell.progress.subscribe();
+        let wait = async {
+            loop {
+                rx.borrow_and_update();
+                let status = self
+                    .status(name)
+                    .ok_or_else(|| WaitError::Unknown(name.to_owned()))?;
+                if done(&status) {
+                    return Ok(status);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(WaitError::Failed(name.to_owned()));
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| WaitError::Timeout(name.to_owned()))?
+    }
+
     /// Waits until projection `name` has applied everything up to `position` (read-your-writes).
     pub async fn wait_for(
         &self,

@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn source_urls_take_the_seed_schemes_and_refuse_the_rest_with_the_field() {
         for ok in [
-            "rtsp://10.0.0.5:554/stream1",
+            "rtsp://127.0.0.1:8554/stream1",
             "RTSPS://cam.example.com/live",
             "http://127.0.0.1:8080/video.mjpg",
             "https://cam.example.com/snapshot.jpg",
@@ -318,9 +318,9 @@ mod tests {
 
     #[test]
     fn credentials_in_a_url_are_masked_everywhere_but_the_pipeline() {
-        let url = SourceUrl::parse("rtsp://admin:s3cret@10.0.0.5:554/stream1?x=@y").unwrap();
+        let url = SourceUrl::parse("rtsp://admin:s3cret@127.0.0.1:8554/stream1?x=@y").unwrap();
         assert!(url.has_credentials());
-        assert_eq!(url.masked(), "rtsp://***@10.0.0.5:554/stream1?x=@y");
+        assert_eq!(url.masked(), "rtsp://***@127.0.0.1:8554/stream1?x=@y");
         assert!(!format!("{url:?}").contains("s3cret"));
         assert!(url.expose().contains("s3cret"));
         let plain = SourceUrl::parse("http://127.0.0.1/a@b").unwrap();

@@ -222,8 +222,9 @@ fn port_in(line: &str) -> Option<u16> {
         let named = before.ends_with(':')
             || before.ends_with("port ")
             || (before.ends_with(", ") && after == Some(b')'));
-        // `1.2.3.4`: a port never goes on with a dot.
-        let ends = after != Some(b'.');
+        // Not a piece of an address such as `127.0.0.1` (a dot and a digit follow); a dot that
+        // ends a sentence (`redis:6379. Connection refused`) still ends the port.
+        let ends = !(after == Some(b'.') && bytes.get(i + 1).is_some_and(u8::is_ascii_digit));
         if named
             && ends
             && let Ok(port) = line[start..i].parse::<u16>()
@@ -689,11 +690,17 @@ mod tests {
         assert_eq!(d.cause, "Connection refused by postgres (postgres:5432)");
         assert!(d.fixes[0].contains("localhost is the container itself"));
         let node = only(
-            "Error: connect ECONNREFUSED 10.0.0.5:6379",
+            "Error: Redis connection to redis:6379 failed - connect ECONNREFUSED",
             "connection_refused",
         );
         assert_eq!(node.cause, "Connection refused by redis (redis:6379)");
         assert!(node.fixes[0].contains("service_healthy"));
+        // redis-py's form: the port ends a sentence.
+        let python = only(
+            "redis.exceptions.ConnectionError: Error 111 connecting to redis:6379. Connection refused.",
+            "connection_refused",
+        );
+        assert_eq!(python.cause, "Connection refused by redis (redis:6379)");
         only(
             "could not connect to server: No such file or directory",
             "connection_refused",
