@@ -1,56 +1,12 @@
 //! The `atelier` binary as a user runs it: against a database that does not exist yet.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use atelier_store::testing::{test_server_url, with_database};
 use serde_json::{Value, json};
 
 mod common;
 
-/// A database name nobody has created; dropped at the end.
-struct FreshDatabase {
-    url: String,
-    name: String,
-}
-
-impl FreshDatabase {
-    fn new() -> Self {
-        let name = format!("atelier_test_{}", uuid::Uuid::new_v4().simple());
-        Self {
-            url: with_database(&test_server_url(), &name),
-            name,
-        }
-    }
-}
-
-impl Drop for FreshDatabase {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .arg(with_database(&test_server_url(), "postgres"))
-            .args([
-                "-qc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
-            .output();
-    }
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn atelier(db: &FreshDatabase) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_atelier"));
-    c.env("DATABASE_URL", &db.url).env("RUST_LOG", "warn");
-    c
-}
+use common::process::{FreshDatabase, Process, atelier, start_server};
 
 async fn table_exists(url: &str, table: &str) -> bool {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
@@ -82,35 +38,9 @@ async fn migrate_creates_the_database_and_the_event_store_schema() {
 #[tokio::test]
 async fn serve_on_port_zero_creates_the_database_and_answers_health() {
     let db = FreshDatabase::new();
-    let mut child = atelier(&db)
-        .env("ATELIER_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    let (first, rx) = tokio::sync::oneshot::channel();
-    // Reads the first line, then keeps draining so the server never writes to a closed pipe.
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let _ = first.send(line);
-        let mut rest = String::new();
-        while reader.read_line(&mut rest).unwrap_or(0) > 0 {
-            rest.clear();
-        }
-    });
-    let line = rx;
-    let line = tokio::time::timeout(Duration::from_secs(60), line)
-        .await
-        .expect("the server did not say where it listens")
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let mut command = atelier(&db);
+    command.env("ATELIER_LISTEN", "127.0.0.1:0");
+    let (server, base) = start_server(command).await;
     let health: serde_json::Value = reqwest::get(format!("{base}/health"))
         .await
         .unwrap()
@@ -124,41 +54,17 @@ async fn serve_on_port_zero_creates_the_database_and_answers_health() {
 }
 
 /// Starts the binary with these variables; the server and its base URL.
-async fn serve(db: &FreshDatabase, vars: &[(&str, &str)]) -> (Server, String) {
+async fn serve(db: &FreshDatabase, vars: &[(&str, &str)]) -> (Process, String) {
     let mut command = atelier(db);
     command
         .env("ATELIER_LISTEN", "127.0.0.1:0")
         .env("ATELIER_ADMIN_PASSWORD", common::PASSWORD)
         .env("ATELIER_RUNNER_ID", "binary-runner")
-        .env("ATELIER_BUILD_DRIVER", "none")
-        .stdout(Stdio::piped());
+        .env("ATELIER_BUILD_DRIVER", "none");
     for (k, v) in vars {
         command.env(k, v);
     }
-    let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    let (first, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let _ = first.send(line);
-        let mut rest = String::new();
-        while reader.read_line(&mut rest).unwrap_or(0) > 0 {
-            rest.clear();
-        }
-    });
-    let line = tokio::time::timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("the server did not say where it listens")
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (server, base)
+    start_server(command).await
 }
 
 async fn login(base: &str) -> String {

@@ -1,58 +1,14 @@
 //! The operator's log tools as run from a shell, against a database a real server wrote:
 //! `atelier events tail|export|import` and `atelier audit`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use atelier_store::testing::{test_server_url, with_database};
 use serde_json::{Value, json};
 
 mod common;
 
-/// A database name nobody has created; dropped at the end.
-struct FreshDatabase {
-    url: String,
-    name: String,
-}
-
-impl FreshDatabase {
-    fn new() -> Self {
-        let name = format!("atelier_test_{}", uuid::Uuid::new_v4().simple());
-        Self {
-            url: with_database(&test_server_url(), &name),
-            name,
-        }
-    }
-}
-
-impl Drop for FreshDatabase {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .arg(with_database(&test_server_url(), "postgres"))
-            .args([
-                "-qc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
-            .output();
-    }
-}
-
-/// A child process, killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn atelier(db: &FreshDatabase) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_atelier"));
-    c.env("DATABASE_URL", &db.url).env("RUST_LOG", "warn");
-    c
-}
+use common::process::{FreshDatabase, Process, atelier, first_line_then_drain, start_server};
 
 /// Runs the binary with these arguments to its end.
 fn run(db: &FreshDatabase, args: &[&str]) -> Output {
@@ -79,47 +35,15 @@ fn json_lines(text: &str) -> Vec<Value> {
 
 /// Starts a server on the database; the process and its base URL.
 async fn serve(db: &FreshDatabase) -> (Process, String) {
-    let mut child = atelier(db)
+    let mut command = atelier(db);
+    command
         .env("ATELIER_LISTEN", "127.0.0.1:0")
         .env("ATELIER_ADMIN_PASSWORD", common::PASSWORD)
         .env("ATELIER_RUNNER_ID", "log-cli-runner")
         .env("ATELIER_BUILD_DRIVER", "none")
         .env("ATELIER_DEPLOY_DRIVER", "none")
-        .env("ATELIER_VENV_CONCURRENCY", "0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = Process(child);
-    let line = first_line_then_drain(stdout);
-    let line = tokio::time::timeout(Duration::from_secs(60), line)
-        .await
-        .expect("the server did not say where it listens")
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (server, base)
-}
-
-/// The first line of a child's output; the rest is drained so it never writes to a closed pipe.
-fn first_line_then_drain(
-    stdout: std::process::ChildStdout,
-) -> tokio::sync::oneshot::Receiver<String> {
-    let (first, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let _ = first.send(line);
-        let mut rest = String::new();
-        while reader.read_line(&mut rest).unwrap_or(0) > 0 {
-            rest.clear();
-        }
-    });
-    rx
+        .env("ATELIER_VENV_CONCURRENCY", "0");
+    start_server(command).await
 }
 
 /// Logs in as the admin; the token and the admin's user id.
