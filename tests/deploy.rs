@@ -13,7 +13,6 @@ use atelier_domain::Aggregate;
 use atelier_domain::deploy::deployment::Deployment;
 use atelier_http::deploy::deployments::CreationLimit;
 use atelier_http::server::{DeploySettings, ProvisionerSettings, ServerConfig};
-use atelier_store::{EventStore, Filter, SubscribeFrom, SubscriptionMessage};
 use common::{Client, TestApp, site_repo};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
@@ -142,26 +141,8 @@ fn spec(name: &str, framework: &str) -> Value {
 
 /// Waits (on the log itself, not on time) for an event of this type on the deployment's stream.
 async fn event_appended(app: &TestApp, id: &str, event_type: &str) {
-    let stream = format!("{}-{id}", Deployment::CATEGORY);
-    let mut sub = app.store.subscribe_all(
-        SubscribeFrom::Start,
-        Filter::Category(vec![Deployment::CATEGORY.to_owned()]),
-    );
-    let wait = async {
-        while let Some(m) = sub.next().await {
-            if let SubscriptionMessage::Event(e) = m
-                && e.stream.as_str() == stream
-                && e.event_type == event_type
-            {
-                return;
-            }
-        }
-        panic!("the subscription ended");
-    };
-    tokio::time::timeout(Duration::from_secs(60), wait)
-        .await
-        .unwrap_or_else(|_| panic!("no {event_type} for {id}"));
-    app.settle().await;
+    app.event_appended(&format!("{}-{id}", Deployment::CATEGORY), event_type)
+        .await;
 }
 
 #[actix_web::test]

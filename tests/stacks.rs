@@ -468,28 +468,6 @@ async fn the_llm_engine_answers_with_a_validated_stack_and_a_broken_answer_falls
     handle.stop(true).await;
 }
 
-/// Waits (on the log, not on time) for an event of this type on this stream.
-async fn event_appended(app: &TestApp, stream: &str, event_type: &str) {
-    use atelier_store::{SubscribeFrom, SubscriptionMessage};
-    use futures::StreamExt;
-    let mut sub = app.store.subscribe_all(SubscribeFrom::Start, Filter::All);
-    let wait = async {
-        while let Some(m) = sub.next().await {
-            if let SubscriptionMessage::Event(e) = m
-                && e.stream.as_str() == stream
-                && e.event_type == event_type
-            {
-                return;
-            }
-        }
-        panic!("the subscription ended");
-    };
-    tokio::time::timeout(Duration::from_secs(60), wait)
-        .await
-        .unwrap_or_else(|_| panic!("no {event_type} on {stream}"));
-    app.settle().await;
-}
-
 #[actix_web::test]
 async fn a_generated_stack_deploys_to_a_target_with_the_simulated_driver() {
     use atelier_commands::deploy::driver::AddressPool;
@@ -536,7 +514,8 @@ async fn a_generated_stack_deploys_to_a_target_with_the_simulated_driver() {
         .await;
     assert_eq!(deployed["stack_version"], 1, "{deployed}");
     let id = deployed["deployment_id"].as_str().unwrap().to_owned();
-    event_appended(&app, &format!("deployment-{id}"), "DeploymentRunning").await;
+    app.event_appended(&format!("deployment-{id}"), "DeploymentRunning")
+        .await;
     let deployment = c
         .json(
             Method::GET,

@@ -133,6 +133,32 @@ impl TestApp {
         }
     }
 
+    /// Waits (on the log itself, not on time) for an event of this type on this stream, then
+    /// until every read model has it.
+    pub async fn event_appended(&self, stream: &str, event_type: &str) {
+        use atelier_store::{Filter, SubscribeFrom, SubscriptionMessage};
+        use futures::StreamExt;
+        let category = stream.split('-').next().unwrap_or(stream).to_owned();
+        let mut sub = self
+            .store
+            .subscribe_all(SubscribeFrom::Start, Filter::Category(vec![category]));
+        let wait = async {
+            while let Some(m) = sub.next().await {
+                if let SubscriptionMessage::Event(e) = m
+                    && e.stream.as_str() == stream
+                    && e.event_type == event_type
+                {
+                    return;
+                }
+            }
+            panic!("the subscription ended");
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(60), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {event_type} on {stream}"));
+        self.settle().await;
+    }
+
     pub async fn stop(self) {
         self.services.stop_workers().await;
         self.services.live.close_all();

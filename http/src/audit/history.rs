@@ -176,6 +176,16 @@ impl From<&RecordedEvent> for Change {
     }
 }
 
+/// The organization an event was recorded for (its metadata's `org_id`): for a stream's first
+/// event, whose resource it is.
+pub fn owner(event: &RecordedEvent) -> Option<Uuid> {
+    event
+        .metadata
+        .get("org_id")
+        .and_then(|v| v.as_str())
+        .and_then(|s| Uuid::parse_str(s).ok())
+}
+
 /// The events of the resource `id` names, once the caller may see it: a 404 when it does not
 /// exist for them.
 async fn stream_of(
@@ -220,15 +230,10 @@ async fn stream_of(
     let Some(first) = events.first() else {
         return Err(missing());
     };
-    if let Access::Tenant(_) = r.access {
-        let owner = first
-            .metadata
-            .get("org_id")
-            .and_then(|v| v.as_str())
-            .and_then(|s| Uuid::parse_str(s).ok());
-        if owner != Some(principal.org_id) {
-            return Err(missing());
-        }
+    if let Access::Tenant(_) = r.access
+        && owner(first) != Some(principal.org_id)
+    {
+        return Err(missing());
     }
     Ok((id, events))
 }

@@ -203,12 +203,7 @@ async fn deployment_log(
         .read_stream(&stream, atelier_store::ReadStream::forward().max(1))
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let owner = first
-        .first()
-        .and_then(|e| e.metadata.get("org_id"))
-        .and_then(|v| v.as_str())
-        .and_then(|s| Uuid::parse_str(s).ok());
-    if owner != Some(principal.org_id) {
+    if first.first().and_then(crate::audit::history::owner) != Some(principal.org_id) {
         return Err(missing());
     }
     let lines = state
