@@ -116,14 +116,31 @@ pub struct StackData {
     pub updated_at: DateTime<Utc>,
 }
 
+impl StackStatus {
+    /// The status of a stack at `version`, whether that version is valid, and which version
+    /// was last deployed: deployed only while the deployed version is the current one.
+    pub fn of(valid: bool, version: u32, deployed_version: Option<u32>) -> Self {
+        match (valid, deployed_version) {
+            (false, _) => StackStatus::Invalid,
+            (true, Some(deployed)) if deployed == version => StackStatus::Deployed,
+            (true, _) => StackStatus::Valid,
+        }
+    }
+
+    /// Its name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackStatus::Valid => "valid",
+            StackStatus::Invalid => "invalid",
+            StackStatus::Deployed => "deployed",
+        }
+    }
+}
+
 impl StackData {
     /// Its status.
     pub fn status(&self) -> StackStatus {
-        match (self.valid, self.last_deployed_at) {
-            (false, _) => StackStatus::Invalid,
-            (true, Some(_)) if self.deployed_version == Some(self.version) => StackStatus::Deployed,
-            (true, _) => StackStatus::Valid,
-        }
+        StackStatus::of(self.valid, self.version, self.deployed_version)
     }
 }
 

@@ -17,7 +17,7 @@ use atelier_domain::stacks::assistant::{
 };
 use atelier_domain::stacks::compose::{self, Report};
 use atelier_domain::stacks::stack::{
-    Origin, Stack, StackError, StackName, Suggestion, parse_description,
+    Origin, Stack, StackError, StackName, StackStatus, Suggestion, parse_description,
 };
 use atelier_projections::stacks::{STACKS, StackRow, get_stack, list_stacks};
 use chrono::{DateTime, Utc};
@@ -65,20 +65,14 @@ pub struct StackView {
     pub revision: u64,
 }
 
-fn status(valid: bool, deployed: Option<u32>, version: u32) -> &'static str {
-    match (valid, deployed) {
-        (false, _) => "invalid",
-        (true, Some(v)) if v == version => "deployed",
-        (true, _) => "valid",
-    }
-}
-
 impl From<StackRow> for StackView {
     fn from(r: StackRow) -> Self {
         let version = r.version as u32;
         Self {
             id: r.id,
-            status: status(r.valid, r.deployed_version.map(|v| v as u32), version).to_owned(),
+            status: StackStatus::of(r.valid, version, r.deployed_version.map(|v| v as u32))
+                .as_str()
+                .to_owned(),
             name: r.name,
             description: r.description,
             configuration: r.configuration,
@@ -105,7 +99,7 @@ fn view(written: &Written<Stack>) -> Result<StackView, ApiError> {
         configuration: s.configuration.clone(),
         version: s.version,
         llm_optimized: s.llm_optimized,
-        status: status(s.valid, s.deployed_version, s.version).to_owned(),
+        status: s.status().as_str().to_owned(),
         origin: serde_json::to_value(&s.origin).unwrap_or_default(),
         created_at: s.created_at,
         updated_at: s.updated_at,
