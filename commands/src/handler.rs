@@ -150,6 +150,27 @@ pub enum CommandError<E: std::error::Error + 'static> {
     Store(#[from] StoreError),
 }
 
+impl<E: std::error::Error + 'static> CommandError<E> {
+    /// The same error, the domain's refusal turned into another type (a service that loads one
+    /// aggregate to decide on another).
+    pub fn map_rejected<F: std::error::Error + 'static>(
+        self,
+        f: impl FnOnce(E) -> F,
+    ) -> CommandError<F> {
+        match self {
+            CommandError::Rejected(e) => CommandError::Rejected(f(e)),
+            CommandError::PreconditionFailed { expected, actual } => {
+                CommandError::PreconditionFailed { expected, actual }
+            }
+            CommandError::Invalid(v) => CommandError::Invalid(v),
+            CommandError::Conflict(c) => CommandError::Conflict(c),
+            CommandError::Contention { stream } => CommandError::Contention { stream },
+            CommandError::Decode(e) => CommandError::Decode(e),
+            CommandError::Store(e) => CommandError::Store(e),
+        }
+    }
+}
+
 /// The outcome of a command that was accepted.
 #[derive(Debug, Clone)]
 pub struct Written<A> {

@@ -17,6 +17,7 @@ pub mod rebuild;
 pub mod runtime;
 pub mod sql;
 pub mod stacks;
+pub mod surveillance;
 pub mod venvs;
 
 pub use runtime::{ProjectionStatus, RebuildReport, Registry, RunState};
@@ -31,6 +32,7 @@ pub fn all() -> Vec<Arc<dyn runtime::Projection>> {
         deploy::projections(),
         venvs::projections(),
         stacks::projections(),
+        surveillance::projections(),
         audit::projections(),
     ]
     .concat()

@@ -1,0 +1,39 @@
+//! Surveillance (Sentinel): cameras ([`cameras`]) and detections ([`detections`]), what is kept
+//! beside the log ([`vault`]: sources' credentials, snapshots, telemetry).
+
+pub mod cameras;
+pub mod detections;
+pub mod vault;
+
+use std::sync::Arc;
+
+use atelier_store::EventStore;
+use sqlx::PgPool;
+
+/// The surveillance context's services.
+#[derive(Clone)]
+pub struct SurveillanceServices {
+    /// Cameras.
+    pub cameras: cameras::CameraService,
+    /// Detections.
+    pub detections: detections::DetectionService,
+    /// The pipelines' figures.
+    pub telemetry: vault::TelemetryTable,
+}
+
+impl SurveillanceServices {
+    /// Services over `store`, keeping what is not in the log in `pool`.
+    pub fn new(store: Arc<dyn EventStore>, pool: PgPool) -> Self {
+        Self {
+            cameras: cameras::CameraService::new(
+                store.clone(),
+                vault::Credentials::new(pool.clone()),
+            ),
+            detections: detections::DetectionService::new(
+                store,
+                vault::Snapshots::new(pool.clone()),
+            ),
+            telemetry: vault::TelemetryTable::new(pool),
+        }
+    }
+}
