@@ -1,8 +1,11 @@
 //! Surveillance (Sentinel): cameras ([`cameras`]) and detections ([`detections`]), what is kept
-//! beside the log ([`vault`]: sources' credentials, snapshots, telemetry).
+//! beside the log ([`vault`]: sources' credentials, snapshots, telemetry), discovery of cameras
+//! on the hosts a request names ([`discovery`]) and the machine's figures ([`system`]).
 
 pub mod cameras;
 pub mod detections;
+pub mod discovery;
+pub mod system;
 pub mod vault;
 
 use std::sync::Arc;
