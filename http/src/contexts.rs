@@ -157,6 +157,7 @@ pub const ALL: &[Context] = &[
     crate::deploy::CONTEXT,
     crate::venvs::CONTEXT,
     crate::stacks::CONTEXT,
+    crate::surveillance::CONTEXT,
 ];
 
 /// The public categories, across contexts.

@@ -23,6 +23,7 @@ pub mod problem;
 pub mod server;
 pub mod stacks;
 pub mod state;
+pub mod surveillance;
 pub mod text;
 pub mod venvs;
 

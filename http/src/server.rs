@@ -125,6 +125,8 @@ pub async fn start(
             None => atelier_commands::stacks::assistant::Assistant::offline(),
         },
     );
+    // The machine's figures are measured from the start, so the first answer has a CPU reading.
+    app.surveillance.system();
     let services = Services {
         live: web::Data::new(live),
         auth: web::Data::new(AuthState::new(&app.identity, &secret, config.auth)),

@@ -9,6 +9,7 @@ use atelier_commands::idempotency::IdempotencyStore;
 use atelier_commands::identity::IdentityServices;
 use atelier_commands::stacks::StacksServices;
 use atelier_commands::stacks::assistant::Assistant;
+use atelier_commands::surveillance::SurveillanceServices;
 use atelier_commands::venvs::VenvServices;
 use atelier_projections::Registry;
 use atelier_store::EventStore;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub venvs: VenvServices,
     /// The stacks context's services.
     pub stacks: StacksServices,
+    /// The surveillance context's services.
+    pub surveillance: SurveillanceServices,
     /// Settings.
     pub settings: HttpSettings,
 }
@@ -85,6 +88,7 @@ impl AppState {
     ) -> Self {
         Self {
             stacks: StacksServices::new(store.clone(), assistant),
+            surveillance: SurveillanceServices::new(store.clone(), pool.clone()),
             venvs: VenvServices::new(store.clone(), pool.clone(), venvs.0, venvs.1),
             factory: FactoryServices::new(store.clone(), pool.clone(), repos),
             identity: IdentityServices::new(store.clone(), pool.clone()),

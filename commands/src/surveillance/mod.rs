@@ -22,6 +22,7 @@ pub struct SurveillanceServices {
     pub detections: detections::DetectionService,
     /// The pipelines' figures.
     pub telemetry: vault::TelemetryTable,
+    system: Arc<std::sync::OnceLock<system::SystemMonitor>>,
 }
 
 impl SurveillanceServices {
@@ -37,6 +38,13 @@ impl SurveillanceServices {
                 vault::Snapshots::new(pool.clone()),
             ),
             telemetry: vault::TelemetryTable::new(pool),
+            system: Arc::default(),
         }
+    }
+
+    /// The machine's figures, refreshed in the background from the first call on (which must
+    /// be on a tokio runtime: the server makes it as it starts).
+    pub fn system(&self) -> &system::SystemMonitor {
+        self.system.get_or_init(system::SystemMonitor::start)
     }
 }

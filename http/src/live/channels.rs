@@ -197,6 +197,14 @@ impl Channels {
     pub fn names(&self) -> Vec<String> {
         self.0.iter().map(ToString::to_string).collect()
     }
+
+    /// The ids of the resources of this category they name one by one (`camera:<id>`).
+    pub fn resources<'a>(&'a self, category: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter_map(move |c| match c {
+            Channel::Resource { category: c, id } if c == category => Some(id.as_str()),
+            _ => None,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -84,6 +84,8 @@ struct Inner {
     store: Arc<dyn EventStore>,
     settings: LiveSettings,
     connections: AtomicUsize,
+    /// Camera thumbnails, beside the log.
+    frames: Arc<super::frames::Frames>,
 }
 
 struct State {
@@ -120,6 +122,7 @@ impl Hub {
                 store: store.clone(),
                 settings,
                 connections: AtomicUsize::new(0),
+                frames: Arc::default(),
             }),
         };
         let mut subscription = store.subscribe_all(SubscribeFrom::After(head), Filter::All);
@@ -141,6 +144,11 @@ impl Hub {
     /// The store the hub follows (sessions catch up from it).
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.inner.store
+    }
+
+    /// Camera thumbnails for the clients that watch them.
+    pub fn frames(&self) -> &Arc<super::frames::Frames> {
+        &self.inner.frames
     }
 
     /// The settings.

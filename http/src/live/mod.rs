@@ -26,6 +26,7 @@
 
 pub mod channels;
 pub mod feed;
+pub mod frames;
 pub mod hub;
 pub mod log_socket;
 pub mod session;

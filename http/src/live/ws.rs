@@ -8,6 +8,7 @@ use atelier_store::Position;
 use chrono::Utc;
 use serde_json::{Value, json};
 use tokio::time::{Instant, MissedTickBehavior};
+use uuid::Uuid;
 
 use super::channels::Channel;
 use super::hub::{ConnectionGuard, Hub};
@@ -356,12 +357,14 @@ impl Connection {
         let mut watch = Watch::new(self.auth.clone(), credential, &self.hub);
         let mut session = Session::new(self.hub.clone(), principal.org_id);
         session.start_after(from);
+        let mut frames = self.hub.frames().watcher(principal.org_id);
         let channels = super::resolve_aliases(&self.state, principal.org_id, channels).await;
         if !channels.is_empty()
             && let Err(e) = session.subscribe(channels, None)
         {
             return Err(End::Close(1008, e.to_string()));
         }
+        frames.set(watched_cameras(session.channels()));
         self.send(
             json!({
                 "type": "connected",
@@ -411,7 +414,9 @@ impl Connection {
                                 Ok(Request::Ping(timestamp)) => json!({"type": "pong", "timestamp": timestamp, "server_time": now()}).to_string(),
                                 Ok(Request::Subscribe(channels, from)) => {
                                     let channels = super::resolve_aliases(&self.state, principal.org_id, channels).await;
-                                    match session.subscribe(channels, from) {
+                                    let subscribed = session.subscribe(channels, from);
+                                    frames.set(watched_cameras(session.channels()));
+                                    match subscribed {
                                         Ok(()) => json!({"type": "subscribed", "channels": session.channels().names(), "from_position": from}).to_string(),
                                         Err(e) => error_message("TOO_MANY_CHANNELS", &e.to_string()),
                                     }
@@ -426,6 +431,7 @@ impl Connection {
                                 Ok(Request::Unsubscribe(channels)) => {
                                     let channels = super::resolve_aliases(&self.state, principal.org_id, channels).await;
                                     session.unsubscribe(&channels);
+                                    frames.set(watched_cameras(session.channels()));
                                     json!({"type": "unsubscribed", "channels": session.channels().names()}).to_string()
                                 }
                                 Ok(Request::Auth(token)) => match self.auth.principal(Presented::Bearer(&token), Some(principal.org_id)).await {
@@ -443,6 +449,7 @@ impl Connection {
                         }
                     }
                 }
+                frame = frames.recv() => self.send(frame).await?,
                 next = session.next() => {
                     self.deliver(next).await?;
                     // Send what else is waiting now, in one go: the frames leave together.
@@ -470,6 +477,14 @@ impl Connection {
             }
         }
     }
+}
+
+/// The cameras whose thumbnails a client's channels ask for: those it names one by one.
+fn watched_cameras(channels: &super::channels::Channels) -> std::collections::BTreeSet<Uuid> {
+    channels
+        .resources("camera")
+        .filter_map(|id| Uuid::parse_str(id).ok())
+        .collect()
 }
 
 /// Events sent in a row from a client's queue before it listens to the client again.

@@ -266,6 +266,8 @@ pub struct CameraRow {
     pub runner: Option<String>,
     /// When it was last started.
     pub started_at: Option<DateTime<Utc>>,
+    /// When its pipeline last decoded a frame (from its telemetry).
+    pub last_frame_at: Option<DateTime<Utc>>,
     /// When its status last changed.
     pub status_changed_at: DateTime<Utc>,
     /// When it was registered.
@@ -276,9 +278,15 @@ pub struct CameraRow {
     pub revision: i64,
 }
 
-const COLUMNS: &str = "id, name, url, has_credentials, location, status, running, last_error, \
-     width, height, fps, capture, motion, runner, started_at, status_changed_at, created_at, \
-     updated_at, revision";
+/// The columns of a [`CameraRow`], over `surveillance_cameras c` joined with the telemetry the
+/// pipeline writes (`t`).
+const COLUMNS: &str = "c.id, c.name, c.url, c.has_credentials, c.location, c.status, c.running, \
+     c.last_error, c.width, c.height, c.fps, c.capture, c.motion, c.runner, c.started_at, \
+     (t.figures->>'last_frame_at')::timestamptz AS last_frame_at, c.status_changed_at, \
+     c.created_at, c.updated_at, c.revision";
+
+const FROM: &str = "surveillance_cameras c LEFT JOIN surveillance_telemetry t \
+     ON t.camera_id = c.id AND t.org_id = c.org_id";
 
 /// What a camera list is filtered by.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -302,11 +310,11 @@ pub async fn list_cameras(
     let search = filter.search.as_deref().map(like_pattern);
     let location = filter.location.as_deref().map(like_pattern);
     let status = filter.status.map(CameraStatus::as_str);
-    const WHERE: &str = "WHERE org_id = $1 AND ($2::text IS NULL OR status = $2) \
-         AND ($3::text IS NULL OR location ILIKE $3) \
-         AND ($4::text IS NULL OR name ILIKE $4 OR location ILIKE $4)";
+    const WHERE: &str = "WHERE c.org_id = $1 AND ($2::text IS NULL OR c.status = $2) \
+         AND ($3::text IS NULL OR c.location ILIKE $3) \
+         AND ($4::text IS NULL OR c.name ILIKE $4 OR c.location ILIKE $4)";
     let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM surveillance_cameras {WHERE}"
+        "SELECT count(*) FROM surveillance_cameras c {WHERE}"
     )))
     .bind(org_id)
     .bind(status)
@@ -316,8 +324,7 @@ pub async fn list_cameras(
     .await?;
     let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
     let rows = sqlx::query_as::<_, CameraRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM surveillance_cameras {WHERE} ORDER BY sort_key, id \
-         LIMIT $5 OFFSET $6"
+        "SELECT {COLUMNS} FROM {FROM} {WHERE} ORDER BY c.sort_key, c.id LIMIT $5 OFFSET $6"
     )))
     .bind(org_id)
     .bind(status)
@@ -337,7 +344,7 @@ pub async fn get_camera(
     id: Uuid,
 ) -> Result<Option<CameraRow>, sqlx::Error> {
     sqlx::query_as::<_, CameraRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM surveillance_cameras WHERE org_id = $1 AND id = $2"
+        "SELECT {COLUMNS} FROM {FROM} WHERE c.org_id = $1 AND c.id = $2"
     )))
     .bind(org_id)
     .bind(id)
