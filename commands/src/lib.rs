@@ -18,6 +18,7 @@ pub mod process;
 pub mod rate_limit;
 pub mod reservation;
 pub mod stacks;
+pub mod surveillance;
 pub mod venvs;
 pub mod worker;
 
