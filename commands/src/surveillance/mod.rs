@@ -2,4 +2,5 @@
 //! per-camera capture pipeline ([`capture`]), and what is detected on the frames ([`vision`]).
 //! The aggregates live in `atelier_domain::surveillance`.
 
+pub mod capture;
 pub mod vision;
