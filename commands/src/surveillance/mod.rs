@@ -1,12 +1,16 @@
 //! Surveillance (Sentinel): cameras ([`cameras`]) and detections ([`detections`]), what is kept
 //! beside the log ([`vault`]: sources' credentials, snapshots, telemetry), discovery of cameras
-//! on the hosts a request names ([`discovery`]) and the machine's figures ([`system`]).
+//! on the hosts a request names ([`discovery`]) and the machine's figures ([`system`]); the
+//! capture pipeline ([`capture`]: ffmpeg, retries, telemetry) and what runs on its frames
+//! ([`vision`]: the detector trait, motion detection, JPEG).
 
 pub mod cameras;
+pub mod capture;
 pub mod detections;
 pub mod discovery;
 pub mod system;
 pub mod vault;
+pub mod vision;
 
 use std::sync::Arc;
 
