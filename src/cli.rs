@@ -16,8 +16,8 @@ use atelier_http::deploy::deployments::CreationLimit;
 use atelier_http::identity::auth::AuthSettings;
 use atelier_http::live::LiveSettings;
 use atelier_http::server::{
-    BuildSettings, DeploySettings, DriverSettings, ProvisionerSettings, ServerConfig,
-    VenvRunnerSettings, VenvSettings, default_runner_id,
+    BuildSettings, CaptureRunnerSettings, DeploySettings, DriverSettings, ProvisionerSettings,
+    ServerConfig, VenvRunnerSettings, VenvSettings, default_runner_id,
 };
 use atelier_projections::runtime;
 use atelier_store::postgres::{self, PgConfig, PgEventStore};
@@ -200,6 +200,10 @@ pub struct ServeArgs {
     /// interrupted when it starts again (default: the host name).
     #[arg(long, env = "ATELIER_RUNNER_ID")]
     pub runner_id: Option<String>,
+    /// Whether this server runs started cameras' capture pipelines (ffmpeg on its PATH). Off:
+    /// an API-only server; another server with capture on runs them.
+    #[arg(long, env = "ATELIER_CAPTURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub capture: bool,
     /// Accept projects whose repository is on this server's disk (`file://` URLs) and let
     /// shell builds clone them. Off by default: a project could name `/etc`.
     #[arg(long, env = "ATELIER_ALLOW_LOCAL_REPOS")]
@@ -496,6 +500,10 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
             }),
         },
         builds: args.build_settings(),
+        capture: args.capture.then(|| CaptureRunnerSettings {
+            runner_id: args.runner_id.clone().unwrap_or_else(default_runner_id),
+            ..CaptureRunnerSettings::default()
+        }),
         deployments: args.deploy_settings()?,
         venvs: args.venv_settings(),
         repos: RepoPolicy {

@@ -616,3 +616,358 @@ async fn discovery_probes_only_the_hosts_it_is_given_and_finds_a_camera_there() 
     assert!(system["process"]["rss_bytes"].as_u64().unwrap() > 0);
     app.stop().await;
 }
+
+/// Waits (on the log, not on time) for an event of this type on this stream after `after`.
+async fn appended_after(
+    app: &TestApp,
+    stream: &str,
+    event_type: &str,
+    after: atelier_store::Position,
+) {
+    use atelier_store::{EventStore, Filter, SubscribeFrom, SubscriptionMessage};
+    use futures::StreamExt;
+    let mut sub = app.store.subscribe_all(
+        SubscribeFrom::After(after),
+        Filter::Category(vec!["camera".to_owned()]),
+    );
+    let wait = async {
+        while let Some(m) = sub.next().await {
+            if let SubscriptionMessage::Event(e) = m
+                && e.stream.as_str() == stream
+                && e.event_type == event_type
+            {
+                return;
+            }
+        }
+        panic!("the subscription ended");
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {event_type} on {stream}"));
+}
+
+/// How long a test waits for the pipeline (ffmpeg starting, frames, a detection): a bound,
+/// never a pace.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn live(app: &TestApp, token: &str) -> Socket {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/ws", app.base.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let connected = next_text(&mut socket).await;
+    assert_eq!(connected["type"], "connected", "{connected}");
+    let _ = socket.next();
+    socket
+}
+
+async fn next_text(socket: &mut Socket) -> Value {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::Message;
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("no message in time")
+            .expect("the connection ended")
+            .expect("the connection failed");
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads messages until one of this type arrives (others are skipped).
+async fn message_of_type(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        let m = next_text(socket).await;
+        if m["type"] == kind {
+            return m;
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, message: Value) {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::Message;
+    socket
+        .send(Message::text(message.to_string()))
+        .await
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn a_started_synthetic_camera_goes_active_detects_motion_live_and_sends_thumbnails_to_its_watchers()
+ {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let cam = camera(&c, "Entrance", "synthetic://motion?size=320x240&rate=5").await;
+    let id = cam["id"].as_str().unwrap().to_owned();
+    let stream = format!("camera-{id}");
+
+    // One client watches the camera (thumbnails and its detections), another only `events`.
+    let mut watcher = live(&app, &c.token).await;
+    send(
+        &mut watcher,
+        json!({"type": "subscribe", "channels": [format!("camera_{id}")]}),
+    )
+    .await;
+    assert_eq!(
+        message_of_type(&mut watcher, "subscribed").await["type"],
+        "subscribed"
+    );
+    let mut events_only = live(&app, &c.token).await;
+    send(
+        &mut events_only,
+        json!({"type": "subscribe", "channels": ["events"]}),
+    )
+    .await;
+    message_of_type(&mut events_only, "subscribed").await;
+
+    let started = c
+        .json(
+            Method::POST,
+            &format!("/api/v1/cameras/{id}/start"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(started["status"], "connecting");
+    app.event_appended(&stream, "CameraActive").await;
+    let active = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/cameras/{id}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(active["status"], "active", "{active}");
+    assert_eq!(active["resolution"], json!({"width": 320, "height": 240}));
+    assert!(active["runner"].is_string());
+
+    // A thumbnail reaches the camera's watcher: a JPEG.
+    let frame = message_of_type(&mut watcher, "frame_update").await;
+    assert_eq!(frame["camera_id"], id);
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(frame["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "a JPEG");
+
+    // The moving square is detected: a new_event on `events`, and on the camera's channel.
+    let new_event = message_of_type(&mut events_only, "new_event").await;
+    assert_eq!(new_event["data"]["camera_id"], id, "{new_event}");
+    assert_eq!(new_event["data"]["type"], "motion");
+    let confidence = new_event["data"]["confidence"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&confidence));
+    let bbox = &new_event["data"]["bbox"];
+    assert!(bbox["width"].as_f64().unwrap() > 0.0, "{bbox}");
+    let detection_id = new_event["data"]["id"].as_str().unwrap().to_owned();
+    let on_camera = message_of_type(&mut watcher, "new_event").await;
+    assert_eq!(on_camera["data"]["camera_id"], id);
+    // The client of `events` gets no thumbnail: nothing but events and heartbeats came.
+
+    // In the list, with its snapshot.
+    let seen = c.seen().await;
+    let listed = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/detections?camera_id={id}&type=motion&{seen}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(
+        listed["pagination"]["total"].as_u64().unwrap() >= 1,
+        "{listed}"
+    );
+    let res = c
+        .send(
+            Method::GET,
+            &format!("/api/v1/detections/{detection_id}/snapshot"),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(&res.bytes().await.unwrap()[..2], &[0xFF, 0xD8]);
+
+    // Acknowledged: who and when.
+    let acked = c
+        .json(
+            Method::POST,
+            &format!("/api/v1/detections/{detection_id}/acknowledge"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let me = c
+        .json(Method::GET, "/api/v1/auth/me", None, StatusCode::OK)
+        .await;
+    assert_eq!(
+        acked["acknowledgements"][0]["user_id"], me["user_id"],
+        "{acked} {me}"
+    );
+    assert!(acked["acknowledgements"][0]["at"].is_string());
+
+    // The figures are real: frames counted, fps measured, latencies.
+    let mut stats;
+    let mut polls = 0;
+    loop {
+        // Figures are written by the pipeline every 2 s (telemetry, not events): a bounded poll.
+        stats = c
+            .json(
+                Method::GET,
+                &format!("/api/v1/cameras/{id}/stats"),
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        if stats["frames_processed"].as_u64().unwrap_or(0) > 0 && stats["fps"].is_number() {
+            break;
+        }
+        polls += 1;
+        assert!(polls < 300, "no figures: {stats}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        stats["detections_by_type"]["motion"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert!(
+        stats["figures"]["decode_latency_ms"]["p99"].is_number(),
+        "{stats}"
+    );
+    let performance = c
+        .json(
+            Method::GET,
+            "/api/v1/stats/performance",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(performance[0]["camera_id"], id);
+    assert!(
+        performance[0]["figures"]["fps"].is_number(),
+        "{performance}"
+    );
+    let dashboard = c
+        .json(Method::GET, "/api/v1/stats/dashboard", None, StatusCode::OK)
+        .await;
+    assert_eq!(dashboard["cameras"]["active"], 1, "{dashboard}");
+
+    // Stopped: inactive, and the pipeline (ffmpeg) is gone.
+    let stopped = c
+        .json(
+            Method::POST,
+            &format!("/api/v1/cameras/{id}/stop"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(stopped["status"], "inactive");
+    app.settle().await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_unreachable_source_is_an_error_with_its_reason_and_credentials_stay_hidden() {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    // Port 1 on loopback: nothing listens there.
+    let cam = camera(
+        &c,
+        "Dead",
+        "rtsp://viewer:hunter2-secret@127.0.0.1:1/stream",
+    )
+    .await;
+    let id = cam["id"].as_str().unwrap().to_owned();
+    c.json(
+        Method::POST,
+        &format!("/api/v1/cameras/{id}/start"),
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    app.event_appended(&format!("camera-{id}"), "CameraFailed")
+        .await;
+    let failed = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/cameras/{id}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(failed["status"], "error", "{failed}");
+    let reason = failed["last_error"].as_str().unwrap();
+    assert!(!reason.is_empty());
+    assert!(!reason.contains("hunter2"), "{reason}");
+    let logged: Vec<(String,)> = sqlx::query_as("SELECT data::text FROM events")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert!(logged.iter().all(|(d,)| !d.contains("hunter2")));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_camera_running_when_its_server_stops_is_taken_up_again_by_the_same_runner() {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let cam = camera(&c, "Entrance", "synthetic://testsrc?size=160x120&rate=5").await;
+    let id = cam["id"].as_str().unwrap().to_owned();
+    let stream = format!("camera-{id}");
+    c.json(
+        Method::POST,
+        &format!("/api/v1/cameras/{id}/start"),
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    app.event_appended(&stream, "CameraActive").await;
+    // The server's workers stop: the camera says why it is not capturing.
+    app.services.stop_workers().await;
+    app.event_appended(&stream, "CameraFailed").await;
+    let down = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/cameras/{id}?{}", c.seen().await),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(down["status"], "error");
+    assert!(
+        down["last_error"].as_str().unwrap().contains("stopped"),
+        "{down}"
+    );
+    assert!(down["running"].as_bool().unwrap(), "still wanted");
+    // The same runner starts again: connecting, then active.
+    let restart = app.last_written().await.unwrap();
+    let settings = app.config.capture.clone().unwrap();
+    let runner = atelier_http::surveillance::runner::start_runner(&app.services, &settings);
+    appended_after(&app, &stream, "CameraConnecting", restart).await;
+    appended_after(&app, &stream, "CameraActive", restart).await;
+    let events: Vec<(String,)> =
+        sqlx::query_as("SELECT event_type FROM events WHERE stream_name = $1 ORDER BY revision")
+            .bind(&stream)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let types: Vec<&str> = events.iter().map(|(t,)| t.as_str()).collect();
+    assert_eq!(
+        types.iter().filter(|t| **t == "CameraClaimed").count(),
+        1,
+        "claimed once, kept across the restart: {types:?}"
+    );
+    runner.stop().await;
+    app.stop().await;
+}

@@ -16,6 +16,7 @@ pub use crate::factory::runner::{BuildSettings, DriverSettings, default_runner_i
 use crate::identity::auth::AuthState;
 use crate::platform::PlatformState;
 use crate::state::{AppState, HttpSettings};
+pub use crate::surveillance::runner::CaptureRunnerSettings;
 pub use crate::venvs::runner::{VenvRunnerSettings, VenvSettings};
 
 /// How a server is set up.
@@ -48,6 +49,8 @@ pub struct ServerConfig {
     pub metrics_token: Option<String>,
     /// The assistant's LLM engine (`None`: the offline engine answers alone).
     pub llm: Option<atelier_commands::stacks::assistant::LlmSettings>,
+    /// The cameras' capture runner (`None`: this server runs no camera's pipeline).
+    pub capture: Option<CaptureRunnerSettings>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -68,6 +71,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("repos", &self.repos)
             .field("metrics_token", &set(&self.metrics_token))
             .field("llm", &self.llm)
+            .field("capture", &self.capture)
             .finish()
     }
 }
@@ -88,6 +92,7 @@ impl Default for ServerConfig {
             repos: RepoPolicy::default(),
             metrics_token: None,
             llm: None,
+            capture: Some(CaptureRunnerSettings::default()),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod cameras;
 pub mod capture;
 pub mod detections;
 pub mod discovery;
+pub mod runner;
 pub mod system;
 pub mod vault;
 pub mod vision;

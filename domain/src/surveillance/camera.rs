@@ -284,14 +284,15 @@ pub struct StatusChange {
 }
 
 /// Whether a camera's status may move from `from` to `to`, as its pipeline reports it:
-/// started (inactive or error → connecting), first frame (connecting or error → active), source
-/// failure (connecting or active → error; error → error records a new reason), stopped
+/// started (inactive or error → connecting; active → connecting when its pipeline starts over,
+/// after a new source or a server's restart), first frame (connecting or error → active),
+/// source failure (connecting or active → error; error → error records a new reason), stopped
 /// (anything → inactive).
 pub fn may_move(from: CameraStatus, to: CameraStatus) -> bool {
     use CameraStatus::*;
     matches!(
         (from, to),
-        (Inactive | Error, Connecting)
+        (Inactive | Error | Active, Connecting)
             | (Connecting | Error, Active)
             | (Connecting | Active | Error, Error)
             | (Connecting | Active | Error, Inactive)
@@ -1012,7 +1013,7 @@ mod tests {
         assert!(may_move(Active, Inactive));
         assert!(!may_move(Inactive, Active), "no frame before a start");
         assert!(!may_move(Inactive, Error));
-        assert!(!may_move(Active, Connecting));
+        assert!(may_move(Active, Connecting), "a pipeline starting over");
         assert!(!may_move(Inactive, Inactive));
     }
 
