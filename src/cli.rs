@@ -246,6 +246,11 @@ pub struct ServeArgs {
         default_value_t = 10
     )]
     pub deploy_creations_per_minute: u32,
+    /// The networks camera discovery may probe, comma-separated CIDRs
+    /// (`192.168.1.0/24,127.0.0.1/32`). Unset: whatever a request names (resolving host names).
+    /// Set: anything else, and any host name, is refused before anything is sent.
+    #[arg(long, env = "ATELIER_DISCOVERY_NETWORKS", value_delimiter = ',')]
+    pub discovery_networks: Option<Vec<ipnet::IpNet>>,
     /// Where Python environments live, one directory per organization (default:
     /// `atelier-venvs` in the temp dir).
     #[arg(long, env = "ATELIER_VENV_DATA_DIR")]
@@ -498,6 +503,7 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
                 max: args.deploy_creations_per_minute,
                 window: Duration::from_secs(60),
             }),
+            discovery_networks: args.discovery_networks.clone(),
         },
         builds: args.build_settings(),
         capture: args.capture.then(|| CaptureRunnerSettings {

@@ -562,7 +562,9 @@ async fn bad_detections_and_filters_name_every_field_and_roles_and_tenancy_hold(
 #[actix_web::test]
 async fn discovery_probes_only_the_hosts_it_is_given_and_finds_a_camera_there() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = TestApp::spawn().await;
+    let mut config = TestApp::config();
+    config.http.discovery_networks = Some(vec!["127.0.0.0/8".parse().unwrap()]);
+    let app = TestApp::spawn_with(config).await;
     let c = Client::new(&app).await;
     // A fake RTSP camera on 127.0.0.1.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -606,6 +608,31 @@ async fn discovery_probes_only_the_hosts_it_is_given_and_finds_a_camera_there() 
         .collect();
     fields.sort();
     assert_eq!(fields, ["cidr", "ports[0]", "timeout_ms"], "{problem}");
+    // Outside the networks this server may probe, or a name to resolve: refused, nothing sent.
+    let problem = c
+        .json(
+            Method::POST,
+            "/api/v1/cameras/discover",
+            Some(json!({"hosts": ["127.0.0.2", "10.1.2.3", "camera.example"]})),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["hosts[1]", "hosts[2]"], "{problem}");
+    let problem = c
+        .json(
+            Method::POST,
+            "/api/v1/cameras/discover",
+            Some(json!({"cidr": "10.0.0.0/24"})),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert_eq!(problem["errors"][0]["field"], "cidr", "{problem}");
     let system = c
         .json(Method::GET, "/api/v1/stats/system", None, StatusCode::OK)
         .await;

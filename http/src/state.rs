@@ -28,6 +28,10 @@ pub struct HttpSettings {
     pub live: crate::live::LiveSettings,
     /// How many deployments one user may create in a window.
     pub deploy_creations: crate::deploy::deployments::CreationLimit,
+    /// The networks camera discovery may probe (`None`: whatever a request names; names are
+    /// then resolved). With a list, a request naming anything outside it, or a host name, is
+    /// refused before anything is sent.
+    pub discovery_networks: Option<Vec<ipnet::IpNet>>,
 }
 
 impl Default for HttpSettings {
@@ -41,6 +45,7 @@ impl Default for HttpSettings {
             ],
             live: crate::live::LiveSettings::default(),
             deploy_creations: Default::default(),
+            discovery_networks: None,
         }
     }
 }

@@ -2,7 +2,9 @@
 //! camera's own `GET /cameras/{id}/stats`, and `POST /cameras/discover`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use atelier_commands::surveillance::discovery::{DiscoveryRequest, discover as probe};
+use atelier_commands::surveillance::discovery::{
+    DiscoveryRequest, Host, Targets, discover as probe,
+};
 use atelier_domain::identity::Permission;
 use atelier_projections::surveillance::{
     CAMERAS, DETECTIONS, DetectionFilter, cameras_by_status, dashboard_counts, detection_stats,
@@ -295,6 +297,46 @@ pub struct DiscoverBody {
     pub timeout_ms: Option<u64>,
 }
 
+/// What a request names outside the networks this server may probe (`ATELIER_DISCOVERY_NETWORKS`),
+/// each with its field; host names too, since resolving them would ask a resolver elsewhere.
+fn outside(targets: &Targets, allowed: &[ipnet::IpNet]) -> Result<(), Vec<(String, String)>> {
+    let message = || {
+        format!(
+            "is outside the networks this server may probe ({})",
+            allowed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut errors = Vec::new();
+    match targets {
+        Targets::Cidr(net) => {
+            if !allowed.iter().any(|a| a.contains(net)) {
+                errors.push(("cidr".to_owned(), message()));
+            }
+        }
+        Targets::Hosts(hosts) => {
+            for (i, host) in hosts.iter().enumerate() {
+                match host {
+                    Host::Ip(ip) if allowed.iter().any(|a| a.contains(ip)) => {}
+                    Host::Ip(_) => errors.push((format!("hosts[{i}]"), message())),
+                    Host::Name(_) => errors.push((
+                        format!("hosts[{i}]"),
+                        "must be an address: this server probes only the networks it is allowed, and resolves no names".to_owned(),
+                    )),
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 /// A camera found (Sentinel's `CameraDiscoveryResult`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DiscoveredView {
@@ -332,6 +374,7 @@ pub struct DiscoveredView {
 )]
 #[tracing::instrument(name = "http.cameras.discover", skip_all, fields(org = %principal.org_id))]
 pub async fn discover(
+    state: web::Data<AppState>,
     principal: Principal,
     req: HttpRequest,
     body: web::Bytes,
@@ -348,6 +391,9 @@ pub async fn discover(
     };
     let request =
         DiscoveryRequest::parse(b.hosts, b.cidr, b.ports, b.timeout_ms).map_err(to_problem)?;
+    if let Some(allowed) = &state.settings.discovery_networks {
+        outside(&request.targets, allowed).map_err(to_problem)?;
+    }
     request.resolve().await.map_err(to_problem)?;
     // Each probe is bounded by the timeout; the whole, by this (a /24 of hosts that drop
     // packets, with long timeouts, would otherwise hold the request for minutes).
