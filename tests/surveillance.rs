@@ -681,7 +681,6 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn live(app: &TestApp, token: &str) -> Socket {
-    use futures::StreamExt;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let url = format!("{}/ws", app.base.replacen("http://", "ws://", 1));
     let mut request = url.into_client_request().unwrap();
@@ -691,7 +690,6 @@ async fn live(app: &TestApp, token: &str) -> Socket {
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let connected = next_text(&mut socket).await;
     assert_eq!(connected["type"], "connected", "{connected}");
-    let _ = socket.next();
     socket
 }
 

@@ -85,7 +85,7 @@ impl CameraService {
 
     /// The camera as the log has it now, whoever owns it (for the runner).
     pub async fn load(&self, id: Uuid) -> Result<(Camera, Option<u64>), CameraCommandError> {
-        Ok(load::<Camera>(self.store.as_ref(), &Self::stream(id)).await?)
+        load::<Camera>(self.store.as_ref(), &Self::stream(id)).await
     }
 
     /// The URL the pipeline opens: the source with its credentials put back.

@@ -90,7 +90,7 @@ impl DetectionService {
             load::<Camera>(self.store.as_ref(), &stream_of::<Camera>(report.camera_id))
                 .await
                 .map_err(|e| e.map_rejected(|_| RecordError::UnknownCamera))?;
-        if !camera.present().is_some_and(|c| c.org_id == ctx.org_id) {
+        if camera.present().is_none_or(|c| c.org_id != ctx.org_id) {
             return Err(CommandError::Rejected(RecordError::UnknownCamera));
         }
         let id = Uuid::now_v7();
