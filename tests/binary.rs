@@ -298,3 +298,80 @@ async fn a_kill_9_during_an_install_fails_it_as_interrupted_ends_its_backend_and
     assert_eq!(e["status"], "ready", "{e}");
     drop(server);
 }
+
+#[tokio::test]
+async fn a_camera_capturing_at_a_kill_9_loses_its_ffmpeg_and_is_captured_again_after_the_restart() {
+    let db = FreshDatabase::new();
+    let (server, base) = serve(&db, &[]).await;
+    let token = login(&base).await;
+    // A size no other test uses: it names this camera's ffmpeg among the processes.
+    let camera: Value = reqwest::Client::new()
+        .post(format!("{base}/api/v1/cameras"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "kill-test", "url": "synthetic://testsrc?size=176x144&rate=5"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = camera["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{camera}"))
+        .to_owned();
+    let started = reqwest::Client::new()
+        .post(format!("{base}/api/v1/cameras/{id}/start"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    let path = format!("/cameras/{id}");
+    let before = read_until(&base, &token, &path, |c| c["status"] == "active").await;
+    let revision = before["revision"].as_u64().unwrap();
+    assert!(
+        !processes_mentioning("176x144").is_empty(),
+        "its ffmpeg runs"
+    );
+    drop(server); // SIGKILL: nothing is cleaned up by the server.
+    // ffmpeg's next frame meets a closed pipe and it exits: no orphan decodes forever (a
+    // bounded poll of the process table, which has nothing to wait on).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !processes_mentioning("176x144").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ffmpeg outlived its server"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_server, base) = serve(&db, &[]).await;
+    let token = login(&base).await;
+    let again = read_until(&base, &token, &path, |c| {
+        c["status"] == "active" && c["revision"].as_u64() > Some(revision)
+    })
+    .await;
+    assert_eq!(again["runner"], "binary-runner", "{again}");
+    // Said truthfully: connecting again after the restart, then active.
+    let history = read_until(&base, &token, &format!("{path}/history"), |h| {
+        h["data"].as_array().is_some_and(|d| !d.is_empty())
+    })
+    .await;
+    let types: Vec<&str> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    let last_active = types.iter().rposition(|t| *t == "CameraActive").unwrap();
+    let first_active = types.iter().position(|t| *t == "CameraActive").unwrap();
+    assert!(first_active < last_active, "active twice: {types:?}");
+    assert!(
+        types[first_active..last_active].contains(&"CameraConnecting"),
+        "connecting after the restart: {types:?}"
+    );
+    assert_eq!(
+        types.iter().filter(|t| **t == "CameraClaimed").count(),
+        1,
+        "claimed once: {types:?}"
+    );
+}
