@@ -478,13 +478,13 @@ mod tests {
                 assert_eq!(schema["maximum"], max, "{method} {path}: {name}");
             }
         }
-        // The eleven lists and every resource's history (page and per_page), and the two audit
-        // pages (per_page: they page by cursor).
+        // The thirteen lists and every resource's history (page and per_page), and the two
+        // audit pages (per_page: they page by cursor).
         let histories = crate::audit::history::resources().count();
         assert_eq!(
             lists,
-            2 * 11 + 2 * histories + 2,
-            "page and per_page of the eleven lists, the histories and the audit"
+            2 * 13 + 2 * histories + 2,
+            "page and per_page of the thirteen lists, the histories and the audit"
         );
     }
 

@@ -143,24 +143,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 async fn run(shared: Arc<Shared>, backlog: Arc<dyn Backlog>) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let outcome = tokio::select! {
-            r = follow(&shared, backlog.as_ref()) => r,
-            _ = shared.stop.cancelled() => Ok(()),
-        };
-        if shared.stop.is_cancelled() {
-            break;
-        }
-        if let Err(e) = outcome {
-            warn!(error = %e, "deploy runner interrupted; starting over");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shared.stop.cancelled() => break,
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+    crate::worker::follow_until_stopped("deploy.runner", &shared.stop, || {
+        follow(&shared, backlog.as_ref())
+    })
+    .await;
 }
 
 async fn follow(shared: &Arc<Shared>, backlog: &dyn Backlog) -> Result<(), String> {
