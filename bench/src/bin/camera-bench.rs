@@ -173,10 +173,7 @@ async fn run(args: Args) -> Result<()> {
 
     // 1. Cameras.
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let url = format!(
-        "synthetic://motion?size={}&rate={}",
-        args.size, args.fps
-    );
+    let url = format!("synthetic://motion?size={}&rate={}", args.size, args.fps);
     eprintln!("creating {} cameras ({url})…", args.cameras);
     let mut cameras: Vec<String> = Vec::with_capacity(args.cameras);
     for i in 0..args.cameras {
@@ -264,9 +261,11 @@ async fn measure(args: &Args, api: &Api<'_>, ws_url: &str, cameras: &[String]) -
     loop {
         let mut waiting = Vec::new();
         for id in cameras {
+            // Not found yet: the read model has not caught up with the creation.
             let camera = api
                 .send(reqwest::Method::GET, &format!("/api/v1/cameras/{id}"), None)
-                .await?;
+                .await
+                .unwrap_or_else(|e| json!({"status": "unknown", "last_error": format!("{e:#}")}));
             let status = camera["status"].as_str().unwrap_or("?");
             if status != "active" {
                 waiting.push(format!(
@@ -340,7 +339,10 @@ async fn measure(args: &Args, api: &Api<'_>, ws_url: &str, cameras: &[String]) -
     }
 
     // 5. Figures.
+    // CPU: between the two samples; what is counted by its arrival (thumbnails, deliveries):
+    // in exactly the nominal window.
     let window_s = window.as_secs_f64();
+    let nominal_s = args.seconds as f64;
     let in_window = |at: Instant| at >= window_start && at < window_end;
     let our: HashSet<&str> = cameras.iter().map(String::as_str).collect();
 
@@ -372,7 +374,8 @@ async fn measure(args: &Args, api: &Api<'_>, ws_url: &str, cameras: &[String]) -
             (Some(pb), Some(pa), Some(tb), Some(ta)) if ta > tb => {
                 let frames = pa.saturating_sub(pb);
                 processed_frames += frames;
-                processed_rate += frames as f64 / ((ta - tb).num_microseconds().unwrap_or(1) as f64 / 1e6);
+                processed_rate +=
+                    frames as f64 / ((ta - tb).num_microseconds().unwrap_or(1) as f64 / 1e6);
             }
             _ => figures_missing += 1,
         }
@@ -457,7 +460,7 @@ async fn measure(args: &Args, api: &Api<'_>, ws_url: &str, cameras: &[String]) -
         .iter()
         .filter(|c| !per_camera.contains_key(c.as_str()))
         .count();
-    let most_possible = (cameras.len() as f64 * (window_s / COOLDOWN_SECS).ceil()) as u64;
+    let most_possible = (cameras.len() as f64 * (nominal_s / COOLDOWN_SECS).ceil()) as u64;
 
     // Thumbnails.
     let mut thumbnails = 0u64;
@@ -471,11 +474,15 @@ async fn measure(args: &Args, api: &Api<'_>, ws_url: &str, cameras: &[String]) -
             .filter(|(at, _)| in_window(*at))
             .collect::<Vec<_>>();
         thumbnails += mine.len() as u64;
-        thumb_bytes += mine.iter().map(|(_, len)| (*len as u64) * 3 / 4).sum::<u64>();
-        per_subscriber_min = per_subscriber_min.min(mine.len() as f64 / window_s);
+        thumb_bytes += mine
+            .iter()
+            .map(|(_, len)| (*len as u64) * 3 / 4)
+            .sum::<u64>();
+        per_subscriber_min = per_subscriber_min.min(mine.len() as f64 / nominal_s);
         foreign_thumbnails += r.foreign_thumbnails;
     }
-    let expected_thumbnails = args.subscribers as f64 * f64::from(args.thumbnail_fps) * window_s;
+    let expected_thumbnails =
+        args.subscribers as u64 * u64::from(args.thumbnail_fps) * args.seconds;
 
     let lagged = received.iter().filter(|r| r.lagged).count();
     let closed: Vec<&String> = received.iter().filter_map(|r| r.closed.as_ref()).collect();
@@ -551,22 +558,26 @@ async fn measure(args: &Args, api: &Api<'_>, ws_url: &str, cameras: &[String]) -
         "| detections (motion; one per camera per {COOLDOWN_SECS:.0} s at most) | {} in {:.0} s \
          (at most {}), {} cameras without any | |",
         detections.len(),
-        window_s,
+        nominal_s,
         most_possible,
         cameras_without,
     );
     let thumbnails_ok = args.thumbnail_fps == 0
-        || thumbnails as f64 >= TARGET_THUMBNAILS_SHARE * expected_thumbnails;
+        || thumbnails as f64 >= TARGET_THUMBNAILS_SHARE * expected_thumbnails as f64;
     let _ = writeln!(
         out,
-        "| thumbnails (`frame_update`) delivered, {} subscribers at {}/s | {} of {:.0} expected \
+        "| thumbnails (`frame_update`) delivered, {} subscribers at {}/s | {} of {} expected \
          ({:.2}/s per subscriber, the least {:.2}/s; {:.1} KB each) | ≥ {}×: {} |",
         args.subscribers,
         args.thumbnail_fps,
         group(thumbnails),
-        expected_thumbnails,
-        thumbnails as f64 / args.subscribers as f64 / window_s,
-        if per_subscriber_min == f64::MAX { 0.0 } else { per_subscriber_min },
+        group(expected_thumbnails),
+        thumbnails as f64 / args.subscribers as f64 / nominal_s,
+        if per_subscriber_min == f64::MAX {
+            0.0
+        } else {
+            per_subscriber_min
+        },
         if thumbnails > 0 {
             thumb_bytes as f64 / thumbnails as f64 / 1000.0
         } else {
@@ -601,7 +612,7 @@ async fn measure(args: &Args, api: &Api<'_>, ws_url: &str, cameras: &[String]) -
         let _ = writeln!(
             out,
             "| ffmpeg CPU (the decoding: {} processes under the server{}) | {:.0} % of one core, \
-             {:.1} % per camera; {} MB RSS in all | |",
+             {:.1} % per camera; {} MB of memory in all (PSS) | |",
             ffmpeg_after.len(),
             if restarted > 0 {
                 format!(", {restarted} started during the window")
@@ -715,7 +726,12 @@ struct Api<'a> {
 
 impl Api<'_> {
     /// One request; its JSON answer (`null` when empty). A non-2xx status is an error.
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.base))
@@ -902,8 +918,8 @@ async fn read_subscriber(mut ws: Ws, camera: String, mut stop: watch::Receiver<b
                     }
                     "lagged" => r.lagged = true,
                     "error" => r.errors += 1,
-                    "connected" | "subscribed" | "unsubscribed" | "authenticated"
-                    | "heartbeat" | "pong" => {}
+                    "connected" | "subscribed" | "unsubscribed" | "authenticated" | "heartbeat"
+                    | "pong" => {}
                     // Other events of the subscribed channels (a camera's own events).
                     _ if m.get("position").is_some() => {}
                     _ => note_unknown(&mut r, text.as_str()),
@@ -952,7 +968,9 @@ fn opt_ms(v: Option<f64>) -> String {
 fn cpu_ticks(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    Ok(parse_stat(&stat).with_context(|| format!("parsing {path}"))?.ticks)
+    Ok(parse_stat(&stat)
+        .with_context(|| format!("parsing {path}"))?
+        .ticks)
 }
 
 fn cpu_ticks_self() -> Result<u64> {
@@ -993,7 +1011,7 @@ fn parse_stat(stat: &str) -> Result<Stat> {
 }
 
 /// The server's ffmpeg processes (its descendants whose command is `ffmpeg`): pid → (utime +
-/// stime in ticks, VmRSS in kB).
+/// stime in ticks, PSS in kB, or VmRSS where smaps_rollup is not readable).
 fn ffmpeg_ticks(server: u32) -> HashMap<u32, (u64, u64)> {
     let mut parents = HashMap::new();
     let mut stats = HashMap::new();
@@ -1001,7 +1019,11 @@ fn ffmpeg_ticks(server: u32) -> HashMap<u32, (u64, u64)> {
         return HashMap::new();
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -1026,10 +1048,21 @@ fn ffmpeg_ticks(server: u32) -> HashMap<u32, (u64, u64)> {
         .iter()
         .filter(|(pid, s)| s.comm == "ffmpeg" && descends(**pid))
         .map(|(pid, s)| {
-            let rss = memory(*pid).map_or(0, |(rss, _)| rss);
+            let rss = pss(*pid).or_else(|| memory(*pid).ok().map(|(rss, _)| rss));
+            let rss = rss.unwrap_or(0);
             (*pid, (s.ticks, rss))
         })
         .collect()
+}
+
+/// The proportional set size of a process, in kB: its shared pages (ffmpeg's libraries) divided
+/// among the processes that map them, so that the sum over processes is what they hold.
+fn pss(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
 }
 
 /// (VmRSS, VmHWM) of a process, in kB.
