@@ -1204,7 +1204,16 @@ impl Pipeline {
             && now >= *next_thumbnail
             && self.sink.wants_thumbnail();
         if thumbnail {
-            *next_thumbnail = now + Duration::from_secs(1) / self.settings.thumbnail_fps;
+            // On the schedule, not from this frame: frames arrive on their own beat, and
+            // counting from each would stretch every gap by up to a frame (0.9/s instead of
+            // 1/s at 5 fps). After a pause (nobody watched), from now: no burst.
+            let interval = Duration::from_secs(1) / self.settings.thumbnail_fps;
+            let scheduled = *next_thumbnail + interval;
+            *next_thumbnail = if scheduled <= now {
+                now + interval
+            } else {
+                scheduled
+            };
         }
         let sink = self.sink.clone();
         let telemetry = self.telemetry.clone();
