@@ -361,7 +361,7 @@ pub async fn list(
     "by_camera": {"0193a0c4-5b7e-7c1a-9c51-0a6c7e1d2f3a": 12},
     "per_hour": [{"hour": "2026-12-06T10:00:00Z", "count": 12}],
     "time_to_acknowledge": {"acknowledged": 3, "mean_seconds": 41.0, "median_seconds": 35.5, "p90_seconds": 70.2}}))]
-pub struct StatsView {
+pub struct DetectionStatsView {
     /// Detections in all.
     pub total: u64,
     /// Acknowledged by nobody.
@@ -380,7 +380,7 @@ pub struct StatsView {
     pub time_to_acknowledge: serde_json::Value,
 }
 
-impl From<DetectionStats> for StatsView {
+impl From<DetectionStats> for DetectionStatsView {
     fn from(s: DetectionStats) -> Self {
         Self {
             total: s.total,
@@ -404,7 +404,7 @@ impl From<DetectionStats> for StatsView {
     get, path = "/api/v1/detections/stats", tag = "surveillance", operation_id = "detection_stats",
     params(FilterParams),
     responses(
-        (status = 200, description = "The statistics", body = StatsView),
+        (status = 200, description = "The statistics", body = DetectionStatsView),
         (status = 400, description = "Invalid filters, every one named", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -424,7 +424,7 @@ pub async fn stats(
     let stats = detection_stats(&state.pool, principal.org_id, &filter, Utc::now())
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(HttpResponse::Ok().json(StatsView::from(stats)))
+    Ok(HttpResponse::Ok().json(DetectionStatsView::from(stats)))
 }
 
 /// A detection from an external detector (Sentinel's `EventCreate`).

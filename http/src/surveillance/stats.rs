@@ -121,7 +121,7 @@ pub struct PipelineView {
     pub status: String,
     /// What its pipeline measured (frames processed and dropped, fps, decode and detection
     /// latency p50/p99 in milliseconds, last frame time, uptime); `null` before it ran.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub figures: Option<serde_json::Value>,
     /// When the figures were written by the server that runs it.
     pub updated_at: Option<DateTime<Utc>>,
@@ -205,7 +205,7 @@ pub struct CameraStatsView {
     /// When its last frame was decoded.
     pub last_frame_at: Option<DateTime<Utc>>,
     /// Everything its pipeline measured (latencies included).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub figures: Option<serde_json::Value>,
 }
 
