@@ -159,8 +159,16 @@ fn rank(role: &str) -> u8 {
     }
 }
 
-/// The operations on one organization's resources (`org`, its project `project`).
-fn operations(org: &str, project: &str, extra_user: &str, n: &mut u32) -> Vec<Operation> {
+/// The operations on one organization's resources (`org`, its project `project`, its camera
+/// and a detection of it).
+fn operations(
+    org: &str,
+    project: &str,
+    sentinel: &Sentinel,
+    extra_user: &str,
+    n: &mut u32,
+) -> Vec<Operation> {
+    let Sentinel { camera, detection } = sentinel;
     *n += 1;
     let op = |method: Method, path: String, body: Option<Value>, least, ok, names_org| Operation {
         method,
@@ -267,7 +275,61 @@ fn operations(org: &str, project: &str, extra_user: &str, n: &mut u32) -> Vec<Op
             200,
             false,
         ),
+        op(
+            Method::GET,
+            "/api/v1/cameras".into(),
+            None,
+            "viewer",
+            200,
+            false,
+        ),
+        op(
+            Method::GET,
+            format!("/api/v1/cameras/{camera}/stats"),
+            None,
+            "viewer",
+            200,
+            false,
+        ),
+        op(
+            Method::POST,
+            "/api/v1/cameras".into(),
+            Some(json!({"name": format!("cam-{n}"), "url": "synthetic://testsrc"})),
+            "member",
+            201,
+            false,
+        ),
+        op(
+            Method::PUT,
+            format!("/api/v1/cameras/{camera}"),
+            Some(json!({"location": format!("hall {n}")})),
+            "member",
+            200,
+            false,
+        ),
+        op(
+            Method::GET,
+            format!("/api/v1/detections/{detection}"),
+            None,
+            "viewer",
+            200,
+            false,
+        ),
+        op(
+            Method::POST,
+            format!("/api/v1/detections/{detection}/acknowledge"),
+            None,
+            "member",
+            200,
+            false,
+        ),
     ]
+}
+
+/// A camera of an organization and a detection of it.
+struct Sentinel {
+    camera: String,
+    detection: String,
 }
 
 #[actix_web::test]
@@ -302,9 +364,31 @@ async fn every_endpoint_answers_each_role_in_its_own_organization_and_404_in_ano
         user(&app, &root, &name, &alpha, role).await;
         tokens.push((role, login(&app, &name).await));
     }
-    // A project in each organization, made by the superadmin acting there.
+    // A project, a camera and a detection in each organization, made by the superadmin acting
+    // there.
     let mut projects = Vec::new();
+    let mut sentinels = Vec::new();
     for org in [&alpha, &beta] {
+        let (status, camera) = bearer(&app, &root)
+            .in_org(org)
+            .post(
+                "/api/v1/cameras",
+                json!({"name": "door", "url": "synthetic://testsrc"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{camera}");
+        let (status, detection) = bearer(&app, &root)
+            .in_org(org)
+            .post(
+                "/api/v1/detections",
+                json!({"camera_id": id(&camera), "type": "person", "confidence": 0.9}),
+            )
+            .await;
+        assert_eq!(status, 201, "{detection}");
+        sentinels.push(Sentinel {
+            camera: id(&camera),
+            detection: id(&detection),
+        });
         let (status, made) = bearer(&app, &root)
             .in_org(org)
             .post(
@@ -323,7 +407,7 @@ async fn every_endpoint_answers_each_role_in_its_own_organization_and_404_in_ano
     for (role, token) in &tokens {
         // Their own organization: allowed from the least role up, 403 below it. Alpha is
         // their only organization, so it is their default: no header needed.
-        for op in operations(&alpha, &projects[0], &extra, &mut n) {
+        for op in operations(&alpha, &projects[0], &sentinels[0], &extra, &mut n) {
             let (status, body) = bearer(&app, token)
                 .send(op.method.clone(), &op.path, op.body.clone())
                 .await;
@@ -340,9 +424,12 @@ async fn every_endpoint_answers_each_role_in_its_own_organization_and_404_in_ano
             checked += 1;
         }
         // Another organization: a 404, whether they name it or reach for its resources.
-        for op in operations(&beta, &projects[1], &extra, &mut n) {
+        for op in operations(&beta, &projects[1], &sentinels[1], &extra, &mut n) {
             for header in [None, Some(beta.as_str())] {
-                if header.is_none() && !op.names_org && !op.path.contains(&projects[1]) {
+                let names_resource = op.path.contains(&projects[1])
+                    || op.path.contains(&sentinels[1].camera)
+                    || op.path.contains(&sentinels[1].detection);
+                if header.is_none() && !op.names_org && !names_resource {
                     // Without the header, an organization-wide path is their own organization's.
                     continue;
                 }
@@ -368,8 +455,11 @@ async fn every_endpoint_answers_each_role_in_its_own_organization_and_404_in_ano
         }
     }
     // The superadmin crosses organizations by naming them.
-    for (org, project) in [(&alpha, &projects[0]), (&beta, &projects[1])] {
-        for op in operations(org, project, &extra, &mut n) {
+    for (org, project, sentinel) in [
+        (&alpha, &projects[0], &sentinels[0]),
+        (&beta, &projects[1], &sentinels[1]),
+    ] {
+        for op in operations(org, project, sentinel, &extra, &mut n) {
             let (status, body) = bearer(&app, &root)
                 .in_org(org)
                 .send(op.method.clone(), &op.path, op.body.clone())
