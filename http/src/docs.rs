@@ -357,6 +357,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_two_parts_of_the_document_give_one_schema_name_two_shapes() {
+        // Merging keeps one schema per name: a second, different one would silently replace
+        // the first in the served document (and in every client generated from it).
+        let mut parts = vec![
+            ("shared", ApiDoc::openapi()),
+            ("admin", crate::admin::Doc::openapi()),
+        ];
+        parts.extend(crate::contexts::ALL.iter().map(|c| (c.name, (c.openapi)())));
+        let mut seen: std::collections::BTreeMap<String, (&str, serde_json::Value)> =
+            Default::default();
+        let mut clashes = Vec::new();
+        for (part, doc) in parts {
+            let json = serde_json::to_value(doc).unwrap();
+            let Some(schemas) = json["components"]["schemas"].as_object() else {
+                continue;
+            };
+            for (name, schema) in schemas {
+                match seen.get(name) {
+                    Some((first, other)) if other != schema => {
+                        clashes.push(format!("{name}: {first} and {part}"));
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(name.clone(), (part, schema.clone()));
+                    }
+                }
+            }
+        }
+        assert!(
+            clashes.is_empty(),
+            "schemas named alike, shaped otherwise: {clashes:?}"
+        );
+    }
+
+    #[test]
     fn the_document_is_openapi_3_1_with_the_bearer_scheme_and_problem_schema() {
         let json = serde_json::to_value(openapi()).unwrap();
         assert!(json["openapi"].as_str().unwrap().starts_with("3.1."));
