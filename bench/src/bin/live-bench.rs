@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use atelier_bench::{group, histogram, memory, pass};
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -749,11 +750,6 @@ fn note_unknown(r: &mut Received, text: &str) {
     }
 }
 
-fn histogram() -> Result<Histogram<u64>> {
-    // 1 µs to 10 minutes, 3 significant digits.
-    Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| anyhow!("histogram: {e}"))
-}
-
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
@@ -794,38 +790,6 @@ fn parse_stat_ticks(stat: &str) -> Result<u64> {
             .map_err(|e| anyhow!("field {n}: {e}"))
     };
     Ok(field(14)? + field(15)?)
-}
-
-/// (VmRSS, VmHWM) of a process, in kB.
-fn memory(pid: u32) -> Result<(u64, u64)> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let kb = |key: &str| -> Result<u64> {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(key))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| anyhow!("no {key} in {path}"))
-    };
-    Ok((kb("VmRSS:")?, kb("VmHWM:")?))
-}
-
-/// 4000000 → "4,000,000".
-fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn pass(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "MISS" }
 }
 
 #[cfg(test)]
