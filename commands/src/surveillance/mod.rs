@@ -25,8 +25,10 @@ pub struct SurveillanceServices {
     pub cameras: cameras::CameraService,
     /// Detections.
     pub detections: detections::DetectionService,
-    /// The pipelines' figures.
+    /// The pipelines' figures, as written by the servers that run them.
     pub telemetry: vault::TelemetryTable,
+    /// The figures of the pipelines this server runs, fresh.
+    pub pipelines: runner::LivePipelines,
     system: Arc<std::sync::OnceLock<system::SystemMonitor>>,
 }
 
@@ -43,6 +45,7 @@ impl SurveillanceServices {
                 vault::Snapshots::new(pool.clone()),
             ),
             telemetry: vault::TelemetryTable::new(pool),
+            pipelines: runner::LivePipelines::default(),
             system: Arc::default(),
         }
     }

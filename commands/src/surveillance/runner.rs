@@ -33,7 +33,7 @@ use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
 use super::cameras::{CameraService, Report};
-use super::capture::{Backoff, Pipeline, PipelineSink, Telemetry};
+use super::capture::{Backoff, Pipeline, PipelineSink, Telemetry, TelemetrySnapshot};
 use super::detections::{self, DetectionService};
 use super::vault::TelemetryTable;
 use super::vision::{Detector, Finding, Frame, MotionDetector};
@@ -58,6 +58,46 @@ pub trait FrameSink: Send + Sync + 'static {
     fn watched(&self, org_id: Uuid, camera_id: Uuid) -> bool;
     /// Sends a JPEG thumbnail to the camera's watchers.
     fn publish(&self, org_id: Uuid, camera_id: Uuid, jpeg: &[u8]);
+}
+
+/// The figures of the pipelines this server runs now, by camera: what `/cameras/{id}/stats`
+/// and `/stats/performance` read first (fresh to the frame), before the telemetry rows other
+/// servers write every few seconds.
+#[derive(Clone, Default)]
+pub struct LivePipelines(Arc<Mutex<HashMap<Uuid, Arc<Telemetry>>>>);
+
+impl LivePipelines {
+    /// A camera's figures now, if its pipeline runs on this server.
+    pub fn figures(&self, camera_id: Uuid) -> Option<serde_json::Value> {
+        let telemetry = lock(&self.0).get(&camera_id).cloned()?;
+        Some(figures(&telemetry.snapshot()))
+    }
+
+    fn insert(&self, camera_id: Uuid, telemetry: Arc<Telemetry>) {
+        lock(&self.0).insert(camera_id, telemetry);
+    }
+
+    fn remove(&self, camera_id: Uuid) {
+        lock(&self.0).remove(&camera_id);
+    }
+}
+
+/// A pipeline's figures as the API and the telemetry rows show them (latencies in ms).
+pub fn figures(snapshot: &TelemetrySnapshot) -> serde_json::Value {
+    let ms = |us: Option<u64>| us.map(|us| us as f64 / 1000.0);
+    serde_json::json!({
+        "frames_processed": snapshot.frames_processed,
+        "frames_dropped": snapshot.frames_dropped,
+        "thumbnails_encoded": snapshot.thumbnails_encoded,
+        "fps": snapshot.fps,
+        "last_frame_at": snapshot.last_frame_at,
+        "decode_latency_ms": {"p50": ms(snapshot.decode_p50_us), "p99": ms(snapshot.decode_p99_us)},
+        "detection_latency_ms": {"p50": ms(snapshot.detection_p50_us), "p99": ms(snapshot.detection_p99_us)},
+        "started_at": snapshot.started_at,
+        "uptime_seconds": snapshot.uptime_secs,
+        "last_error": snapshot.last_error,
+        "last_error_at": snapshot.last_error_at,
+    })
 }
 
 /// How the runner runs.
@@ -107,6 +147,7 @@ struct Shared {
     detections: DetectionService,
     telemetry: TelemetryTable,
     frames: Arc<dyn FrameSink>,
+    pipelines: LivePipelines,
     config: RunnerConfig,
     running: Mutex<HashMap<Uuid, Running>>,
     stop: CancellationToken,
@@ -134,6 +175,8 @@ pub struct RunnerParts {
     pub telemetry: TelemetryTable,
     /// Where thumbnails go.
     pub frames: Arc<dyn FrameSink>,
+    /// Where the running pipelines' figures are shown.
+    pub pipelines: LivePipelines,
     /// Where the backlog comes from.
     pub backlog: Arc<dyn Backlog>,
 }
@@ -147,6 +190,7 @@ impl CaptureRunner {
             detections: parts.detections,
             telemetry: parts.telemetry,
             frames: parts.frames,
+            pipelines: parts.pipelines,
             config,
             running: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
@@ -168,6 +212,7 @@ impl CaptureRunner {
         for (id, r) in running {
             r.stop.cancel();
             let _ = r.task.await;
+            self.shared.pipelines.remove(id);
             report_stopped(&self.shared, id).await;
         }
         metrics::gauge!(PIPELINES).set(0.0);
@@ -302,6 +347,7 @@ async fn reconcile(shared: &Arc<Shared>, id: Uuid) {
 fn start(shared: &Arc<Shared>, id: Uuid, org_id: Uuid, setup: Setup, source: SourceUrl) {
     let stop = shared.stop.child_token();
     let telemetry = Arc::new(Telemetry::new());
+    let telemetry_shown = telemetry.clone();
     let sink = Arc::new(CameraSink {
         shared: shared.clone(),
         camera_id: id,
@@ -334,6 +380,7 @@ fn start(shared: &Arc<Shared>, id: Uuid, org_id: Uuid, setup: Setup, source: Sou
             .instrument(info_span!("camera", camera_id = %id)),
         )
     };
+    shared.pipelines.insert(id, telemetry_shown);
     let mut running = lock(&shared.running);
     running.insert(id, Running { setup, stop, task });
     metrics::gauge!(PIPELINES).set(running.len() as f64);
@@ -351,6 +398,7 @@ async fn end(shared: &Arc<Shared>, id: Uuid) {
     if let Some(r) = stopped {
         r.stop.cancel();
         let _ = r.task.await;
+        shared.pipelines.remove(id);
         info!(camera_id = %id, "capture pipeline stopped");
     }
 }
@@ -369,26 +417,7 @@ async fn write_figures(
             _ = tick.tick() => false,
             _ = stop.cancelled() => true,
         };
-        let snapshot = telemetry.snapshot();
-        let figures = serde_json::json!({
-            "frames_processed": snapshot.frames_processed,
-            "frames_dropped": snapshot.frames_dropped,
-            "thumbnails_encoded": snapshot.thumbnails_encoded,
-            "fps": snapshot.fps,
-            "last_frame_at": snapshot.last_frame_at,
-            "decode_latency_ms": {
-                "p50": snapshot.decode_p50_us.map(|us| us as f64 / 1000.0),
-                "p99": snapshot.decode_p99_us.map(|us| us as f64 / 1000.0),
-            },
-            "detection_latency_ms": {
-                "p50": snapshot.detection_p50_us.map(|us| us as f64 / 1000.0),
-                "p99": snapshot.detection_p99_us.map(|us| us as f64 / 1000.0),
-            },
-            "started_at": snapshot.started_at,
-            "uptime_seconds": snapshot.uptime_secs,
-            "last_error": snapshot.last_error,
-            "last_error_at": snapshot.last_error_at,
-        });
+        let figures = figures(&telemetry.snapshot());
         if let Err(e) = shared
             .telemetry
             .put(org_id, id, &shared.config.id, &figures)

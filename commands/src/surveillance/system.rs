@@ -97,6 +97,8 @@ struct Shared {
     system: Mutex<System>,
     gpu: Mutex<Vec<GpuStats>>,
     pid: Option<Pid>,
+    /// How many background refreshes have completed.
+    refreshes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Keeps the host's figures fresh in the background; dropping it stops the task.
@@ -116,9 +118,18 @@ impl SystemMonitor {
             system: Mutex::new(system),
             gpu: Mutex::new(Vec::new()),
             pid,
+            refreshes: tokio::sync::watch::Sender::new(0),
         });
         let task = tokio::spawn(run(Arc::clone(&shared)));
         SystemMonitor { shared, task }
+    }
+
+    /// Resolves once the background task has refreshed the figures at least once (CPU usages
+    /// are differences between two readings: before that they read 0).
+    pub async fn refreshed(&self) {
+        let mut rx = self.shared.refreshes.subscribe();
+        // An error means the task is gone; there is nothing more to wait for.
+        let _ = rx.wait_for(|n| *n > 0).await;
     }
 
     /// The latest figures, and those of the filesystem holding `disk_path` read now.
@@ -204,6 +215,7 @@ async fn run(shared: Arc<Shared>) {
             let gpu = read_gpus(program).await;
             *lock(&shared.gpu) = gpu;
         }
+        shared.refreshes.send_modify(|n| *n += 1);
     }
 }
 
@@ -318,9 +330,11 @@ mod tests {
     #[tokio::test]
     async fn the_figures_are_plausible_once_the_monitor_has_refreshed() {
         let monitor = SystemMonitor::start();
-        // Not a timing assertion: waits for the background task's first refresh, so that CPU
-        // usages are differences between two readings.
-        tokio::time::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL * 2).await;
+        // The background task's first refresh, so that CPU usages are differences between two
+        // readings.
+        tokio::time::timeout(Duration::from_secs(60), monitor.refreshed())
+            .await
+            .expect("no refresh");
 
         let stats = monitor.stats(Path::new("/"));
 

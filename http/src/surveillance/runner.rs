@@ -82,6 +82,7 @@ pub fn start_runner(services: &Services, settings: &CaptureRunnerSettings) -> Ca
             detections: app.surveillance.detections.clone(),
             telemetry: app.surveillance.telemetry.clone(),
             frames: Arc::new(LiveFrames(services.live.frames().clone())),
+            pipelines: app.surveillance.pipelines.clone(),
             backlog: Arc::new(ReadModelBacklog {
                 pool: app.pool.clone(),
                 projections: app.projections.clone(),

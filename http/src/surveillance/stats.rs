@@ -120,10 +120,13 @@ pub struct PipelineView {
     /// Its status.
     pub status: String,
     /// What its pipeline measured (frames processed and dropped, fps, decode and detection
-    /// latency p50/p99 in milliseconds, last frame time, uptime); `null` before it ran.
+    /// latency p50/p99 in milliseconds, last frame time, uptime); `null` before it ran. Read
+    /// from the pipeline itself on the server that runs it, else as that server last wrote
+    /// them (every 2 s).
     #[schema(value_type = Option<Object>)]
     pub figures: Option<serde_json::Value>,
-    /// When the figures were written by the server that runs it.
+    /// When the figures were read (now, from this server's pipeline) or written (by the server
+    /// that runs it).
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -164,7 +167,11 @@ pub async fn performance(
     let out: Vec<PipelineView> = cameras
         .into_iter()
         .map(|c| {
-            let f = by_camera.remove(&c.id);
+            // Fresh from the pipeline when it runs here; else what its server wrote last.
+            let f = match state.surveillance.pipelines.figures(c.id) {
+                Some(live) => Some((live, Utc::now())),
+                None => by_camera.remove(&c.id),
+            };
             PipelineView {
                 camera_id: c.id,
                 name: c.name,
@@ -234,13 +241,17 @@ pub async fn camera(
         .await
         .map_err(|e| ApiError::internal(&e))?
         .ok_or_else(|| ApiError::not_found("no such camera"))?;
-    let figures = state
-        .surveillance
-        .telemetry
-        .get(principal.org_id, id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .map(|(f, _)| f);
+    // Fresh from the pipeline when it runs here; else what its server wrote last.
+    let figures = match state.surveillance.pipelines.figures(id) {
+        Some(live) => Some(live),
+        None => state
+            .surveillance
+            .telemetry
+            .get(principal.org_id, id)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map(|(f, _)| f),
+    };
     let detections = detection_stats(
         &state.pool,
         principal.org_id,
