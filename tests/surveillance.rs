@@ -340,6 +340,17 @@ async fn detections_are_filtered_acknowledged_per_person_and_counted() {
         2,
         "{patched}"
     );
+    // A stale ETag is refused before anything changes, acknowledgement included.
+    let stale = app
+        .client
+        .patch(app.url(&format!("/api/v1/detections/{}", ids[1])))
+        .bearer_auth(&alice.token)
+        .header("if-match", "\"7\"")
+        .json(&json!({"acknowledged": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
     // Alice withdraws hers: the admin's stands.
     let withdrawn = alice
         .json(

@@ -94,7 +94,7 @@ impl CameraService {
             return Ok(None);
         };
         Ok(Some(match c.credentials {
-            Some(reference) => match self.credentials.value(c.id, reference).await? {
+            Some(reference) => match self.credentials.value(c.org_id, c.id, reference).await? {
                 Some(value) => c.url.with_credentials(&value),
                 None => c.url.clone(),
             },
@@ -180,7 +180,7 @@ impl CameraService {
         let written =
             execute::<Camera>(self.store.as_ref(), &Self::stream(id), ctx, None, command).await;
         if written.is_err() {
-            self.credentials.forget(id).await.ok();
+            self.credentials.forget(ctx.org_id, id).await.ok();
         }
         settle_key_change(self.store.as_ref(), id, &written, Some(reservation), |_| {
             None
@@ -233,7 +233,7 @@ impl CameraService {
         if let Some(reference) = new_reference
             && named != Some(reference)
         {
-            self.credentials.discard(reference).await.ok();
+            self.credentials.discard(ctx.org_id, reference).await.ok();
         }
         settle_key_change(self.store.as_ref(), id, &written, new_reservation, |w| {
             let (before, after) = (w.previous.present()?, w.state.present()?);
@@ -296,7 +296,7 @@ impl CameraService {
                 id,
             )
             .await;
-            self.credentials.forget(id).await.ok();
+            self.credentials.forget(ctx.org_id, id).await.ok();
         }
         Ok(written)
     }

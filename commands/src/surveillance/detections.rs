@@ -130,7 +130,7 @@ impl DetectionService {
             Ok(w) => Ok(w),
             Err(e) => {
                 if snapshot.is_some() {
-                    self.snapshots.forget(id).await.ok();
+                    self.snapshots.forget(ctx.org_id, id).await.ok();
                 }
                 Err(e.map_rejected(RecordError::Detection))
             }
@@ -170,11 +170,13 @@ impl DetectionService {
         self.run(ctx, id, if_match, command).await
     }
 
-    /// `by` acknowledges a detection (or withdraws their acknowledgement).
+    /// `by` acknowledges a detection (or withdraws their acknowledgement), at the revision
+    /// `if_match` if given.
     pub async fn acknowledge(
         &self,
         ctx: &CommandContext,
         id: Uuid,
+        if_match: Option<u64>,
         by: Uuid,
         acknowledged: bool,
     ) -> Result<Written<Detection>, DetectionCommandError> {
@@ -184,7 +186,7 @@ impl DetectionService {
         } else {
             DetectionCommand::Withdraw { org_id, by, at }
         };
-        self.run(ctx, id, None, command).await
+        self.run(ctx, id, if_match, command).await
     }
 
     /// Deletes a detection and its snapshot.
@@ -204,7 +206,7 @@ impl DetectionService {
             .present()
             .is_some_and(|d| d.snapshot.is_some())
         {
-            self.snapshots.forget(id).await.ok();
+            self.snapshots.forget(ctx.org_id, id).await.ok();
         }
         Ok(written)
     }

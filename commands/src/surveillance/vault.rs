@@ -39,33 +39,38 @@ impl Credentials {
         Ok(id)
     }
 
-    /// The value of a reference of this camera.
+    /// The value of a reference of this camera of this organization.
     pub async fn value(
         &self,
+        org_id: Uuid,
         camera_id: Uuid,
         reference: Uuid,
     ) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT value FROM surveillance_credentials WHERE camera_id = $1 AND id = $2",
+            "SELECT value FROM surveillance_credentials \
+             WHERE org_id = $1 AND camera_id = $2 AND id = $3",
         )
+        .bind(org_id)
         .bind(camera_id)
         .bind(reference)
         .fetch_optional(&self.pool)
         .await
     }
 
-    /// Drops a value no event names.
-    pub async fn discard(&self, reference: Uuid) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM surveillance_credentials WHERE id = $1")
+    /// Drops a value of the organization that no event names.
+    pub async fn discard(&self, org_id: Uuid, reference: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM surveillance_credentials WHERE org_id = $1 AND id = $2")
+            .bind(org_id)
             .bind(reference)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    /// Drops every value of a camera.
-    pub async fn forget(&self, camera_id: Uuid) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM surveillance_credentials WHERE camera_id = $1")
+    /// Drops every value of a camera of the organization.
+    pub async fn forget(&self, org_id: Uuid, camera_id: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM surveillance_credentials WHERE org_id = $1 AND camera_id = $2")
+            .bind(org_id)
             .bind(camera_id)
             .execute(&self.pool)
             .await?;
@@ -117,9 +122,10 @@ impl Snapshots {
             .await
     }
 
-    /// Drops a detection's snapshots.
-    pub async fn forget(&self, detection_id: Uuid) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM surveillance_snapshots WHERE detection_id = $1")
+    /// Drops the snapshots of a detection of the organization.
+    pub async fn forget(&self, org_id: Uuid, detection_id: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM surveillance_snapshots WHERE org_id = $1 AND detection_id = $2")
+            .bind(org_id)
             .bind(detection_id)
             .execute(&self.pool)
             .await?;

@@ -732,33 +732,13 @@ pub async fn update(
         }
     }
     if let Some(acknowledged) = b.acknowledged {
-        if let Some(expected) = expected {
-            // The acknowledgement is the caller's own: only the notes are checked against
-            // If-Match; a stale ETag is still refused before anything changes.
-            let (_, revision) = service
-                .get(principal.org_id, id)
-                .await
-                .map_err(|e| command_error(e, rejected))?
-                .ok_or_else(|| ApiError::not_found("no such detection"))?;
-            if revision != Some(expected) {
-                return Err(ApiError::precondition_failed(format!(
-                    "the resource is at revision {}, not {expected}: read it again",
-                    revision.unwrap_or(0)
-                )));
-            }
-        }
+        // The caller's own acknowledgement, at the revision the notes left (If-Match holds for
+        // the whole change).
         let written = service
-            .acknowledge(&ctx, id, principal.user_id, acknowledged)
+            .acknowledge(&ctx, id, expected, principal.user_id, acknowledged)
             .await
             .map_err(|e| command_error(e, rejected))?;
         position = written.position.or(position);
-    }
-    if b.notes.is_none() && b.acknowledged.is_none() {
-        service
-            .get(principal.org_id, id)
-            .await
-            .map_err(|e| command_error(e, rejected))?
-            .ok_or_else(|| ApiError::not_found("no such detection"))?;
     }
     if let Some(position) = position {
         state
@@ -795,7 +775,13 @@ pub async fn acknowledge(
     let written = state
         .surveillance
         .detections
-        .acknowledge(&command_context(&principal), id, principal.user_id, true)
+        .acknowledge(
+            &command_context(&principal),
+            id,
+            None,
+            principal.user_id,
+            true,
+        )
         .await
         .map_err(|e| command_error(e, rejected))?;
     if let Some(position) = written.position {
@@ -882,7 +868,7 @@ pub async fn acknowledge_bulk(
         match state
             .surveillance
             .detections
-            .acknowledge(&ctx, id, principal.user_id, true)
+            .acknowledge(&ctx, id, None, principal.user_id, true)
             .await
         {
             Ok(w) if w.position.is_some() => {
