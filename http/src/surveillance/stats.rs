@@ -155,27 +155,21 @@ pub async fn performance(
             .into_iter()
             .map(|(id, f, at)| (id, (f, at)))
             .collect();
-    let (cameras, _) = atelier_projections::surveillance::list_cameras(
-        &state.pool,
-        principal.org_id,
-        &Default::default(),
-        1,
-        10_000,
-    )
-    .await
-    .map_err(|e| ApiError::internal(&e))?;
+    let cameras = atelier_projections::surveillance::camera_statuses(&state.pool, principal.org_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     let out: Vec<PipelineView> = cameras
         .into_iter()
-        .map(|c| {
+        .map(|(id, name, status)| {
             // Fresh from the pipeline when it runs here; else what its server wrote last.
-            let f = match state.surveillance.pipelines.figures(c.id) {
+            let f = match state.surveillance.pipelines.figures(id) {
                 Some(live) => Some((live, Utc::now())),
-                None => by_camera.remove(&c.id),
+                None => by_camera.remove(&id),
             };
             PipelineView {
-                camera_id: c.id,
-                name: c.name,
-                status: c.status,
+                camera_id: id,
+                name,
+                status,
                 updated_at: f.as_ref().map(|(_, at)| *at),
                 figures: f.map(|(f, _)| f),
             }

@@ -368,6 +368,20 @@ pub async fn camera_names(
     Ok(rows.into_iter().collect())
 }
 
+/// Every camera of an organization, by name: `(id, name, status)`.
+pub async fn camera_statuses(
+    pool: &PgPool,
+    org_id: Uuid,
+) -> Result<Vec<(Uuid, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, name, status FROM surveillance_cameras WHERE org_id = $1 \
+         ORDER BY sort_key, id",
+    )
+    .bind(org_id)
+    .fetch_all(pool)
+    .await
+}
+
 /// An organization's cameras by status (every status present, 0 when none).
 pub async fn cameras_by_status(
     pool: &PgPool,
