@@ -206,10 +206,16 @@ pub async fn load<A: Aggregate>(
 /// conflict, load and decide again (at most [`MAX_ATTEMPTS`] times). With `if_match`, the
 /// aggregate must be at that revision, and a conflict is not retried.
 ///
+/// The state comes from the store's fold cache ([`atelier_store::FoldCache`]) when it holds the
+/// stream, so that a command on a stream this server wrote last costs one round trip (the
+/// append). The cached state is only a guess: the one outcome taken from it is an append the
+/// store accepts at exactly its revision. A conflict, a refusal, a precondition that does not
+/// hold or a command with nothing to do is decided again on a fresh read.
+///
 /// A connection lost on the way is retried once: a load from the start, an append with the
 /// very same events (same ids, same expected revision), which the store recognizes if the
 /// first one had committed after all, so the command never takes effect twice.
-#[tracing::instrument(name = "command", skip_all, fields(stream = %stream, aggregate = A::CATEGORY))]
+#[tracing::instrument(name = "command", skip_all, fields(stream = %stream, aggregate = A::CATEGORY, cached))]
 pub async fn execute<A: Aggregate>(
     store: &dyn EventStore,
     stream: &StreamName,
@@ -220,31 +226,54 @@ pub async fn execute<A: Aggregate>(
 where
     A::Command: Clone,
 {
+    let mut cached = cached::<A>(store, stream);
+    tracing::Span::current().record("cached", cached.is_some());
     let mut reconnect = true;
     let mut attempts = 0;
     while attempts < MAX_ATTEMPTS {
-        attempts += 1;
-        let (state, revision) = match load::<A>(store, stream).await {
-            Err(CommandError::Store(e)) if reconnect && e.is_connection_lost() => {
-                tracing::warn!(error = %e, "connection lost while loading; trying once more");
-                reconnect = false;
-                attempts -= 1;
-                continue;
+        let guess = cached.take();
+        let from_cache = guess.is_some();
+        let (state, revision) = match guess {
+            Some(folded) => (folded.0.clone(), Some(folded.1)),
+            None => {
+                attempts += 1;
+                match load::<A>(store, stream).await {
+                    Err(CommandError::Store(e)) if reconnect && e.is_connection_lost() => {
+                        tracing::warn!(error = %e, "connection lost while loading; trying once more");
+                        reconnect = false;
+                        attempts -= 1;
+                        continue;
+                    }
+                    loaded => {
+                        let (state, revision) = loaded?;
+                        if let (Some(folds), Some(revision)) = (store.folds(), revision) {
+                            folds.insert(stream, Arc::new((state.clone(), revision)));
+                        }
+                        (state, revision)
+                    }
+                }
             }
-            loaded => loaded?,
         };
         if let Some(expected) = if_match
             && revision != Some(expected)
         {
+            if from_cache {
+                continue;
+            }
             return Err(CommandError::PreconditionFailed {
                 expected,
                 actual: revision,
             });
         }
-        let events = state
-            .decide(command.clone())
-            .map_err(CommandError::Rejected)?;
+        let events = match state.decide(command.clone()) {
+            Ok(events) => events,
+            Err(_) if from_cache => continue,
+            Err(e) => return Err(CommandError::Rejected(e)),
+        };
         if events.is_empty() {
+            if from_cache {
+                continue;
+            }
             return Ok(Written {
                 previous: state.clone(),
                 state,
@@ -263,6 +292,9 @@ where
         }
         match appended {
             Ok(r) => {
+                if let Some(folds) = store.folds() {
+                    folds.insert(stream, Arc::new((after.clone(), r.next_expected_revision)));
+                }
                 return Ok(Written {
                     previous: state,
                     state: after,
@@ -271,17 +303,49 @@ where
                 });
             }
             Err(StoreError::WrongExpectedRevision { actual, .. }) => {
+                if let Some(folds) = store.folds() {
+                    folds.forget(stream);
+                }
+                if from_cache {
+                    tracing::debug!("the cached state was behind the stream; reading it");
+                    continue;
+                }
                 if let Some(expected) = if_match {
                     return Err(CommandError::PreconditionFailed { expected, actual });
                 }
                 tracing::debug!("another writer changed the aggregate; deciding again");
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                if let Some(folds) = store.folds() {
+                    folds.forget(stream);
+                }
+                return Err(e.into());
+            }
         }
     }
     Err(CommandError::Contention {
         stream: stream.to_string(),
     })
+}
+
+/// The state and revision the store's fold cache holds for `stream`, if any.
+fn cached<A: Aggregate>(store: &dyn EventStore, stream: &StreamName) -> Option<Arc<(A, u64)>> {
+    store.folds()?.get::<(A, u64)>(stream)
+}
+
+/// An aggregate as the fold cache has it (`true`), else as read from the store (`false`). A
+/// caller that decides anything from a cached state must have it confirmed by an append at
+/// that revision (pass it to [`execute`] as `if_match`), and read again (with [`load`]) before
+/// it refuses anything because of it.
+pub async fn load_guess<A: Aggregate>(
+    store: &dyn EventStore,
+    stream: &StreamName,
+) -> Result<(A, Option<u64>, bool), CommandError<A::Error>> {
+    if let Some(folded) = cached::<A>(store, stream) {
+        return Ok((folded.0.clone(), Some(folded.1), true));
+    }
+    let (state, revision) = load::<A>(store, stream).await?;
+    Ok((state, revision, false))
 }
 
 /// The stream of an aggregate.
@@ -361,5 +425,132 @@ mod tests {
             other => panic!("expected a lost connection, got {other:?}"),
         }
         assert_eq!(events_of(&store, id).await, 0);
+    }
+    fn update(name: &str) -> ProjectCommand {
+        ProjectCommand::Update {
+            org_id: Uuid::from_u128(1),
+            name: ProjectName::parse(name).unwrap(),
+            repo_url: RepoUrl::parse("https://example.com/demo.git").unwrap(),
+            build_command: None,
+            at: Utc::now(),
+        }
+    }
+
+    async fn run_update(
+        store: &MemoryEventStore,
+        id: Uuid,
+        if_match: Option<u64>,
+        name: &str,
+    ) -> Result<Written<Project>, CommandError<<Project as Aggregate>::Error>> {
+        let ctx = CommandContext::new(Uuid::from_u128(1), "user-1");
+        execute::<Project>(
+            store,
+            &stream_of::<Project>(id),
+            &ctx,
+            if_match,
+            update(name),
+        )
+        .await
+    }
+
+    fn name_of(p: &Project) -> String {
+        p.active()
+            .map(|p| p.name.as_str().to_owned())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_command_on_a_stream_this_store_wrote_last_is_decided_without_reading_it() {
+        let store = MemoryEventStore::new();
+        let id = Uuid::now_v7();
+        run(&store, id).await.unwrap();
+        // A read now would fail, even when tried again.
+        store.fail_next_reads(2);
+        let written = run_update(&store, id, Some(0), "renamed").await.unwrap();
+        assert_eq!(written.revision, Some(1));
+        assert_eq!(name_of(&written.previous), "demo");
+        assert_eq!(name_of(&written.state), "renamed");
+    }
+
+    /// Puts back the state the cache had at revision 0: as if another server had written since.
+    async fn make_the_cache_stale(store: &MemoryEventStore, id: Uuid) {
+        let stream = stream_of::<Project>(id);
+        run_update(store, id, None, "moved").await.unwrap();
+        let mut first = Project::default();
+        for e in store
+            .read_stream(&stream, ReadStream::forward())
+            .await
+            .unwrap()
+        {
+            if e.revision == 0 {
+                first = first.evolve(
+                    &<Project as Aggregate>::Event::decode_stored(
+                        &e.event_type,
+                        &e.metadata,
+                        &e.data,
+                    )
+                    .unwrap(),
+                );
+            }
+        }
+        assert_eq!(name_of(&first), "demo");
+        store
+            .folds()
+            .unwrap()
+            .insert(&stream, Arc::new((first, 0u64)));
+    }
+
+    #[tokio::test]
+    async fn a_cached_state_another_writer_moved_on_is_read_again_before_deciding() {
+        let store = MemoryEventStore::new();
+        let id = Uuid::now_v7();
+        run(&store, id).await.unwrap();
+        make_the_cache_stale(&store, id).await;
+        let written = run_update(&store, id, None, "again").await.unwrap();
+        assert_eq!(written.revision, Some(2));
+        assert_eq!(
+            name_of(&written.previous),
+            "moved",
+            "decided on the stream, not the cache"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_precondition_is_checked_against_the_stream_not_a_stale_cache() {
+        let store = MemoryEventStore::new();
+        let id = Uuid::now_v7();
+        run(&store, id).await.unwrap();
+        make_the_cache_stale(&store, id).await;
+        // The caller saw revision 1 (the stream's): it holds.
+        assert_eq!(
+            run_update(&store, id, Some(1), "seen")
+                .await
+                .unwrap()
+                .revision,
+            Some(2)
+        );
+        make_the_cache_stale(&store, id).await;
+        // Revision 0 is the stale cache's, not the stream's (3): refused.
+        match run_update(&store, id, Some(0), "late").await {
+            Err(CommandError::PreconditionFailed { expected, actual }) => {
+                assert_eq!((expected, actual), (0, Some(3)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_from_a_stale_cached_state_is_checked_against_the_stream() {
+        let store = MemoryEventStore::new();
+        let id = Uuid::now_v7();
+        run(&store, id).await.unwrap();
+        // The cache says there is no project at revision 0; the stream has one.
+        store.folds().unwrap().insert(
+            &stream_of::<Project>(id),
+            Arc::new((Project::default(), 0u64)),
+        );
+        let written = run_update(&store, id, None, "found").await.unwrap();
+        assert_eq!(written.revision, Some(1));
+        assert_eq!(name_of(&written.state), "found");
     }
 }

@@ -9,6 +9,7 @@
 //! knows nothing of the domain.
 
 pub mod archive;
+pub mod folds;
 pub mod memory;
 pub mod postgres;
 mod subscription;
@@ -20,6 +21,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use futures::Stream;
 
+pub use folds::FoldCache;
 pub use subscription::{LiveBatch, PAGE_SIZE};
 pub use types::*;
 
@@ -95,6 +97,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// written), for callers that keep streams folded and only need to know whether they moved.
     /// Adapters that can answer for all the streams in one round trip should; this default
     /// reads each stream's last event.
+    /// The folds callers keep of this store's streams ([`FoldCache`]), if it keeps any. The
+    /// store forgets a stream there when it deletes it or changes its retention.
+    fn folds(&self) -> Option<&FoldCache> {
+        None
+    }
+
     async fn last_revisions(&self, streams: &[StreamName]) -> Result<Vec<Option<u64>>, StoreError> {
         let mut out = Vec::with_capacity(streams.len());
         for stream in streams {

@@ -38,6 +38,7 @@ struct Inner {
     failing_reads: AtomicUsize,
     failing_appends: AtomicUsize,
     lost_acks: AtomicUsize,
+    folds: crate::FoldCache,
 }
 
 struct State {
@@ -108,6 +109,7 @@ impl MemoryEventStore {
                 failing_reads: AtomicUsize::new(0),
                 failing_appends: AtomicUsize::new(0),
                 lost_acks: AtomicUsize::new(0),
+                folds: crate::FoldCache::default(),
             }),
         }
     }
@@ -539,6 +541,7 @@ impl EventStore for MemoryEventStore {
         name: &StreamName,
         metadata: StreamMetadata,
     ) -> Result<(), StoreError> {
+        self.inner.folds.forget(name);
         let mut st = self.lock_stream(name).await;
         st.stream(name)?;
         st.streams.entry(name.as_str().to_owned()).or_default().meta = metadata;
@@ -550,6 +553,7 @@ impl EventStore for MemoryEventStore {
         name: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<(), StoreError> {
+        self.inner.folds.forget(name);
         self.remove(name, expected, false).await
     }
 
@@ -558,7 +562,12 @@ impl EventStore for MemoryEventStore {
         name: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<(), StoreError> {
+        self.inner.folds.forget(name);
         self.remove(name, expected, true).await
+    }
+
+    fn folds(&self) -> Option<&crate::FoldCache> {
+        Some(&self.inner.folds)
     }
 }
 

@@ -103,6 +103,7 @@ struct Shared {
     wake_tailer: Notify,
     wake_notifier: Notify,
     config: PgConfig,
+    folds: crate::FoldCache,
 }
 
 /// Stops the background tasks when the last clone of the store is dropped.
@@ -131,6 +132,7 @@ impl PgEventStore {
             wake_tailer: Notify::new(),
             wake_notifier: Notify::new(),
             config,
+            folds: crate::FoldCache::default(),
         });
         let (stop, stopped) = watch::channel(());
         tokio::spawn(tail(shared.clone(), stopped.clone()));
@@ -786,6 +788,7 @@ impl EventStore for PgEventStore {
         stream: &StreamName,
         metadata: StreamMetadata,
     ) -> Result<(), StoreError> {
+        self.shared.folds.forget(stream);
         let to_i64 = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
         let updated: Option<i64> = sqlx::query_scalar(
             "INSERT INTO event_streams (stream_name, max_age, max_count, truncate_before) \
@@ -814,6 +817,7 @@ impl EventStore for PgEventStore {
         stream: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<(), StoreError> {
+        self.shared.folds.forget(stream);
         self.remove(stream, expected, false).await
     }
 
@@ -822,7 +826,12 @@ impl EventStore for PgEventStore {
         stream: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<(), StoreError> {
+        self.shared.folds.forget(stream);
         self.remove(stream, expected, true).await
+    }
+
+    fn folds(&self) -> Option<&crate::FoldCache> {
+        Some(&self.shared.folds)
     }
 }
 

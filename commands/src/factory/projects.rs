@@ -10,7 +10,9 @@ use atelier_domain::value::{InvalidValue, invalid};
 use atelier_store::{EventStore, StreamName};
 use uuid::Uuid;
 
-use crate::handler::{CommandContext, CommandError, Written, execute, load, stream_of};
+use crate::handler::{
+    CommandContext, CommandError, MAX_ATTEMPTS, Written, execute, load, load_guess, stream_of,
+};
 use crate::reservation::{claim, release_quietly, reservation_stream, settle_key_change};
 
 /// A project command's error.
@@ -162,6 +164,10 @@ impl ProjectService {
     }
 
     /// Replaces a project's fields; `if_match` is the revision the caller saw.
+    ///
+    /// Whether the name changes (and so needs a reservation) is decided on the state the
+    /// update is then appended to: the append is pinned to that state's revision, and if the
+    /// project moved meanwhile the whole decision is made again.
     pub async fn update(
         &self,
         ctx: &CommandContext,
@@ -170,36 +176,60 @@ impl ProjectService {
         input: ProjectInput,
     ) -> Result<Written<Project>, ProjectCommandError> {
         let stream = Self::stream(id);
-        let (current, _) = load::<Project>(self.store.as_ref(), &stream).await?;
-        let current_key = match current.active() {
-            Some(p) if p.org_id == ctx.org_id => p.name.key(),
-            _ => return Err(CommandError::Rejected(ProjectError::NotFound)),
-        };
         self.repos
             .check(&input.repo_url)
             .map_err(CommandError::Invalid)?;
-        let renamed = input.name.key() != current_key;
-        let new_reservation = if renamed {
-            Some(self.reserve_name(ctx, id, &input.name).await?)
-        } else {
-            None
-        };
-        let command = ProjectCommand::Update {
-            org_id: ctx.org_id,
-            name: input.name,
-            repo_url: input.repo_url,
-            build_command: input.build_command,
-            at: ctx.occurred_at,
-        };
-        let written =
-            execute::<Project>(self.store.as_ref(), &stream, ctx, if_match, command).await;
-        settle_key_change(self.store.as_ref(), id, &written, new_reservation, |w| {
-            let (before, after) = (w.previous.active()?, w.state.active()?);
-            (before.name.key() != after.name.key())
-                .then(|| name_reservation(ctx.org_id, &before.name))
+        let mut fresh_only = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let (current, revision, guessed) = if fresh_only {
+                let (state, revision) = load::<Project>(self.store.as_ref(), &stream).await?;
+                (state, revision, false)
+            } else {
+                load_guess::<Project>(self.store.as_ref(), &stream).await?
+            };
+            let current_key = match current.active() {
+                Some(p) if p.org_id == ctx.org_id => p.name.key(),
+                _ if guessed => {
+                    fresh_only = true;
+                    continue;
+                }
+                _ => return Err(CommandError::Rejected(ProjectError::NotFound)),
+            };
+            let renamed = input.name.key() != current_key;
+            let new_reservation = if renamed {
+                Some(self.reserve_name(ctx, id, &input.name).await?)
+            } else {
+                None
+            };
+            let command = ProjectCommand::Update {
+                org_id: ctx.org_id,
+                name: input.name.clone(),
+                repo_url: input.repo_url.clone(),
+                build_command: input.build_command.clone(),
+                at: ctx.occurred_at,
+            };
+            // The caller's revision, or else the one `renamed` was decided on.
+            let pin = if_match.or(revision);
+            let written = execute::<Project>(self.store.as_ref(), &stream, ctx, pin, command).await;
+            if if_match.is_none() && matches!(written, Err(CommandError::PreconditionFailed { .. }))
+            {
+                // The project moved after `renamed` was decided: decide again.
+                settle_key_change(self.store.as_ref(), id, &written, new_reservation, |_| None)
+                    .await;
+                fresh_only = true;
+                continue;
+            }
+            settle_key_change(self.store.as_ref(), id, &written, new_reservation, |w| {
+                let (before, after) = (w.previous.active()?, w.state.active()?);
+                (before.name.key() != after.name.key())
+                    .then(|| name_reservation(ctx.org_id, &before.name))
+            })
+            .await;
+            return written;
+        }
+        Err(CommandError::Contention {
+            stream: stream.to_string(),
         })
-        .await;
-        written
     }
 
     /// Deletes a project; its name is free again.
