@@ -151,6 +151,12 @@ pub struct ServeArgs {
     /// Longest a read waits for its projection to reach a position it was given, in ms.
     #[arg(long, env = "ATELIER_READ_WAIT_MS", default_value_t = 5000)]
     pub read_wait_ms: u64,
+    /// How long, in ms, a caller's checked access (session or key, user, organization) is
+    /// trusted without a query; a logout or revocation made through this server counts from the
+    /// next request regardless, one made by another process within this time. 0: every request
+    /// checks.
+    #[arg(long, env = "ATELIER_ACCESS_RECHECK_MS", default_value_t = 1000)]
+    pub access_recheck_ms: u64,
     /// Seconds between the live feed's heartbeats (WebSocket and SSE).
     #[arg(long, env = "ATELIER_LIVE_HEARTBEAT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub live_heartbeat_secs: u64,
@@ -492,6 +498,7 @@ async fn serve(db: &DbArgs, args: ServeArgs) -> anyhow::Result<()> {
         http: HttpSettings {
             body_limit: args.body_limit,
             read_wait: Duration::from_millis(args.read_wait_ms),
+            access_recheck: Duration::from_millis(args.access_recheck_ms),
             cors_origins: args.cors_origins.clone(),
             live: LiveSettings {
                 heartbeat: Duration::from_secs(args.live_heartbeat_secs),

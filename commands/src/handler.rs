@@ -465,7 +465,7 @@ mod tests {
         let id = Uuid::now_v7();
         run(&store, id).await.unwrap();
         // A read now would fail, even when tried again.
-        store.fail_next_reads(2);
+        store.fail_next_stream_reads(2);
         let written = run_update(&store, id, Some(0), "renamed").await.unwrap();
         assert_eq!(written.revision, Some(1));
         assert_eq!(name_of(&written.previous), "demo");

@@ -32,6 +32,10 @@ pub struct HttpSettings {
     /// then resolved). With a list, a request naming anything outside it, or a host name, is
     /// refused before anything is sent.
     pub discovery_networks: Option<Vec<ipnet::IpNet>>,
+    /// How long a caller's checked access (session or key, user, organization) is trusted
+    /// without a query, unless this server writes an identity stream meanwhile; zero checks
+    /// every request.
+    pub access_recheck: Duration,
 }
 
 impl Default for HttpSettings {
@@ -44,6 +48,7 @@ impl Default for HttpSettings {
                 "http://localhost:3000".to_owned(),
             ],
             live: crate::live::LiveSettings::default(),
+            access_recheck: atelier_commands::identity::access::DEFAULT_RECHECK,
             deploy_creations: Default::default(),
             discovery_networks: None,
         }
@@ -96,7 +101,7 @@ impl AppState {
             surveillance: SurveillanceServices::new(store.clone(), pool.clone()),
             venvs: VenvServices::new(store.clone(), pool.clone(), venvs.0, venvs.1),
             factory: FactoryServices::new(store.clone(), pool.clone(), repos),
-            identity: IdentityServices::new(store.clone(), pool.clone()),
+            identity: IdentityServices::new(store.clone(), pool.clone(), settings.access_recheck),
             deploy: DeployServices::new(store.clone(), pool.clone()),
             idempotency: IdempotencyStore::new(pool.clone()),
             store,

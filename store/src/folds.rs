@@ -13,7 +13,7 @@
 //! as absent.
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use quick_cache::sync::Cache;
 
@@ -22,9 +22,13 @@ use crate::StreamName;
 /// Streams kept at most by default.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
+/// Told of each stream this store wrote (see [`FoldCache::on_written`]).
+type Listener = Box<dyn Fn(&StreamName) + Send + Sync>;
+
 /// Folded values by stream, bounded (least recently used streams go first).
 pub struct FoldCache {
     values: Cache<StreamName, Arc<dyn Any + Send + Sync>>,
+    listeners: RwLock<Vec<Listener>>,
 }
 
 impl std::fmt::Debug for FoldCache {
@@ -32,6 +36,14 @@ impl std::fmt::Debug for FoldCache {
         f.debug_struct("FoldCache")
             .field("len", &self.values.len())
             .field("capacity", &self.values.capacity())
+            .field(
+                "listeners",
+                &self
+                    .listeners
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len(),
+            )
             .finish()
     }
 }
@@ -47,6 +59,32 @@ impl FoldCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             values: Cache::new(capacity.max(1)),
+            listeners: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Calls `listener` each time this store has written to a stream (an append committed, a
+    /// stream deleted, its retention changed), before the write's caller gets the answer: a
+    /// cache of its own that a listener marks stale is never trusted by a request that starts
+    /// after the write was acknowledged. Writes by other processes are not seen here.
+    pub fn on_written(&self, listener: impl Fn(&StreamName) + Send + Sync + 'static) {
+        self.listeners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Box::new(listener));
+    }
+
+    /// Called by the store after it wrote to `stream`: forgets its fold and tells the
+    /// listeners.
+    pub fn written(&self, stream: &StreamName) {
+        self.forget(stream);
+        for listener in self
+            .listeners
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            listener(stream);
         }
     }
 
@@ -103,6 +141,18 @@ mod tests {
         cache.forget(&stream("project-1"));
         assert!(cache.get::<u64>(&stream("project-1")).is_none());
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_write_forgets_the_stream_and_tells_every_listener() {
+        let cache = FoldCache::new(8);
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = heard.clone();
+        cache.on_written(move |s| h.lock().unwrap().push(s.to_string()));
+        cache.insert(&stream("project-1"), Arc::new(1u64));
+        cache.written(&stream("project-1"));
+        assert!(cache.get::<u64>(&stream("project-1")).is_none());
+        assert_eq!(*heard.lock().unwrap(), ["project-1"]);
     }
 
     #[test]

@@ -36,6 +36,7 @@ struct Inner {
     /// Signalled when a held append ends and releases its stream.
     released: Notify,
     failing_reads: AtomicUsize,
+    failing_stream_reads: AtomicUsize,
     failing_appends: AtomicUsize,
     lost_acks: AtomicUsize,
     folds: crate::FoldCache,
@@ -107,6 +108,7 @@ impl MemoryEventStore {
                 live,
                 released: Notify::new(),
                 failing_reads: AtomicUsize::new(0),
+                failing_stream_reads: AtomicUsize::new(0),
                 failing_appends: AtomicUsize::new(0),
                 lost_acks: AtomicUsize::new(0),
                 folds: crate::FoldCache::default(),
@@ -117,6 +119,11 @@ impl MemoryEventStore {
     /// The next `n` reads of `$all` (and of the head) fail as a lost connection would.
     pub fn fail_next_reads(&self, n: usize) {
         self.inner.failing_reads.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` reads of streams fail as a lost connection would.
+    pub fn fail_next_stream_reads(&self, n: usize) {
+        self.inner.failing_stream_reads.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` appends fail as a connection lost before the commit would: nothing is
@@ -373,6 +380,8 @@ impl HeldAppend {
         let result = st.commit(self.xid, events);
         self.release(&mut st);
         store.publish(&mut st);
+        drop(st);
+        store.inner.folds.written(&self.stream);
         result
     }
 
@@ -428,6 +437,10 @@ impl EventStore for MemoryEventStore {
             }
         };
         self.publish(&mut st);
+        drop(st);
+        if result.is_ok() {
+            self.inner.folds.written(stream);
+        }
         if result.is_ok() && take_one(&self.inner.lost_acks) {
             return Err(StoreError::backend(crate::ConnectionLost));
         }
@@ -439,6 +452,9 @@ impl EventStore for MemoryEventStore {
         name: &StreamName,
         read: ReadStream,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if take_one(&self.inner.failing_stream_reads) {
+            return Err(StoreError::backend(crate::ConnectionLost));
+        }
         let st = self.state();
         let Some(stream) = st.stream(name)? else {
             return Ok(Vec::new());
@@ -541,10 +557,11 @@ impl EventStore for MemoryEventStore {
         name: &StreamName,
         metadata: StreamMetadata,
     ) -> Result<(), StoreError> {
-        self.inner.folds.forget(name);
         let mut st = self.lock_stream(name).await;
         st.stream(name)?;
         st.streams.entry(name.as_str().to_owned()).or_default().meta = metadata;
+        drop(st);
+        self.inner.folds.written(name);
         Ok(())
     }
 
@@ -553,8 +570,9 @@ impl EventStore for MemoryEventStore {
         name: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<(), StoreError> {
-        self.inner.folds.forget(name);
-        self.remove(name, expected, false).await
+        self.remove(name, expected, false).await?;
+        self.inner.folds.written(name);
+        Ok(())
     }
 
     async fn tombstone_stream(
@@ -562,8 +580,9 @@ impl EventStore for MemoryEventStore {
         name: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<(), StoreError> {
-        self.inner.folds.forget(name);
-        self.remove(name, expected, true).await
+        self.remove(name, expected, true).await?;
+        self.inner.folds.written(name);
+        Ok(())
     }
 
     fn folds(&self) -> Option<&crate::FoldCache> {

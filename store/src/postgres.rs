@@ -179,6 +179,7 @@ impl PgEventStore {
         Ok(PgHeldAppend {
             tx,
             result,
+            stream: stream.clone(),
             shared: self.shared.clone(),
         })
     }
@@ -193,6 +194,7 @@ impl PgEventStore {
 pub struct PgHeldAppend {
     tx: Transaction<'static, Postgres>,
     result: AppendResult,
+    stream: StreamName,
     shared: Arc<Shared>,
 }
 
@@ -205,6 +207,7 @@ impl PgHeldAppend {
     /// Commits the transaction.
     pub async fn commit(self) -> Result<AppendResult, StoreError> {
         self.tx.commit().await.map_err(StoreError::backend)?;
+        self.shared.folds.written(&self.stream);
         self.shared.wake_tailer.notify_one();
         self.shared.wake_notifier.notify_one();
         Ok(self.result)
@@ -658,6 +661,7 @@ impl EventStore for PgEventStore {
                 Ok(row) => {
                     let outcome = append_outcome(stream, expected, &row);
                     if outcome.is_ok() {
+                        self.shared.folds.written(stream);
                         self.woke();
                     }
                     return outcome;
@@ -788,7 +792,6 @@ impl EventStore for PgEventStore {
         stream: &StreamName,
         metadata: StreamMetadata,
     ) -> Result<(), StoreError> {
-        self.shared.folds.forget(stream);
         let to_i64 = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
         let updated: Option<i64> = sqlx::query_scalar(
             "INSERT INTO event_streams (stream_name, max_age, max_count, truncate_before) \
@@ -805,7 +808,10 @@ impl EventStore for PgEventStore {
         .await
         .map_err(StoreError::backend)?;
         match updated {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.shared.folds.written(stream);
+                Ok(())
+            }
             None => Err(StoreError::StreamDeleted {
                 stream: stream.clone(),
             }),
@@ -817,8 +823,9 @@ impl EventStore for PgEventStore {
         stream: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<(), StoreError> {
-        self.shared.folds.forget(stream);
-        self.remove(stream, expected, false).await
+        self.remove(stream, expected, false).await?;
+        self.shared.folds.written(stream);
+        Ok(())
     }
 
     async fn tombstone_stream(
@@ -826,8 +833,9 @@ impl EventStore for PgEventStore {
         stream: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<(), StoreError> {
-        self.shared.folds.forget(stream);
-        self.remove(stream, expected, true).await
+        self.remove(stream, expected, true).await?;
+        self.shared.folds.written(stream);
+        Ok(())
     }
 
     fn folds(&self) -> Option<&crate::FoldCache> {

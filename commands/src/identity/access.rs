@@ -6,8 +6,18 @@
 //! Each stream's folded state is cached; a request brings it up to date by reading only the
 //! events after the cached revision (one indexed query that usually returns nothing), so a
 //! large organization is not replayed per request.
+//!
+//! A caller's whole answer (credential, user, organization) is then trusted without any query
+//! for [`DEFAULT_RECHECK`] (`ATELIER_ACCESS_RECHECK_MS`), unless this server writes to an
+//! identity stream meanwhile: the store tells [`Access`] of each of its writes before the
+//! writer gets its answer ([`atelier_store::FoldCache::on_written`]), and every answer trusted
+//! so far is checked again. So a logout, a revoked key, a deactivation or a removed member made
+//! through this server counts from the next request, as before; one written by another process
+//! (the CLI, another server) counts at most that long after it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use atelier_domain::identity::api_key::ApiKey;
 use atelier_domain::identity::organization::Organization;
@@ -22,6 +32,40 @@ use crate::handler::{Store, stream_of};
 
 /// How many aggregates of each kind stay cached.
 pub const CACHE_CAPACITY: usize = 10_000;
+
+/// How long a caller's checked answer is trusted without a query, unless this server writes an
+/// identity stream meanwhile.
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(1);
+
+/// The categories whose writes make every trusted answer checked again.
+const IDENTITY_CATEGORIES: [&str; 4] = [
+    User::CATEGORY,
+    Organization::CATEGORY,
+    Session::CATEGORY,
+    ApiKey::CATEGORY,
+];
+
+/// A caller's answer as last checked: the credential, the user, the organization, and when and
+/// under which epoch of identity writes it was checked.
+struct Checked<A> {
+    answer: (Arc<A>, Arc<User>, Arc<Organization>),
+    epoch: u64,
+    at: Instant,
+}
+
+impl<A> Clone for Checked<A> {
+    fn clone(&self) -> Self {
+        Self {
+            answer: (
+                self.answer.0.clone(),
+                self.answer.1.clone(),
+                self.answer.2.clone(),
+            ),
+            epoch: self.epoch,
+            at: self.at,
+        }
+    }
+}
 
 /// Why the current state of an aggregate could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +150,12 @@ pub struct Access {
     organizations: Current<Organization>,
     sessions: Current<Session>,
     keys: Current<ApiKey>,
+    /// Answers checked lately, by (credential, user, organization).
+    session_answers: Cache<(Uuid, Uuid, Uuid), Checked<Session>>,
+    key_answers: Cache<(Uuid, Uuid, Uuid), Checked<ApiKey>>,
+    /// Moves each time this server writes an identity stream.
+    epoch: Arc<AtomicU64>,
+    recheck: Duration,
 }
 
 impl std::fmt::Debug for Access {
@@ -115,14 +165,46 @@ impl std::fmt::Debug for Access {
 }
 
 impl Access {
-    /// Reads from this store, caching [`CACHE_CAPACITY`] aggregates of each kind.
+    /// Reads from this store, caching [`CACHE_CAPACITY`] aggregates of each kind and trusting
+    /// an answer for [`DEFAULT_RECHECK`].
     pub fn new(store: Store) -> Self {
+        Self::with_recheck(store, DEFAULT_RECHECK)
+    }
+
+    /// Reads from this store, trusting a caller's answer for `recheck` at most (zero: every
+    /// request checks).
+    pub fn with_recheck(store: Store, recheck: Duration) -> Self {
+        let epoch = Arc::new(AtomicU64::new(0));
+        match store.folds() {
+            Some(folds) => {
+                let moved = Arc::downgrade(&epoch);
+                folds.on_written(move |stream| {
+                    if IDENTITY_CATEGORIES.contains(&stream.category())
+                        && let Some(epoch) = moved.upgrade()
+                    {
+                        epoch.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+            None => {
+                tracing::info!("the store tells nothing of its writes: every request checks");
+            }
+        }
+        let recheck = if store.folds().is_some() {
+            recheck
+        } else {
+            Duration::ZERO
+        };
         Self {
             store,
             users: Current::new(CACHE_CAPACITY),
             organizations: Current::new(CACHE_CAPACITY),
             sessions: Current::new(CACHE_CAPACITY),
             keys: Current::new(CACHE_CAPACITY),
+            session_answers: Cache::new(CACHE_CAPACITY),
+            key_answers: Cache::new(CACHE_CAPACITY),
+            epoch,
+            recheck,
         }
     }
 
@@ -149,7 +231,7 @@ impl Access {
         user: Uuid,
         org: Uuid,
     ) -> Result<(Arc<Session>, Arc<User>, Arc<Organization>), AccessError> {
-        self.with_user_and_org(&self.sessions, session, user, org)
+        self.trusted_or_checked(&self.session_answers, &self.sessions, session, user, org)
             .await
     }
 
@@ -161,7 +243,43 @@ impl Access {
         user: Uuid,
         org: Uuid,
     ) -> Result<(Arc<ApiKey>, Arc<User>, Arc<Organization>), AccessError> {
-        self.with_user_and_org(&self.keys, key, user, org).await
+        self.trusted_or_checked(&self.key_answers, &self.keys, key, user, org)
+            .await
+    }
+
+    /// The answer checked lately if it is still trusted, else checked now.
+    async fn trusted_or_checked<A>(
+        &self,
+        answers: &Cache<(Uuid, Uuid, Uuid), Checked<A>>,
+        credentials: &Current<A>,
+        id: Uuid,
+        user: Uuid,
+        org: Uuid,
+    ) -> Result<(Arc<A>, Arc<User>, Arc<Organization>), AccessError>
+    where
+        A: Aggregate + Clone + Send + Sync + 'static,
+    {
+        // Read before the check: a write after this moment makes the answer untrusted.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let key = (id, user, org);
+        if !self.recheck.is_zero()
+            && let Some(checked) = answers.get(&key)
+            && checked.epoch == epoch
+            && checked.at.elapsed() < self.recheck
+        {
+            return Ok(checked.answer);
+        }
+        let started = Instant::now();
+        let answer = self.with_user_and_org(credentials, id, user, org).await?;
+        if !self.recheck.is_zero() {
+            let checked = Checked {
+                answer: (answer.0.clone(), answer.1.clone(), answer.2.clone()),
+                epoch,
+                at: started,
+            };
+            answers.insert(key, checked);
+        }
+        Ok(answer)
     }
 
     /// A credential (session or key), a user and an organization: their streams' last
@@ -282,6 +400,68 @@ mod tests {
     async fn an_aggregate_never_written_reads_as_absent() -> anyhow::Result<()> {
         let access = Access::new(Arc::new(MemoryEventStore::new()));
         assert_eq!(*access.user(Uuid::now_v7()).await?, User::Absent);
+        Ok(())
+    }
+
+    /// A started session, the store it is in, and its (session, user, organization).
+    async fn started(store: &Arc<MemoryEventStore>) -> anyhow::Result<(Uuid, Uuid, Uuid)> {
+        let (id, user, org) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let now = Utc::now();
+        execute::<Session>(
+            store.as_ref(),
+            &stream_of::<Session>(id),
+            &CommandContext::new(org, "test"),
+            None,
+            SessionCommand::Start {
+                session_id: id,
+                user_id: user,
+                org_id: org,
+                at: now,
+                expires_at: now + Duration::hours(1),
+            },
+        )
+        .await?;
+        Ok((id, user, org))
+    }
+
+    #[tokio::test]
+    async fn a_checked_answer_is_trusted_without_a_query_until_the_recheck() -> anyhow::Result<()> {
+        let store = Arc::new(MemoryEventStore::new());
+        let access = Access::with_recheck(store.clone(), std::time::Duration::from_secs(3600));
+        let (id, user, org) = started(&store).await?;
+        access.session_access(id, user, org).await?;
+        // Any read now would fail.
+        store.fail_next_stream_reads(3);
+        let (s, _, _) = access.session_access(id, user, org).await?;
+        assert!(matches!(*s, Session::Active(_)));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn with_no_recheck_time_every_request_checks() -> anyhow::Result<()> {
+        let store = Arc::new(MemoryEventStore::new());
+        let access = Access::with_recheck(store.clone(), std::time::Duration::ZERO);
+        let (id, user, org) = started(&store).await?;
+        access.session_access(id, user, org).await?;
+        store.fail_next_stream_reads(3);
+        assert!(access.session_access(id, user, org).await.is_err());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_write_to_another_identity_stream_makes_every_answer_checked_again()
+    -> anyhow::Result<()> {
+        let store = Arc::new(MemoryEventStore::new());
+        let access = Access::with_recheck(store.clone(), std::time::Duration::from_secs(3600));
+        let (id, user, org) = started(&store).await?;
+        access.session_access(id, user, org).await?;
+        // Someone else logs in: a session stream is written.
+        started(&store).await?;
+        store.fail_next_stream_reads(3);
+        assert!(
+            access.session_access(id, user, org).await.is_err(),
+            "the answer was trusted after an identity write"
+        );
         Ok(())
     }
 }

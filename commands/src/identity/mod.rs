@@ -38,15 +38,20 @@ pub struct IdentityServices {
 }
 
 impl IdentityServices {
-    /// The services over a store and the database the credentials live in.
-    pub fn new(store: Arc<dyn EventStore>, pool: PgPool) -> Self {
+    /// The services over a store and the database the credentials live in; a caller's checked
+    /// access is trusted for `access_recheck` ([`access::Access::with_recheck`]).
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        pool: PgPool,
+        access_recheck: std::time::Duration,
+    ) -> Self {
         let credentials = CredentialStore::new(pool);
         Self {
             organizations: organizations::OrganizationService::new(store.clone()),
             users: users::UserService::new(store.clone(), credentials.clone()),
             sessions: sessions::SessionService::new(store.clone()),
             keys: api_keys::ApiKeyService::new(store.clone(), credentials.clone()),
-            access: Arc::new(access::Access::new(store)),
+            access: Arc::new(access::Access::with_recheck(store, access_recheck)),
             credentials,
         }
     }
