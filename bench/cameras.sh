@@ -36,12 +36,12 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
     sleep 2
 fi
-echo "building the release binaries…" >&2
-if [ -z "${ATELIER_BIN:-}" ]; then
-    cargo build --release -q --bin atelier
-    ATELIER_BIN=./target/release/atelier
-fi
-cargo build --release -q -p atelier-bench --bin camera-bench
+echo "cargo build --release…" >&2
+# The same command as a plain build at the root (the workspace's default members are the server
+# and the bench binaries): after `cargo build --release` it compiles nothing.
+cargo build --release -q
+TARGET="${CARGO_TARGET_DIR:-target}/release"
+ATELIER_BIN="${ATELIER_BIN:-$TARGET/atelier}"
 
 PGOPTIONS=--client-min-messages=warning psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
@@ -63,7 +63,7 @@ export ATELIER_BENCH_TOKEN="$TOKEN"
 # The bench creates the cameras, opens the subscribers, starts the cameras, measures, and prints
 # the table; it stops the cameras at the end.
 status=0
-./target/release/camera-bench --base-url "$BASE" --cameras "$CAMERAS" --fps "$FPS" \
+"$TARGET/camera-bench" --base-url "$BASE" --cameras "$CAMERAS" --fps "$FPS" \
     --subscribers "$SUBSCRIBERS" --seconds "$SECONDS_PER_RUN" --thumbnail-fps "$THUMBNAIL_FPS" \
     --server-pid "$SERVER_PID" --clk-tck "$(getconf CLK_TCK)" || status=$?
 printf '\nmachine: %s cores, %s; %s; %s\n' "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" \

@@ -38,10 +38,12 @@ if ! command -v wrk >/dev/null; then
     echo "installing wrk (Debian package)" >&2
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
-BIN="${ATELIER_BIN:-./target/release/atelier}"
+BIN="${ATELIER_BIN:-${CARGO_TARGET_DIR:-target}/release/atelier}"
 if [ -z "${ATELIER_BIN:-}" ]; then
-    echo "building the release binary…" >&2
-    cargo build --release -q --bin atelier
+    echo "cargo build --release…" >&2
+    # The same command as a plain build at the root (the workspace's default members are the server
+    # and the bench binaries): after `cargo build --release` it compiles nothing.
+    cargo build --release -q
 fi
 PSQL=(psql -qAt -h 127.0.0.1 -U postgres)
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"

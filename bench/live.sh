@@ -34,15 +34,17 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
     sleep 2
 fi
-echo "building the release binaries…" >&2
-cargo build --release -q --bin atelier
-cargo build --release -q -p atelier-bench --bin live-bench
+echo "cargo build --release…" >&2
+# The same command as a plain build at the root (the workspace's default members are the server
+# and the bench binaries): after `cargo build --release` it compiles nothing.
+cargo build --release -q
+TARGET="${CARGO_TARGET_DIR:-target}/release"
 
 PGOPTIONS=--client-min-messages=warning psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
 export ATELIER_ADMIN_PASSWORD=bench-password ATELIER_LISTEN="127.0.0.1:$PORT" RUST_LOG=warn
 export ATELIER_BUILD_DRIVER=none
-./target/release/atelier serve >"$WORK/server.log" 2>&1 &
+"$TARGET/atelier" serve >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 150); do curl -fs "$BASE/health" >/dev/null 2>&1 && break; sleep 0.2; done
 if ! curl -fs "$BASE/health" >/dev/null 2>&1; then
@@ -57,7 +59,7 @@ export ATELIER_BENCH_TOKEN="$TOKEN"
 
 # The bench creates the projects, opens the subscribers, writes, and prints the table.
 status=0
-./target/release/live-bench --base-url "$BASE" --subscribers "$SUBSCRIBERS" --rate "$RATE" \
+"$TARGET/live-bench" --base-url "$BASE" --subscribers "$SUBSCRIBERS" --rate "$RATE" \
     --seconds "$SECONDS_PER_RUN" --projects "$PROJECTS" --server-pid "$SERVER_PID" \
     --clk-tck "$(getconf CLK_TCK)" || status=$?
 printf '\nmachine: %s cores, %s; %s\n' "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" "$(date -u +%F)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The event-store benchmark: makes sure PostgreSQL is up, builds `store-bench` in release mode,
+# The event-store benchmark: makes sure PostgreSQL is up, builds in release mode (`store-bench`),
 # runs it and prints ONE markdown table on stdout (everything else goes to stderr).
 #
 #   bash bench/store.sh                      # 3 runs of 10 s per measure, medians (~5 min)
@@ -20,8 +20,10 @@ if ! pg_isready -h 127.0.0.1 -q; then
     pg_isready -h 127.0.0.1 >&2
 fi
 
-cargo build --release -p atelier-bench >&2
+# The same command as a plain build at the root (the workspace's default members are the server
+# and the bench binaries): after `cargo build --release` it compiles nothing.
+cargo build --release >&2
 
 PGBENCH="${PGBENCH:-$(command -v pgbench || echo /usr/bin/pgbench)}"
 export PGBENCH
-exec ./target/release/store-bench --seconds 10 --runs 3 "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/store-bench" --seconds 10 --runs 3 "$@"

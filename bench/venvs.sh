@@ -37,10 +37,12 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
     sleep 2
 fi
-BIN="${ATELIER_BIN:-./target/release/atelier}"
+BIN="${ATELIER_BIN:-${CARGO_TARGET_DIR:-target}/release/atelier}"
 if [ -z "${ATELIER_BIN:-}" ]; then
-    echo "building the release binary…" >&2
-    cargo build --release -q --bin atelier
+    echo "cargo build --release…" >&2
+    # The same command as a plain build at the root (the workspace's default members are the server
+    # and the bench binaries): after `cargo build --release` it compiles nothing.
+    cargo build --release -q
 fi
 PY=$(command -v python3.11 || command -v python3)
 PSQL=(psql -qAt -h 127.0.0.1 -U postgres)
