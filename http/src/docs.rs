@@ -239,6 +239,8 @@ impl Modify for StandardResponses {
 
 /// The text form of a log position (`Atelier-Position`, `from_position`, `Last-Event-ID`).
 pub const POSITION_PATTERN: &str = "^[0-9]+-[0-9]+$";
+/// A keyset list's opaque cursor (base64url, no padding).
+pub const KEYSET_CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]{1,1024}$";
 /// An `If-Match` value: `*` or a revision's strong ETag.
 pub const IF_MATCH_PATTERN: &str = "^(\\*|\"[0-9]{1,19}\")$";
 /// An `Idempotency-Key`: 1 to 255 visible ASCII characters.
@@ -251,7 +253,9 @@ pub struct ConventionParameters;
 
 impl Modify for ConventionParameters {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // The audit pages by log position; other lists by an opaque keyset cursor.
+            let position_cursor = path.starts_with("/api/v1/audit/");
             for operation in [
                 &mut item.get,
                 &mut item.put,
@@ -270,7 +274,9 @@ impl Modify for ConventionParameters {
                         // Not `min_position` yet: a well-formed position that no write returned
                         // waits ATELIER_READ_WAIT_MS and answers 503 where it should be a 400.
                         // Give it the pattern once that is so.
-                        (ParameterIn::Query, "from_position" | "cursor") => POSITION_PATTERN,
+                        (ParameterIn::Query, "from_position") => POSITION_PATTERN,
+                        (ParameterIn::Query, "cursor") if position_cursor => POSITION_PATTERN,
+                        (ParameterIn::Query, "cursor") => KEYSET_CURSOR_PATTERN,
                         (ParameterIn::Header, "Last-Event-ID") => POSITION_PATTERN,
                         (ParameterIn::Header, "If-Match") => IF_MATCH_PATTERN,
                         (ParameterIn::Header, "Idempotency-Key") => IDEMPOTENCY_KEY_PATTERN,

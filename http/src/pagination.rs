@@ -1,8 +1,12 @@
 //! The one pagination shape: `{ "data": [...], "pagination": { page, per_page, total, pages,
-//! has_next, has_prev } }`.
+//! has_next, has_prev } }`; lists that also page by keyset add `total_capped` and
+//! `next_cursor` to it ([`KeysetPagination`]).
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 use crate::problem::{ApiError, FieldError};
 
@@ -126,6 +130,138 @@ pub struct CursorPage<T> {
     pub pagination: CursorPagination,
 }
 
+/// A keyset list's `cursor` parameter.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CursorParams {
+    /// A previous page's `pagination.next_cursor`: the rows after that page's last row, in the
+    /// same sort, whatever was added or removed before it meanwhile. Opaque; excludes `page`.
+    /// Its cost does not grow with the depth, where `page` reads every row before the page.
+    #[param(max_length = 1024)]
+    pub cursor: Option<String>,
+}
+
+/// The longest cursor accepted, in characters.
+pub const MAX_CURSOR_CHARS: usize = 1024;
+
+/// Where a keyset page starts, as a cursor carries it: the list's sort, the sort key and id of
+/// the last row seen, and the number of the page it leads to. A cursor is not a secret and
+/// grants nothing: every query still names the caller's organization, so another
+/// organization's cursor only says where to start among the caller's own rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListCursor {
+    /// The sort it was made for (`-name`…).
+    #[serde(rename = "s")]
+    pub sort: String,
+    /// The last row's sort key, in text.
+    #[serde(rename = "k")]
+    pub key: String,
+    /// The last row's id.
+    #[serde(rename = "i")]
+    pub id: Uuid,
+    /// The number of the page it leads to.
+    #[serde(rename = "p")]
+    pub page: u32,
+}
+
+impl ListCursor {
+    /// Its opaque form: base64url (no padding) of its JSON.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serializes"))
+    }
+
+    /// Reads an opaque form back; `None` when it is not one.
+    pub fn decode(raw: &str) -> Option<Self> {
+        if raw.len() > MAX_CURSOR_CHARS {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
+        let cursor: Self = serde_json::from_slice(&bytes).ok()?;
+        (cursor.page >= 2).then_some(cursor)
+    }
+
+    /// The error naming `cursor` when a cursor is not one a list gave.
+    pub fn invalid() -> FieldError {
+        FieldError {
+            field: "cursor".into(),
+            message: "is not a cursor this list gave: pass pagination.next_cursor unchanged".into(),
+        }
+    }
+}
+
+impl CursorParams {
+    /// The cursor, none when absent or empty; one that does not decode is recorded in `errors`.
+    pub fn collect(&self, errors: &mut Vec<FieldError>) -> Option<ListCursor> {
+        let raw = self
+            .cursor
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())?;
+        let cursor = ListCursor::decode(raw);
+        if cursor.is_none() {
+            errors.push(ListCursor::invalid());
+        }
+        cursor
+    }
+}
+
+/// Where a page of a list paged by number or by keyset sits: [`Pagination`]'s fields, with
+/// a total that stops counting at a cap, and the cursor of the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeysetPagination {
+    /// This page, from 1 (on a keyset page: the page the cursor led to, counted from the first
+    /// page it came from).
+    pub page: u32,
+    /// Rows per page.
+    pub per_page: u32,
+    /// Rows in the whole list; when `total_capped`, a lower bound: counting stops at 10,000
+    /// rows (or, for a page by number, at the row after the page).
+    pub total: u64,
+    /// Pages in `total` (a lower bound when `total_capped`).
+    pub pages: u64,
+    /// Whether a later page has rows (exact, even when the total is capped).
+    pub has_next: bool,
+    /// Whether an earlier page exists.
+    pub has_prev: bool,
+    /// Whether counting stopped before the end of the list: more rows than `total` may exist.
+    pub total_capped: bool,
+    /// What to pass as `cursor` for the next page in the same sort, from any page (`null`: this
+    /// is the last).
+    pub next_cursor: Option<String>,
+}
+
+impl KeysetPagination {
+    /// The pagination of page `page` of `per_page` rows among `total` (`capped`: a lower
+    /// bound), and the cursor of the next page when there is one.
+    pub fn new(
+        page: u32,
+        per_page: u32,
+        total: u64,
+        total_capped: bool,
+        next_cursor: Option<String>,
+    ) -> Self {
+        Self {
+            page,
+            per_page,
+            total,
+            pages: total.div_ceil(u64::from(per_page)),
+            has_next: next_cursor.is_some(),
+            has_prev: page > 1,
+            total_capped,
+            next_cursor,
+        }
+    }
+}
+
+/// A page of rows of a list paged by number or by keyset.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeysetPage<T> {
+    /// The rows.
+    pub data: Vec<T>,
+    /// Where they sit.
+    pub pagination: KeysetPagination,
+}
+
 /// Merges validation errors of several parameter groups into one problem.
 pub fn validate(errors: Vec<FieldError>) -> Result<(), ApiError> {
     if errors.is_empty() {
@@ -195,5 +331,38 @@ mod tests {
         let errors = bad.parse().unwrap_err();
         assert_eq!(errors.len(), 2);
         assert_eq!(PageParams::default().parse(), Ok((1, DEFAULT_PER_PAGE)));
+    }
+
+    #[test]
+    fn a_cursor_round_trips_and_anything_else_is_an_error_naming_the_cursor() {
+        let cursor = ListCursor {
+            sort: "-name".into(),
+            key: "zeta".into(),
+            id: Uuid::now_v7(),
+            page: 4,
+        };
+        let text = cursor.encode();
+        assert!(
+            text.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        assert_eq!(ListCursor::decode(&text), Some(cursor));
+        for bad in ["", "not a cursor", "e30", &"A".repeat(2000), &text[1..]] {
+            assert_eq!(ListCursor::decode(bad), None, "{bad}");
+        }
+        let mut errors = Vec::new();
+        let params = CursorParams {
+            cursor: Some("%%%".into()),
+        };
+        assert_eq!(params.collect(&mut errors), None);
+        assert_eq!(errors[0].field, "cursor");
+    }
+
+    #[test]
+    fn a_keyset_page_has_a_next_page_exactly_when_it_has_a_cursor() {
+        let p = KeysetPagination::new(3, 10, 10_000, true, Some("c".into()));
+        assert_eq!((p.pages, p.has_next, p.has_prev), (1000, true, true));
+        let p = KeysetPagination::new(1, 10, 5, false, None);
+        assert_eq!((p.pages, p.has_next, p.has_prev), (1, false, false));
     }
 }

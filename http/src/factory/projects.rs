@@ -9,6 +9,7 @@ use atelier_domain::identity::Permission;
 use atelier_projections::factory::{
     PROJECTS, ProjectQuery, ProjectRow, ProjectSort, get_project, list_projects,
 };
+use atelier_projections::sql::{Keyset, SortValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -18,7 +19,7 @@ use crate::conventions::{
     Reply, await_projection, command_error, etag, idempotent, if_match, if_none_match, json_body,
 };
 use crate::kit::{Principal, command_context, path_id};
-use crate::pagination::{Page, PageParams, Pagination};
+use crate::pagination::{CursorParams, KeysetPage, KeysetPagination, ListCursor, PageParams};
 use crate::problem::{ApiError, FieldError, Problem, collect};
 use crate::state::AppState;
 
@@ -143,12 +144,18 @@ fn rejected(e: ProjectError) -> ApiError {
     }
 }
 
-/// Lists the organization's projects.
+/// Lists the organization's projects, by page number or by keyset cursor.
+///
+/// Every page carries `pagination.next_cursor`: `cursor=<next_cursor>` answers the rows after
+/// that page's last row in the same sort (the sort may be left out), with a cost that does not
+/// grow with the depth, and rows added or removed before it do not shift it. `total` counts at
+/// most 10,000 rows (`total_capped` says when it stopped: the total is then a lower bound);
+/// `has_next` is exact either way.
 #[utoipa::path(
     get, path = "/api/v1/projects", tag = "factory", operation_id = "list_projects",
-    params(PageParams, ListParams),
+    params(PageParams, CursorParams, ListParams),
     responses(
-        (status = 200, description = "A page of projects", body = Page<ProjectView>),
+        (status = 200, description = "A page of projects", body = KeysetPage<ProjectView>),
     ),
     security(("bearer" = []))
 )]
@@ -158,13 +165,24 @@ pub async fn list(
     principal: Principal,
     req: HttpRequest,
     page: web::Query<PageParams>,
+    cursor: web::Query<CursorParams>,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
     let mut errors = Vec::new();
-    let (page, per_page) = page.collect(&mut errors);
+    let (page_number, per_page) = page.collect(&mut errors);
+    let cursor = cursor.collect(&mut errors);
+    if cursor.is_some() && page.page.is_some() {
+        errors.push(FieldError {
+            field: "page".into(),
+            message: "cannot be given with cursor, which carries its own place".into(),
+        });
+    }
     let sort = match params.sort.as_deref() {
-        None => ProjectSort::default(),
+        None => cursor
+            .as_ref()
+            .and_then(|c| ProjectSort::parse(&c.sort))
+            .unwrap_or_default(),
         Some(s) => ProjectSort::parse(s).unwrap_or_else(|| {
             errors.push(FieldError {
                 field: "sort".into(),
@@ -173,21 +191,54 @@ pub async fn list(
             ProjectSort::default()
         }),
     };
+    let after = cursor.as_ref().and_then(|c| {
+        let keyset = (c.sort == sort.as_str())
+            .then(|| SortValue::from_text(&c.key, sort.keyed_by_time()))
+            .flatten()
+            .map(|key| Keyset { key, id: c.id });
+        if keyset.is_none() {
+            errors.push(FieldError {
+                field: "cursor".into(),
+                message: format!(
+                    "was not made for sort={}: pass the sort it was made for, or none",
+                    sort.as_str()
+                ),
+            });
+        }
+        keyset
+    });
     let search = crate::pagination::search(params.search.as_deref(), &mut errors);
     crate::pagination::validate(errors)?;
     await_projection(&state, &req, PROJECTS).await?;
+    let page_number = cursor.as_ref().map_or(page_number, |c| c.page);
     let query = ProjectQuery {
-        page,
+        page: page_number,
         per_page,
         search,
         sort,
+        after,
     };
-    let (rows, total) = list_projects(&state.pool, principal.org_id, &query)
+    let listed = list_projects(&state.pool, principal.org_id, &query)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(HttpResponse::Ok().json(Page {
-        data: rows.into_iter().map(ProjectView::from).collect(),
-        pagination: Pagination::new(page, per_page, total),
+    let next_cursor = listed.next.map(|next| {
+        ListCursor {
+            sort: sort.as_str().to_owned(),
+            key: next.key.to_text(),
+            id: next.id,
+            page: page_number.saturating_add(1),
+        }
+        .encode()
+    });
+    Ok(HttpResponse::Ok().json(KeysetPage {
+        data: listed.rows.into_iter().map(ProjectView::from).collect(),
+        pagination: KeysetPagination::new(
+            page_number,
+            per_page,
+            listed.total.count,
+            listed.total.capped,
+            next_cursor,
+        ),
     }))
 }
 

@@ -11,7 +11,9 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::runtime::{Projection, ProjectionError};
-use crate::sql::like_pattern;
+use crate::sql::{
+    Keyset, SortValue, Total, bind_keyset, bounded_count, keyset_after, like_pattern,
+};
 
 /// The `projects` read model.
 pub struct ProjectsProjection;
@@ -246,12 +248,56 @@ impl ProjectSort {
             Self::UpdatedAtDesc => "updated_at DESC, id DESC",
         }
     }
+
+    /// Its text form, as `parse` reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::NameDesc => "-name",
+            Self::CreatedAt => "created_at",
+            Self::CreatedAtDesc => "-created_at",
+            Self::UpdatedAt => "updated_at",
+            Self::UpdatedAtDesc => "-updated_at",
+        }
+    }
+
+    /// Whether its key is a time (else the name's sort key, text).
+    pub fn keyed_by_time(self) -> bool {
+        !matches!(self, Self::Name | Self::NameDesc)
+    }
+
+    fn descending(self) -> bool {
+        matches!(
+            self,
+            Self::NameDesc | Self::CreatedAtDesc | Self::UpdatedAtDesc
+        )
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Name | Self::NameDesc => "name_key",
+            Self::CreatedAt | Self::CreatedAtDesc => "created_at",
+            Self::UpdatedAt | Self::UpdatedAtDesc => "updated_at",
+        }
+    }
+
+    fn key(self, row: &Listed) -> Keyset {
+        let key = match self {
+            Self::Name | Self::NameDesc => SortValue::Text(row.name_key.clone()),
+            Self::CreatedAt | Self::CreatedAtDesc => SortValue::Time(row.row.created_at),
+            Self::UpdatedAt | Self::UpdatedAtDesc => SortValue::Time(row.row.updated_at),
+        };
+        Keyset {
+            key,
+            id: row.row.id,
+        }
+    }
 }
 
 /// A page request, already validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectQuery {
-    /// Page number, from 1.
+    /// Page number, from 1 (ignored with `after`).
     pub page: u32,
     /// Rows per page, 1 to 100.
     pub per_page: u32,
@@ -259,53 +305,113 @@ pub struct ProjectQuery {
     pub search: Option<String>,
     /// The order.
     pub sort: ProjectSort,
+    /// A keyset page: the rows after this one in `sort`, with no OFFSET.
+    pub after: Option<Keyset>,
 }
 
-/// One page of an organization's projects, and how many there are in all.
+/// One page of an organization's projects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectPage {
+    /// Its rows.
+    pub rows: Vec<ProjectRow>,
+    /// How many match in all, counted up to [`crate::sql::COUNT_CAP`] (or through this page).
+    pub total: Total,
+    /// Whether rows follow.
+    pub has_next: bool,
+    /// Where the next page starts (when rows follow).
+    pub next: Option<Keyset>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Listed {
+    #[sqlx(flatten)]
+    row: ProjectRow,
+    name_key: String,
+}
+
+const MATCHING: &str = "FROM projects WHERE org_id = $1 AND ($2::text IS NULL OR name ILIKE $2)";
+
+/// One page of an organization's projects: by page number (OFFSET) or, with `after`, by
+/// keyset, seeking an index on `(org_id, <sort key>, id)`. Neither counts more than
+/// [`Total::limit`] rows; a page that ends the list counts none.
 pub async fn list_projects(
     pool: &PgPool,
     org_id: Uuid,
     query: &ProjectQuery,
-) -> Result<(Vec<ProjectRow>, u64), sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Counted {
-        #[sqlx(flatten)]
-        row: ProjectRow,
-        total: i64,
-    }
+) -> Result<ProjectPage, sqlx::Error> {
     let pattern = query.search.as_deref().map(like_pattern);
-    let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
-    // One statement: the page, and (as a window over every matching row, before the LIMIT) the
-    // total. The ORDER BY comes from a closed list (ProjectSort), never from input.
+    let sort = query.sort;
+    let offset = query
+        .after
+        .is_none()
+        .then(|| u64::from(query.page.saturating_sub(1)) * u64::from(query.per_page));
+    // The ORDER BY and the key column come from a closed list (ProjectSort), never from input.
+    // One row more than the page tells whether another follows.
+    let (condition, paging) = match &query.after {
+        Some(_) => (
+            format!(
+                " AND {}",
+                keyset_after(
+                    sort.column(),
+                    if sort.keyed_by_time() {
+                        "timestamptz"
+                    } else {
+                        "text"
+                    },
+                    sort.descending(),
+                    4
+                )
+            ),
+            "LIMIT $3",
+        ),
+        None => (String::new(), "LIMIT $3 OFFSET $4"),
+    };
     let sql = format!(
-        "SELECT id, org_id, name, repo_url, build_command, revision, created_at, updated_at, \
-         created_by, last_build_status, last_build_id, last_build_at, count(*) OVER () AS total \
-         FROM projects WHERE org_id = $1 AND ($2::text IS NULL OR name ILIKE $2) \
-         ORDER BY {} LIMIT $3 OFFSET $4",
-        query.sort.order_by()
+        "SELECT id, org_id, name, name_key, repo_url, build_command, revision, created_at, \
+         updated_at, created_by, last_build_status, last_build_id, last_build_at \
+         {MATCHING}{condition} ORDER BY {} {paging}",
+        sort.order_by()
     );
-    let rows = sqlx::query_as::<_, Counted>(sqlx::AssertSqlSafe(sql))
+    let fetch = sqlx::query_as::<_, Listed>(sqlx::AssertSqlSafe(sql))
         .bind(org_id)
         .bind(pattern.as_deref())
-        .bind(i64::from(query.per_page))
-        .bind(offset)
-        .fetch_all(pool)
-        .await?;
-    let total = match rows.first() {
-        Some(r) => r.total,
-        // A page past the end has no row to carry the total.
-        None => {
-            sqlx::query_scalar(
-                "SELECT count(*) FROM projects WHERE org_id = $1 \
-             AND ($2::text IS NULL OR name ILIKE $2)",
-            )
-            .bind(org_id)
-            .bind(pattern.as_deref())
-            .fetch_one(pool)
-            .await?
+        .bind(i64::from(query.per_page) + 1);
+    let mut rows = match (&query.after, offset) {
+        (Some(after), _) => bind_keyset(fetch, after).fetch_all(pool).await?,
+        (None, offset) => {
+            fetch
+                .bind(offset.unwrap_or(0) as i64)
+                .fetch_all(pool)
+                .await?
         }
     };
-    Ok((rows.into_iter().map(|r| r.row).collect(), total as u64))
+    let has_next = rows.len() > query.per_page as usize;
+    rows.truncate(query.per_page as usize);
+    let total = match Total::from_page(offset, rows.len(), has_next) {
+        Some(total) => total,
+        None => {
+            let limit = Total::limit(offset, query.per_page);
+            let sql = bounded_count(&format!("SELECT 1 {MATCHING}"), 3);
+            let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(org_id)
+                .bind(pattern.as_deref())
+                .bind(limit as i64)
+                .fetch_one(pool)
+                .await?;
+            Total::counted(count, limit)
+        }
+    };
+    let next = if has_next {
+        rows.last().map(|r| sort.key(r))
+    } else {
+        None
+    };
+    Ok(ProjectPage {
+        rows: rows.into_iter().map(|r| r.row).collect(),
+        total,
+        has_next,
+        next,
+    })
 }
 
 /// One project of an organization.

@@ -1,0 +1,414 @@
+//! The projects list paged by keyset cursor beside page numbers, through real HTTP on a fresh
+//! database: every project once and in order in every sort (ties on the sort key included),
+//! cursors that continue any page, that writes do not shift, that are refused when tampered
+//! with and that show nothing of another organization.
+
+mod common;
+
+use std::collections::HashSet;
+
+use atelier_commands::handler::{CommandContext, stream_of};
+use atelier_domain::factory::project::{Project, ProjectEvent, ProjectName, RepoUrl};
+use atelier_store::{EventStore, ExpectedRevision};
+use chrono::{DateTime, Utc};
+use common::{Client, TestApp};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const SORTS: [&str; 6] = [
+    "name",
+    "-name",
+    "created_at",
+    "-created_at",
+    "updated_at",
+    "-updated_at",
+];
+
+async fn create(c: &Client<'_>, name: &str) -> String {
+    let created = c
+        .json(
+            Method::POST,
+            "/api/v1/projects",
+            Some(json!({"name": name, "repo": "https://example.com/r.git"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// Projects written straight to the log, as the command writes them, all created at the same
+/// instant: ties on `created_at` and `updated_at`, and (two share a name, which only the
+/// command's reservation forbids) on the name's sort key.
+async fn created_together(app: &TestApp, org_id: Uuid, names: &[&str]) -> Vec<String> {
+    let at: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+    let mut ctx = CommandContext::new(org_id, "test");
+    ctx.occurred_at = at;
+    let mut ids = Vec::new();
+    for name in names {
+        let project_id = Uuid::now_v7();
+        let event = ProjectEvent::ProjectCreated {
+            project_id,
+            org_id,
+            name: ProjectName::parse(name).unwrap(),
+            repo_url: RepoUrl::parse("https://example.com/r.git").unwrap(),
+            build_command: None,
+            created_at: at,
+        };
+        app.store
+            .append(
+                &stream_of::<Project>(project_id),
+                ExpectedRevision::NoStream,
+                ctx.encode(&[event], &[]),
+            )
+            .await
+            .unwrap();
+        ids.push(project_id.to_string());
+    }
+    app.settle().await;
+    ids
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every page of `query` followed by cursor from the first, and the ids in the order seen.
+async fn walk(c: &Client<'_>, query: &str) -> (Vec<Value>, Vec<String>) {
+    let mut pages = Vec::new();
+    let mut seen = Vec::new();
+    let mut path = format!("/api/v1/projects?{query}");
+    loop {
+        let page = c.json(Method::GET, &path, None, StatusCode::OK).await;
+        seen.extend(ids(&page));
+        let next = page["pagination"]["next_cursor"]
+            .as_str()
+            .map(str::to_owned);
+        assert_eq!(page["pagination"]["has_next"], next.is_some(), "{page}");
+        pages.push(page);
+        match next {
+            // The sort is left out: the cursor carries it.
+            Some(cursor) => path = format!("/api/v1/projects?per_page=2&cursor={cursor}"),
+            None => return (pages, seen),
+        }
+        assert!(pages.len() < 100, "the walk does not end");
+    }
+}
+
+async fn org_of(app: &TestApp, project: &str) -> Uuid {
+    sqlx::query_scalar("SELECT org_id FROM projects WHERE id = $1")
+        .bind(Uuid::parse_str(project).unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn walking_every_page_by_cursor_yields_every_project_once_in_order_in_each_sort() {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let first = create(&c, "Delta").await;
+    for name in ["alpha", "Charlie", "echo"] {
+        create(&c, name).await;
+    }
+    let org = org_of(&app, &first).await;
+    created_together(&app, org, &["Bravo", "bravo", "Foxtrot", "Golf", "Hotel"]).await;
+    // Updates spread `updated_at` over some of them; the rest keep their ties.
+    c.json(
+        Method::PUT,
+        &format!("/api/v1/projects/{first}"),
+        Some(json!({"name": "Delta", "repo": "https://example.com/other.git"})),
+        StatusCode::OK,
+    )
+    .await;
+    let seen = c.seen().await;
+
+    for sort in SORTS {
+        // The oracle: the same sort by page number, in one page.
+        let all = c
+            .json(
+                Method::GET,
+                &format!("/api/v1/projects?per_page=100&sort={sort}&{seen}"),
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        let expected = ids(&all);
+        assert_eq!(expected.len(), 9, "{all}");
+        let (pages, walked) = walk(&c, &format!("per_page=2&sort={sort}")).await;
+        assert_eq!(walked, expected, "sort={sort}");
+        assert_eq!(walked.iter().collect::<HashSet<_>>().len(), 9);
+        assert_eq!(pages.len(), 5);
+        for (n, page) in pages.iter().enumerate() {
+            let p = &page["pagination"];
+            assert_eq!(p["page"], n + 1, "{p}");
+            assert_eq!(p["has_prev"], n > 0, "{p}");
+            assert_eq!(p["total"], 9, "{p}");
+            assert_eq!(p["pages"], 5, "{p}");
+            assert_eq!(p["total_capped"], false, "{p}");
+        }
+        assert_eq!(pages[4]["pagination"]["next_cursor"], Value::Null);
+    }
+}
+
+#[actix_web::test]
+async fn a_cursor_from_page_three_continues_where_page_three_ended() {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    for n in 0..9 {
+        create(&c, &format!("Project {n}")).await;
+    }
+    let seen = c.seen().await;
+    let page3 = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/projects?per_page=2&page=3&sort=-name&{seen}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let cursor = page3["pagination"]["next_cursor"].as_str().unwrap();
+    let by_cursor = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/projects?per_page=2&cursor={cursor}&sort=-name"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let page4 = c
+        .json(
+            Method::GET,
+            "/api/v1/projects?per_page=2&page=4&sort=-name",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(ids(&by_cursor), ids(&page4));
+    assert_eq!(by_cursor["data"][0]["name"], "Project 2");
+    let (a, b) = (&by_cursor["pagination"], &page4["pagination"]);
+    for field in ["page", "per_page", "total", "pages", "has_next", "has_prev"] {
+        assert_eq!(a[field], b[field], "{field}: {a} against {b}");
+    }
+    assert_eq!(a["page"], 4);
+}
+
+#[actix_web::test]
+async fn a_project_created_during_a_cursor_walk_does_not_shift_it() {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let mut before = HashSet::new();
+    for n in 0..6 {
+        before.insert(create(&c, &format!("Project {n}")).await);
+    }
+    let seen = c.seen().await;
+    let first = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/projects?per_page=2&sort=-created_at&{seen}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let mut walked = ids(&first);
+    let mut cursor = first["pagination"]["next_cursor"]
+        .as_str()
+        .map(str::to_owned);
+    // The newest of all: first in this order, before every page already read.
+    let newcomer = create(&c, "Newcomer").await;
+    let seen = c.seen().await;
+    // A page number now shifts (page 2 repeats the last row of page 1)…
+    let shifted = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/projects?per_page=2&page=2&sort=-created_at&{seen}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(ids(&shifted)[0], walked[1]);
+    // …the cursor does not.
+    while let Some(at) = cursor {
+        let page = c
+            .json(
+                Method::GET,
+                &format!("/api/v1/projects?per_page=2&cursor={at}"),
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        walked.extend(ids(&page));
+        cursor = page["pagination"]["next_cursor"]
+            .as_str()
+            .map(str::to_owned);
+    }
+    assert_eq!(walked.len(), 6);
+    assert_eq!(walked.iter().cloned().collect::<HashSet<_>>(), before);
+    assert!(!walked.contains(&newcomer));
+}
+
+#[actix_web::test]
+async fn a_tampered_cursor_is_a_400_naming_the_cursor() {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    for n in 0..3 {
+        create(&c, &format!("Project {n}")).await;
+    }
+    let seen = c.seen().await;
+    let page = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/projects?per_page=1&sort=name&{seen}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let cursor = page["pagination"]["next_cursor"].as_str().unwrap();
+    let mut flipped = cursor.to_owned().into_bytes();
+    flipped[3] = if flipped[3] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    use base64::Engine;
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        r#"{"s":"created_at","k":"not a time","i":"00000000-0000-0000-0000-000000000000","p":2}"#,
+    );
+    let cases = [
+        (format!("cursor={}", &cursor[..cursor.len() - 3]), "cursor"),
+        (format!("cursor={flipped}"), "cursor"),
+        ("cursor=not%20a%20cursor".to_owned(), "cursor"),
+        (format!("cursor={}", "A".repeat(2000)), "cursor"),
+        (format!("cursor={forged}"), "cursor"),
+        // Made for another sort than the one asked.
+        (format!("cursor={cursor}&sort=-name"), "cursor"),
+        // A cursor carries its page: a page number beside it is refused.
+        (format!("cursor={cursor}&page=2"), "page"),
+    ];
+    for (query, field) in cases {
+        let problem = c
+            .json(
+                Method::GET,
+                &format!("/api/v1/projects?{query}"),
+                None,
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
+        assert_eq!(problem["code"], "VALIDATION_ERROR", "{query}: {problem}");
+        let fields: Vec<_> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, [field], "{query}: {problem}");
+    }
+}
+
+#[actix_web::test]
+async fn another_organizations_cursor_shows_nothing_of_it() {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let mut mine = HashSet::new();
+    for n in 0..4 {
+        mine.insert(create(&c, &format!("Mine {n}")).await);
+    }
+    // Another organization, with projects of its own, made by the superadmin acting there.
+    let other = c
+        .json(
+            Method::POST,
+            "/api/v1/organizations",
+            Some(json!({"name": "Other"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let other = other["id"].as_str().unwrap().to_owned();
+    let in_other = |method: Method, path: &str| {
+        app.client
+            .request(method, app.url(path))
+            .bearer_auth(&c.token)
+            .header("x-organization-id", &other)
+    };
+    let mut theirs = HashSet::new();
+    for n in 0..4 {
+        let res = in_other(Method::POST, "/api/v1/projects")
+            .json(&json!({"name": format!("Theirs {n}"), "repo": "https://example.com/r.git"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: Value = res.json().await.unwrap();
+        theirs.insert(body["id"].as_str().unwrap().to_owned());
+    }
+    app.settle().await;
+    let res = in_other(Method::GET, "/api/v1/projects?per_page=1&sort=name")
+        .send()
+        .await
+        .unwrap();
+    let their_page: Value = res.json().await.unwrap();
+    assert_eq!(their_page["pagination"]["total"], 4, "{their_page}");
+    let their_cursor = their_page["pagination"]["next_cursor"].as_str().unwrap();
+    // Their cursor, in my organization: where to start among my rows, and only mine.
+    let (_, walked) = walk(&c, &format!("per_page=2&cursor={their_cursor}")).await;
+    assert!(walked.iter().all(|id| mine.contains(id)), "{walked:?}");
+    assert!(walked.iter().all(|id| !theirs.contains(id)));
+    // ("Theirs 0" sorts after every "Mine …": nothing of mine follows it.)
+    assert!(walked.is_empty(), "{walked:?}");
+    // And mine, in theirs: theirs only.
+    let mine_page = c
+        .json(
+            Method::GET,
+            "/api/v1/projects?per_page=1&sort=name",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let my_cursor = mine_page["pagination"]["next_cursor"].as_str().unwrap();
+    let res = in_other(
+        Method::GET,
+        &format!("/api/v1/projects?per_page=100&cursor={my_cursor}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let page: Value = res.json().await.unwrap();
+    let got: HashSet<_> = ids(&page).into_iter().collect();
+    assert_eq!(got, theirs, "{page}");
+}
+
+#[actix_web::test]
+async fn a_search_pages_by_cursor_through_its_matches_only() {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let mut blue = Vec::new();
+    for n in 0..5 {
+        blue.push(create(&c, &format!("Blue {n}")).await);
+        create(&c, &format!("Red {n}")).await;
+    }
+    let seen = c.seen().await;
+    c.json(
+        Method::GET,
+        &format!("/api/v1/projects?{seen}"),
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    let mut path = "/api/v1/projects?per_page=2&search=blue".to_owned();
+    let mut walked = Vec::new();
+    loop {
+        let page = c.json(Method::GET, &path, None, StatusCode::OK).await;
+        assert_eq!(page["pagination"]["total"], 5, "{page}");
+        walked.extend(ids(&page));
+        match page["pagination"]["next_cursor"].as_str() {
+            Some(cursor) => {
+                path = format!("/api/v1/projects?per_page=2&search=blue&cursor={cursor}")
+            }
+            None => break,
+        }
+    }
+    // Created in order, listed oldest first (the default sort).
+    assert_eq!(walked, blue);
+}
