@@ -101,6 +101,8 @@ async fn walk(c: &Client<'_>, query: &str) -> (Vec<Value>, Vec<String>) {
 }
 
 async fn org_of(app: &TestApp, project: &str) -> Uuid {
+    // The read model has the project once the projections have passed what was written.
+    app.settle().await;
     sqlx::query_scalar("SELECT org_id FROM projects WHERE id = $1")
         .bind(Uuid::parse_str(project).unwrap())
         .fetch_one(&app.pool)

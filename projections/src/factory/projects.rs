@@ -327,13 +327,27 @@ struct Listed {
     #[sqlx(flatten)]
     row: ProjectRow,
     name_key: String,
+    /// The page's bounded count (the same on every row).
+    bounded_total: i64,
 }
 
-const MATCHING: &str = "FROM projects WHERE org_id = $1 AND ($2::text IS NULL OR name ILIKE $2)";
+/// The rows a list reads: an organization's, and those whose name matches `$2` if given. Two
+/// statements rather than `($2 IS NULL OR name ILIKE $2)`: PostgreSQL switches a prepared
+/// statement to a generic plan after five runs, and the generic plan of that disjunction
+/// estimates one matching row, scans the organization and sorts it, where the statement
+/// without a search walks the sort's index.
+fn matching(search: bool) -> &'static str {
+    if search {
+        "FROM projects WHERE org_id = $1 AND name ILIKE $2"
+    } else {
+        "FROM projects WHERE org_id = $1 AND $2::text IS NULL"
+    }
+}
 
 /// One page of an organization's projects: by page number (OFFSET) or, with `after`, by
 /// keyset, seeking an index on `(org_id, <sort key>, id)`. Neither counts more than
-/// [`Total::limit`] rows; a page that ends the list counts none.
+/// [`Total::limit`] rows, in the same statement as the page (a page past the end counts in a
+/// second one).
 pub async fn list_projects(
     pool: &PgPool,
     org_id: Uuid,
@@ -346,8 +360,9 @@ pub async fn list_projects(
         .is_none()
         .then(|| u64::from(query.page.saturating_sub(1)) * u64::from(query.per_page));
     // The ORDER BY and the key column come from a closed list (ProjectSort), never from input.
-    // One row more than the page tells whether another follows.
-    let (condition, paging) = match &query.after {
+    // One row more than the page tells whether another follows. The bounded count rides along
+    // as an uncorrelated subquery (run once, an InitPlan): one round trip per page.
+    let (condition, paging, count_param) = match &query.after {
         Some(_) => (
             format!(
                 " AND {}",
@@ -363,35 +378,47 @@ pub async fn list_projects(
                 )
             ),
             "LIMIT $3",
+            6,
         ),
-        None => (String::new(), "LIMIT $3 OFFSET $4"),
+        None => (String::new(), "LIMIT $3 OFFSET $4", 5),
     };
+    let rows_matching = matching(pattern.is_some());
     let sql = format!(
         "SELECT id, org_id, name, name_key, repo_url, build_command, revision, created_at, \
-         updated_at, created_by, last_build_status, last_build_id, last_build_at \
-         {MATCHING}{condition} ORDER BY {} {paging}",
+         updated_at, created_by, last_build_status, last_build_id, last_build_at, \
+         ({}) AS bounded_total \
+         {rows_matching}{condition} ORDER BY {} {paging}",
+        bounded_count(&format!("SELECT 1 {rows_matching}"), count_param),
         sort.order_by()
     );
+    let limit = Total::limit(offset, query.per_page);
     let fetch = sqlx::query_as::<_, Listed>(sqlx::AssertSqlSafe(sql))
         .bind(org_id)
         .bind(pattern.as_deref())
         .bind(i64::from(query.per_page) + 1);
     let mut rows = match (&query.after, offset) {
-        (Some(after), _) => bind_keyset(fetch, after).fetch_all(pool).await?,
+        (Some(after), _) => {
+            bind_keyset(fetch, after)
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await?
+        }
         (None, offset) => {
             fetch
                 .bind(offset.unwrap_or(0) as i64)
+                .bind(limit as i64)
                 .fetch_all(pool)
                 .await?
         }
     };
     let has_next = rows.len() > query.per_page as usize;
     rows.truncate(query.per_page as usize);
-    let total = match Total::from_page(offset, rows.len(), has_next) {
-        Some(total) => total,
-        None => {
-            let limit = Total::limit(offset, query.per_page);
-            let sql = bounded_count(&format!("SELECT 1 {MATCHING}"), 3);
+    let total = match (Total::from_page(offset, rows.len(), has_next), rows.first()) {
+        (Some(total), _) => total,
+        (None, Some(first)) => Total::counted(first.bounded_total, limit),
+        // A page past the end has no row to carry the count.
+        (None, None) => {
+            let sql = bounded_count(&format!("SELECT 1 {rows_matching}"), 3);
             let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(org_id)
                 .bind(pattern.as_deref())
