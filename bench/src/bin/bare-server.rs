@@ -36,16 +36,32 @@ const CHEAPEST_SEARCH_SQL: &str = "SELECT id, name, repo_url, build_command, rev
      created_at, updated_at, last_build_status, last_build_id, last_build_at \
      FROM projects WHERE org_id = $1 AND name ILIKE $2 ORDER BY name_key, id LIMIT $3 OFFSET $4";
 
-/// Atelier's list SQL (`list_projects`, sorted by name), verbatim.
-const ATELIER_PAGE_SQL: &str = "SELECT id, org_id, name, repo_url, build_command, revision, \
-     created_at, updated_at, created_by, last_build_status, last_build_id, last_build_at, \
-     count(*) OVER () AS total \
-     FROM projects WHERE org_id = $1 AND ($2::text IS NULL OR name ILIKE $2) \
+/// Atelier's list SQL (`list_projects`, sorted by name, page by number), verbatim: the page
+/// with one row more (`$3` = 21: is there a next?) and the count of at most `$5` rows
+/// (10,000, or through the row after the page) as an uncorrelated subquery; a statement of its
+/// own with and without a search.
+const ATELIER_PAGE_SQL: &str = "SELECT id, org_id, name, name_key, repo_url, build_command, \
+     revision, created_at, updated_at, created_by, last_build_status, last_build_id, \
+     last_build_at, (SELECT count(*) FROM (SELECT 1 FROM projects WHERE org_id = $1 \
+     AND $2::text IS NULL LIMIT $5) AS bounded) AS total \
+     FROM projects WHERE org_id = $1 AND $2::text IS NULL \
      ORDER BY name_key ASC, id ASC LIMIT $3 OFFSET $4";
 
-/// Atelier's count for a page past the end (`list_projects`'s second statement), verbatim.
-const ATELIER_COUNT_SQL: &str = "SELECT count(*) FROM projects WHERE org_id = $1 \
-             AND ($2::text IS NULL OR name ILIKE $2)";
+/// The same with a search.
+const ATELIER_SEARCH_SQL: &str = "SELECT id, org_id, name, name_key, repo_url, build_command, \
+     revision, created_at, updated_at, created_by, last_build_status, last_build_id, \
+     last_build_at, (SELECT count(*) FROM (SELECT 1 FROM projects WHERE org_id = $1 \
+     AND name ILIKE $2 LIMIT $5) AS bounded) AS total \
+     FROM projects WHERE org_id = $1 AND name ILIKE $2 \
+     ORDER BY name_key ASC, id ASC LIMIT $3 OFFSET $4";
+
+/// Atelier's count for a page past the end (`list_projects`'s second statement), verbatim
+/// but for the search condition, which it also chooses when it builds the statement.
+const ATELIER_COUNT_SQL: &str = "SELECT count(*) FROM (SELECT 1 FROM projects \
+     WHERE org_id = $1 AND ($2::text IS NULL OR name ILIKE $2) LIMIT $3) AS bounded";
+
+/// Atelier's cap on a count.
+const COUNT_CAP: i64 = 10_000;
 
 #[derive(Parser, Debug)]
 #[command(about = "A bare actix-web + sqlx server: the limit the API bench compares Atelier with")]
@@ -201,19 +217,28 @@ async fn atelier_page(
     params: web::Query<PageParams>,
 ) -> actix_web::Result<HttpResponse> {
     let (page, offset, pattern) = page_of(&params);
-    let rows = sqlx::query_as::<_, Counted>(ATELIER_PAGE_SQL)
+    let cap = COUNT_CAP.max(offset + PER_PAGE + 1);
+    let sql = if pattern.is_some() {
+        ATELIER_SEARCH_SQL
+    } else {
+        ATELIER_PAGE_SQL
+    };
+    let mut rows = sqlx::query_as::<_, Counted>(sql)
         .bind(state.org_id)
         .bind(pattern.as_deref())
-        .bind(PER_PAGE)
+        .bind(PER_PAGE + 1)
         .bind(offset)
+        .bind(cap)
         .fetch_all(&state.pool)
         .await
         .map_err(internal)?;
+    rows.truncate(PER_PAGE as usize);
     let total = match rows.first() {
         Some(r) => r.total,
         None => sqlx::query_scalar(ATELIER_COUNT_SQL)
             .bind(state.org_id)
             .bind(pattern.as_deref())
+            .bind(cap)
             .fetch_one(&state.pool)
             .await
             .map_err(internal)?,
