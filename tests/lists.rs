@@ -414,3 +414,51 @@ async fn a_search_pages_by_cursor_through_its_matches_only() {
     // Created in order, listed oldest first (the default sort).
     assert_eq!(walked, blue);
 }
+
+#[actix_web::test]
+async fn the_total_without_a_search_is_the_organizations_exact_count_after_creations_and_deletions()
+{
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let mut ids = Vec::new();
+    for name in ["one", "two", "three", "four"] {
+        ids.push(create(&c, name).await);
+    }
+    let deleted = c
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/projects/{}", ids[1]),
+            None,
+        )
+        .await;
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    // One per page: the first page does not end the list, so its total is not inferred from it.
+    let seen = c.seen().await;
+    let page = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/projects?per_page=1&{seen}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(page["pagination"]["total"], 3, "{page}");
+    assert_eq!(page["pagination"]["total_capped"], false);
+    assert_eq!(page["pagination"]["pages"], 3);
+    // A search still counts its own matches ("one", "four"; "two" is gone).
+    let searched = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/projects?per_page=1&search=o&{seen}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(searched["pagination"]["total"], 2, "{searched}");
+    // The count is kept by the projection: one row for the organization.
+    let rows: Vec<(i64,)> = sqlx::query_as("SELECT projects FROM project_counts")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, [(3,)], "one organization, three projects");
+}

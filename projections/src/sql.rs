@@ -48,6 +48,14 @@ impl Total {
         })
     }
 
+    /// A total known exactly (kept, not counted).
+    pub fn exact(count: i64) -> Self {
+        Self {
+            count: count.max(0) as u64,
+            capped: false,
+        }
+    }
+
     /// The total from a count that read at most `limit` rows.
     pub fn counted(count: i64, limit: u64) -> Self {
         let count = count.max(0) as u64;

@@ -37,7 +37,7 @@ impl Projection for ProjectsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["projects"]
+        &["projects", "project_counts"]
     }
 
     fn version(&self) -> i32 {
@@ -46,7 +46,12 @@ impl Projection for ProjectsProjection {
     }
 
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM projects").execute(tx).await?;
+        sqlx::query("DELETE FROM projects")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM project_counts")
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 
@@ -88,6 +93,13 @@ impl Projection for ProjectsProjection {
                 .bind(actor(event))
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query(
+                    "INSERT INTO project_counts (org_id, projects) VALUES ($1, 1) \
+                     ON CONFLICT (org_id) DO UPDATE SET projects = project_counts.projects + 1",
+                )
+                .bind(org_id)
+                .execute(&mut *tx)
+                .await?;
             }
             ProjectEvent::ProjectUpdated {
                 project_id,
@@ -125,10 +137,14 @@ impl Projection for ProjectsProjection {
                 }
             }
             ProjectEvent::ProjectDeleted { project_id, .. } => {
-                sqlx::query("DELETE FROM projects WHERE id = $1")
-                    .bind(project_id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "WITH gone AS (DELETE FROM projects WHERE id = $1 RETURNING org_id) \
+                     UPDATE project_counts c SET projects = c.projects - 1 \
+                     FROM gone WHERE c.org_id = gone.org_id",
+                )
+                .bind(project_id)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         Ok(())
@@ -331,6 +347,10 @@ struct Listed {
     bounded_total: i64,
 }
 
+/// How many projects the organization `$1` has, as the projection keeps it.
+const KEPT_COUNT: &str =
+    "SELECT COALESCE((SELECT projects FROM project_counts WHERE org_id = $1), 0)";
+
 /// The rows a list reads: an organization's, and those whose name matches `$2` if given. Two
 /// statements rather than `($2 IS NULL OR name ILIKE $2)`: PostgreSQL switches a prepared
 /// statement to a generic plan after five runs, and the generic plan of that disjunction
@@ -382,13 +402,21 @@ pub async fn list_projects(
         ),
         None => (String::new(), "LIMIT $3 OFFSET $4", 5),
     };
-    let rows_matching = matching(pattern.is_some());
+    let searched = pattern.is_some();
+    let rows_matching = matching(searched);
+    // Without a search the total is the organization's, kept by the projection
+    // (`project_counts`): exact, and one indexed row whatever the size. A search counts its
+    // matches, at most `limit` of them.
+    let count_sql = if searched {
+        bounded_count(&format!("SELECT 1 {rows_matching}"), count_param)
+    } else {
+        KEPT_COUNT.to_owned()
+    };
     let sql = format!(
         "SELECT id, org_id, name, name_key, repo_url, build_command, revision, created_at, \
          updated_at, created_by, last_build_status, last_build_id, last_build_at, \
-         ({}) AS bounded_total \
+         ({count_sql}) AS bounded_total \
          {rows_matching}{condition} ORDER BY {} {paging}",
-        bounded_count(&format!("SELECT 1 {rows_matching}"), count_param),
         sort.order_by()
     );
     let limit = Total::limit(offset, query.per_page);
@@ -396,28 +424,30 @@ pub async fn list_projects(
         .bind(org_id)
         .bind(pattern.as_deref())
         .bind(i64::from(query.per_page) + 1);
-    let mut rows = match (&query.after, offset) {
-        (Some(after), _) => {
-            bind_keyset(fetch, after)
-                .bind(limit as i64)
-                .fetch_all(pool)
-                .await?
-        }
-        (None, offset) => {
-            fetch
-                .bind(offset.unwrap_or(0) as i64)
-                .bind(limit as i64)
-                .fetch_all(pool)
-                .await?
-        }
+    let fetch = match (&query.after, offset) {
+        (Some(after), _) => bind_keyset(fetch, after),
+        (None, offset) => fetch.bind(offset.unwrap_or(0) as i64),
     };
+    let fetch = if searched {
+        fetch.bind(limit as i64)
+    } else {
+        fetch
+    };
+    let mut rows = fetch.fetch_all(pool).await?;
     let has_next = rows.len() > query.per_page as usize;
     rows.truncate(query.per_page as usize);
+    let counted = |count: i64| {
+        if searched {
+            Total::counted(count, limit)
+        } else {
+            Total::exact(count)
+        }
+    };
     let total = match (Total::from_page(offset, rows.len(), has_next), rows.first()) {
         (Some(total), _) => total,
-        (None, Some(first)) => Total::counted(first.bounded_total, limit),
+        (None, Some(first)) => counted(first.bounded_total),
         // A page past the end has no row to carry the count.
-        (None, None) => {
+        (None, None) if searched => {
             let sql = bounded_count(&format!("SELECT 1 {rows_matching}"), 3);
             let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(org_id)
@@ -425,7 +455,14 @@ pub async fn list_projects(
                 .bind(limit as i64)
                 .fetch_one(pool)
                 .await?;
-            Total::counted(count, limit)
+            counted(count)
+        }
+        (None, None) => {
+            let count: i64 = sqlx::query_scalar(KEPT_COUNT)
+                .bind(org_id)
+                .fetch_one(pool)
+                .await?;
+            counted(count)
         }
     };
     let next = if has_next {
