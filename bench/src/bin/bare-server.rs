@@ -40,10 +40,11 @@ const CHEAPEST_SEARCH_SQL: &str = "SELECT id, name, repo_url, build_command, rev
 /// with one row more (`$3` = 21: is there a next?) and the count of at most `$5` rows
 /// (10,000, or through the row after the page) as an uncorrelated subquery; a statement of its
 /// own with and without a search.
+/// Without a search the total is the organization's kept count (`project_counts`).
 const ATELIER_PAGE_SQL: &str = "SELECT id, org_id, name, name_key, repo_url, build_command, \
      revision, created_at, updated_at, created_by, last_build_status, last_build_id, \
-     last_build_at, (SELECT count(*) FROM (SELECT 1 FROM projects WHERE org_id = $1 \
-     AND $2::text IS NULL LIMIT $5) AS bounded) AS total \
+     last_build_at, (SELECT COALESCE((SELECT projects FROM project_counts \
+     WHERE org_id = $1), 0)) AS total \
      FROM projects WHERE org_id = $1 AND $2::text IS NULL \
      ORDER BY name_key ASC, id ASC LIMIT $3 OFFSET $4";
 
@@ -223,15 +224,17 @@ async fn atelier_page(
     } else {
         ATELIER_PAGE_SQL
     };
-    let mut rows = sqlx::query_as::<_, Counted>(sql)
+    let query = sqlx::query_as::<_, Counted>(sql)
         .bind(state.org_id)
         .bind(pattern.as_deref())
         .bind(PER_PAGE + 1)
-        .bind(offset)
-        .bind(cap)
-        .fetch_all(&state.pool)
-        .await
-        .map_err(internal)?;
+        .bind(offset);
+    let query = if pattern.is_some() {
+        query.bind(cap)
+    } else {
+        query
+    };
+    let mut rows = query.fetch_all(&state.pool).await.map_err(internal)?;
     rows.truncate(PER_PAGE as usize);
     let total = match rows.first() {
         Some(r) => r.total,
