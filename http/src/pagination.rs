@@ -214,8 +214,9 @@ pub struct KeysetPagination {
     pub page: u32,
     /// Rows per page.
     pub per_page: u32,
-    /// Rows in the whole list; when `total_capped`, a lower bound: counting stops at 10,000
-    /// rows (or, for a page by number, at the row after the page).
+    /// Rows in the whole list: exact for a list that keeps its count (projects without a
+    /// search); when `total_capped`, a lower bound: counting stops at 10,000 rows (or, for a
+    /// page by number, at the row after the page).
     pub total: u64,
     /// Pages in `total` (a lower bound when `total_capped`).
     pub pages: u64,
