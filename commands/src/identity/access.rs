@@ -47,24 +47,11 @@ const IDENTITY_CATEGORIES: [&str; 4] = [
 
 /// A caller's answer as last checked: the credential, the user, the organization, and when and
 /// under which epoch of identity writes it was checked.
+#[derive(Clone)]
 struct Checked<A> {
     answer: (Arc<A>, Arc<User>, Arc<Organization>),
     epoch: u64,
     at: Instant,
-}
-
-impl<A> Clone for Checked<A> {
-    fn clone(&self) -> Self {
-        Self {
-            answer: (
-                self.answer.0.clone(),
-                self.answer.1.clone(),
-                self.answer.2.clone(),
-            ),
-            epoch: self.epoch,
-            at: self.at,
-        }
-    }
 }
 
 /// Why the current state of an aggregate could not be read.
@@ -175,7 +162,7 @@ impl Access {
     /// request checks).
     pub fn with_recheck(store: Store, recheck: Duration) -> Self {
         let epoch = Arc::new(AtomicU64::new(0));
-        match store.folds() {
+        let recheck = match store.folds() {
             Some(folds) => {
                 let moved = Arc::downgrade(&epoch);
                 folds.on_written(move |stream| {
@@ -185,15 +172,12 @@ impl Access {
                         epoch.fetch_add(1, Ordering::SeqCst);
                     }
                 });
+                recheck
             }
             None => {
                 tracing::info!("the store tells nothing of its writes: every request checks");
+                Duration::ZERO
             }
-        }
-        let recheck = if store.folds().is_some() {
-            recheck
-        } else {
-            Duration::ZERO
         };
         Self {
             store,
@@ -273,7 +257,7 @@ impl Access {
         let answer = self.with_user_and_org(credentials, id, user, org).await?;
         if !self.recheck.is_zero() {
             let checked = Checked {
-                answer: (answer.0.clone(), answer.1.clone(), answer.2.clone()),
+                answer: answer.clone(),
                 epoch,
                 at: started,
             };

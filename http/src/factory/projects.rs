@@ -148,9 +148,10 @@ fn rejected(e: ProjectError) -> ApiError {
 ///
 /// Every page carries `pagination.next_cursor`: `cursor=<next_cursor>` answers the rows after
 /// that page's last row in the same sort (the sort may be left out), with a cost that does not
-/// grow with the depth, and rows added or removed before it do not shift it. `total` counts at
-/// most 10,000 rows (`total_capped` says when it stopped: the total is then a lower bound);
-/// `has_next` is exact either way.
+/// grow with the depth, and rows added or removed before it do not shift it. Without `search`,
+/// `total` is exact (a count the read model keeps); with it, it counts at most 10,000 matches
+/// (`total_capped` says when it stopped: the total is then a lower bound). `has_next` is exact
+/// either way.
 #[utoipa::path(
     get, path = "/api/v1/projects", tag = "factory", operation_id = "list_projects",
     params(PageParams, CursorParams, ListParams),
