@@ -93,16 +93,16 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedRevision,
     ) -> Result<(), StoreError>;
 
-    /// The revision of the last event appended to each stream, in order (`None`: never
-    /// written), for callers that keep streams folded and only need to know whether they moved.
-    /// Adapters that can answer for all the streams in one round trip should; this default
-    /// reads each stream's last event.
     /// The folds callers keep of this store's streams ([`FoldCache`]), if it keeps any. The
     /// store forgets a stream there when it deletes it or changes its retention.
     fn folds(&self) -> Option<&FoldCache> {
         None
     }
 
+    /// The revision of the last event appended to each stream, in order (`None`: never
+    /// written), for callers that keep streams folded and only need to know whether they moved.
+    /// Adapters that can answer for all the streams in one round trip should; this default
+    /// reads each stream's last event.
     async fn last_revisions(&self, streams: &[StreamName]) -> Result<Vec<Option<u64>>, StoreError> {
         let mut out = Vec::with_capacity(streams.len());
         for stream in streams {

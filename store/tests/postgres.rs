@@ -107,3 +107,217 @@ async fn another_process_is_woken_by_notify_without_waiting_for_its_poll() {
         assert_eq!(next(&mut sub).await.event_id, id);
     }
 }
+
+/// Waits until `ready` holds (a condition of the store, not a guess at a duration).
+async fn until(mut ready: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !ready() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the condition never held");
+}
+
+/// A store with one append writer, kept busy by an append that waits for a transaction held
+/// open on its stream: appends made meanwhile queue behind it. `release` lets it finish.
+struct BusyWriter {
+    store: PgEventStore,
+    held: atelier_store::postgres::PgHeldAppend,
+    blocked:
+        tokio::task::JoinHandle<Result<atelier_store::AppendResult, atelier_store::StoreError>>,
+    db: TestDatabase,
+}
+
+impl BusyWriter {
+    async fn new() -> Self {
+        let db = TestDatabase::create().await.unwrap();
+        let mut config = PgConfig::new(&db.url);
+        config.append_writers = 1;
+        let store = PgEventStore::with_pool(db.pool(8).await.unwrap(), config);
+        let stream = StreamName::new("busy-1").unwrap();
+        let event = EventData::new("Held", json!({}));
+        let held = store
+            .begin_append(&stream, ExpectedRevision::NoStream, vec![event.clone()])
+            .await
+            .unwrap();
+        // The same event at the same place: once the held transaction commits it is a retry.
+        let blocked = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append(&stream, ExpectedRevision::NoStream, vec![event])
+                    .await
+            }
+        });
+        // Taken by the only writer, which now waits in PostgreSQL for the held transaction.
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                if waiting > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the append never waited for the held transaction");
+        assert!(!blocked.is_finished());
+        Self {
+            store,
+            held,
+            blocked,
+            db,
+        }
+    }
+
+    /// Starts `appends` (stream, expectation, events) while the writer is busy and waits until
+    /// every one of them waits for a transaction.
+    fn queue(
+        &self,
+        appends: Vec<(String, ExpectedRevision, Vec<EventData>)>,
+    ) -> Vec<tokio::task::JoinHandle<Result<atelier_store::AppendResult, atelier_store::StoreError>>>
+    {
+        appends
+            .into_iter()
+            .map(|(stream, expected, events)| {
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    let stream = StreamName::new(stream).unwrap();
+                    store.append(&stream, expected, events).await
+                })
+            })
+            .collect()
+    }
+
+    /// Commits the held transaction; the store (and its database, dropped with it) go on.
+    async fn release(self) -> (PgEventStore, TestDatabase) {
+        self.held.commit().await.unwrap();
+        self.blocked
+            .await
+            .unwrap()
+            .expect("the blocked append is a retry of the held one");
+        (self.store, self.db)
+    }
+}
+
+#[tokio::test]
+async fn appends_that_queue_behind_a_busy_writer_share_one_transaction_each_with_its_own_answer() {
+    let busy = BusyWriter::new().await;
+    let mut appends: Vec<_> = (0..10)
+        .map(|i| {
+            (
+                format!("shared-{i}"),
+                ExpectedRevision::NoStream,
+                vec![
+                    EventData::new("First", json!({ "i": i })),
+                    EventData::new("Second", json!({ "i": i })),
+                ],
+            )
+        })
+        .collect();
+    // One whose expectation fails: it fails alone.
+    appends.push((
+        "shared-3".into(),
+        ExpectedRevision::Exact(7),
+        vec![EventData::new("Late", json!({}))],
+    ));
+    let handles = busy.queue(appends);
+    until(|| busy.store.appends_waiting() == 11).await;
+    let (store, _db) = busy.release().await;
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.unwrap());
+    }
+    let refused = results.pop().unwrap();
+    assert!(
+        matches!(
+            refused,
+            Err(atelier_store::StoreError::WrongExpectedRevision {
+                actual: Some(1),
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let written: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    let commit = written[0].position.commit;
+    assert!(
+        written.iter().all(|r| r.position.commit == commit),
+        "the ten appends were not one transaction: {written:?}"
+    );
+    for (i, r) in written.iter().enumerate() {
+        assert_eq!(r.next_expected_revision, 1);
+        let events = store
+            .read_stream(
+                &StreamName::new(format!("shared-{i}")).unwrap(),
+                atelier_store::ReadStream::forward(),
+            )
+            .await
+            .unwrap();
+        let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(types, ["First", "Second"]);
+        assert_eq!(events[1].position, r.position);
+    }
+}
+
+#[tokio::test]
+async fn an_append_the_database_refuses_fails_alone_and_the_rest_of_its_group_is_written() {
+    let busy = BusyWriter::new().await;
+    let mut appends: Vec<_> = (0..4)
+        .map(|i| {
+            (
+                format!("ok-{i}"),
+                ExpectedRevision::NoStream,
+                vec![EventData::new("Fine", json!({ "i": i }))],
+            )
+        })
+        .collect();
+    // PostgreSQL's jsonb refuses the NUL character: the whole statement fails.
+    appends.insert(
+        2,
+        (
+            "bad-1".into(),
+            ExpectedRevision::NoStream,
+            vec![EventData::new("Nul", json!({ "text": "a\u{0}b" }))],
+        ),
+    );
+    let handles = busy.queue(appends);
+    until(|| busy.store.appends_waiting() == 5).await;
+    let (store, _db) = busy.release().await;
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.unwrap());
+    }
+    let bad = results.remove(2);
+    assert!(
+        matches!(bad, Err(atelier_store::StoreError::Backend(_))),
+        "{bad:?}"
+    );
+    let bad_stream = StreamName::new("bad-1").unwrap();
+    assert!(
+        store
+            .read_stream(&bad_stream, atelier_store::ReadStream::forward())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for (i, r) in results.into_iter().enumerate() {
+        let r = r.unwrap();
+        let events = store
+            .read_stream(
+                &StreamName::new(format!("ok-{i}")).unwrap(),
+                atelier_store::ReadStream::forward(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].position, r.position);
+    }
+}

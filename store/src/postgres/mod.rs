@@ -4,9 +4,10 @@
 //! (`pg_current_xact_id()`), and `$all` is read only below `pg_snapshot_xmin(pg_current_snapshot())`
 //! taken in the same statement. A transaction that started earlier but commits later therefore
 //! never lets a reader skip its events: the reader waits below it instead. Appends run in one
-//! round trip through the `atelier_append` function (see `migrations/`), which locks the stream
-//! row, checks the expected revision and idempotency, and refuses (for a retry in a new
-//! transaction) when a transaction with a higher id already appended to the stream.
+//! round trip through the `atelier_append_many` function (see `migrations/`), which, for each
+//! append, locks the stream row, checks the expected revision and idempotency, and refuses (for
+//! a retry in a new transaction) when a transaction with a higher id already appended to the
+//! stream. Concurrent appends share that round trip and its transaction ([`combine`]).
 //!
 //! Live delivery: one tailer task per store reads the head of the log and publishes contiguous
 //! batches on a bounded broadcast. It is woken right after each local commit, by `NOTIFY` from
@@ -16,6 +17,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,10 +25,12 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
-use uuid::Uuid;
 
+mod combine;
+
+use self::combine::{Appends, Outcome};
 use crate::subscription::{self, Backoff, LiveBatch, Source};
 use crate::{
     AllSlice, AppendResult, Direction, EventData, EventStore, ExpectedRevision, Filter, PAGE_SIZE,
@@ -54,6 +58,9 @@ pub struct PgConfig {
     pub poll_interval: Duration,
     /// The poll while committed events wait behind an older open transaction.
     pub held_back_poll_interval: Duration,
+    /// Most append transactions in flight at once; appends arriving meanwhile are gathered
+    /// into the next one ([`combine`]).
+    pub append_writers: usize,
 }
 
 impl PgConfig {
@@ -64,6 +71,7 @@ impl PgConfig {
             max_connections: 16,
             poll_interval: Duration::from_secs(1),
             held_back_poll_interval: Duration::from_millis(5),
+            append_writers: 4,
         }
     }
 }
@@ -104,6 +112,17 @@ struct Shared {
     wake_notifier: Notify,
     config: PgConfig,
     folds: crate::FoldCache,
+    combiner: mpsc::UnboundedSender<combine::Request>,
+    /// Appends handed to the combiner and not yet in a transaction.
+    waiting: AtomicUsize,
+}
+
+impl Shared {
+    /// Wakes the tailer and the notifier after a commit.
+    fn woke(&self) {
+        self.wake_tailer.notify_one();
+        self.wake_notifier.notify_one();
+    }
 }
 
 /// Stops the background tasks when the last clone of the store is dropped.
@@ -126,6 +145,7 @@ impl PgEventStore {
     /// Uses an existing pool (already migrated) and starts the tailer. Needs a tokio runtime.
     pub fn with_pool(pool: PgPool, config: PgConfig) -> Self {
         let (live, _) = broadcast::channel(1024);
+        let (combiner, requests) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             pool,
             live,
@@ -133,8 +153,11 @@ impl PgEventStore {
             wake_notifier: Notify::new(),
             config,
             folds: crate::FoldCache::default(),
+            combiner,
+            waiting: AtomicUsize::new(0),
         });
         let (stop, stopped) = watch::channel(());
+        tokio::spawn(combine::combine(shared.clone(), requests, stopped.clone()));
         tokio::spawn(tail(shared.clone(), stopped.clone()));
         tokio::spawn(listen(shared.clone(), stopped.clone()));
         tokio::spawn(notify(shared.clone(), stopped));
@@ -149,6 +172,12 @@ impl PgEventStore {
         &self.shared.pool
     }
 
+    /// How many appends wait for a transaction: the combiner gathers them into the next one as
+    /// soon as one of [`PgConfig::append_writers`] is free.
+    pub fn appends_waiting(&self) -> usize {
+        self.shared.waiting.load(Ordering::Relaxed)
+    }
+
     /// Starts an append in a transaction and holds it open until [`PgHeldAppend::commit`]. Its
     /// events hold back every later event in `$all` until then. For tests and tools.
     pub async fn begin_append(
@@ -158,7 +187,7 @@ impl PgEventStore {
         events: Vec<EventData>,
     ) -> Result<PgHeldAppend, StoreError> {
         validate_batch(&events)?;
-        let batch = Batch::new(events);
+        let append = Appends::one(stream, expected, events);
         let mut attempt = 0;
         let (tx, result) = loop {
             let mut tx = self
@@ -167,13 +196,17 @@ impl PgEventStore {
                 .begin()
                 .await
                 .map_err(StoreError::backend)?;
-            match append_query(stream, expected, &batch)
+            let row = append
+                .query()
                 .fetch_one(&mut *tx)
                 .await
-            {
-                Ok(row) => break (tx, append_outcome(stream, expected, &row)?),
-                Err(e) if is_ordering_guard(&e) && attempt < ORDERING_RETRIES => attempt += 1,
-                Err(e) => return Err(StoreError::backend(e)),
+                .map_err(StoreError::backend)?;
+            match combine::outcome(stream, expected, &row)? {
+                Outcome::Written(result) => break (tx, result),
+                Outcome::Refused(e) => return Err(e),
+                // Nothing was written: a new transaction gets a later id.
+                Outcome::Guard if attempt < ORDERING_RETRIES => attempt += 1,
+                Outcome::Guard => return Err(combine::kept_guarded(stream)),
             }
         };
         Ok(PgHeldAppend {
@@ -182,11 +215,6 @@ impl PgEventStore {
             stream: stream.clone(),
             shared: self.shared.clone(),
         })
-    }
-
-    fn woke(&self) {
-        self.shared.wake_tailer.notify_one();
-        self.shared.wake_notifier.notify_one();
     }
 }
 
@@ -208,8 +236,7 @@ impl PgHeldAppend {
     pub async fn commit(self) -> Result<AppendResult, StoreError> {
         self.tx.commit().await.map_err(StoreError::backend)?;
         self.shared.folds.written(&self.stream);
-        self.shared.wake_tailer.notify_one();
-        self.shared.wake_notifier.notify_one();
+        self.shared.woke();
         Ok(self.result)
     }
 
@@ -219,90 +246,6 @@ impl PgHeldAppend {
         self.shared.wake_tailer.notify_one();
         Ok(())
     }
-}
-
-/// A batch laid out as the columns `atelier_append` takes.
-struct Batch {
-    ids: Vec<Uuid>,
-    types: Vec<String>,
-    data: Vec<serde_json::Value>,
-    metadata: Vec<serde_json::Value>,
-}
-
-impl Batch {
-    fn new(events: Vec<EventData>) -> Self {
-        let n = events.len();
-        let mut b = Batch {
-            ids: Vec::with_capacity(n),
-            types: Vec::with_capacity(n),
-            data: Vec::with_capacity(n),
-            metadata: Vec::with_capacity(n),
-        };
-        for e in events {
-            b.ids.push(e.event_id);
-            b.types.push(e.event_type);
-            b.data.push(e.data);
-            b.metadata.push(e.metadata);
-        }
-        b
-    }
-}
-
-fn append_query<'q>(
-    stream: &'q StreamName,
-    expected: ExpectedRevision,
-    batch: &'q Batch,
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    let (kind, revision): (i16, i64) = match expected {
-        ExpectedRevision::Any => (0, 0),
-        ExpectedRevision::NoStream => (1, 0),
-        ExpectedRevision::StreamExists => (2, 0),
-        // A revision beyond i64 cannot exist: it can only mismatch.
-        ExpectedRevision::Exact(n) => (3, i64::try_from(n).unwrap_or(i64::MAX)),
-    };
-    sqlx::query(
-        "SELECT status, revision, commit, prepare FROM atelier_append($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(stream.as_str())
-    .bind(kind)
-    .bind(revision)
-    .bind(&batch.ids[..])
-    .bind(&batch.types[..])
-    .bind(&batch.data[..])
-    .bind(&batch.metadata[..])
-}
-
-fn append_outcome(
-    stream: &StreamName,
-    expected: ExpectedRevision,
-    row: &PgRow,
-) -> Result<AppendResult, StoreError> {
-    let status: &str = row.try_get(0).map_err(StoreError::backend)?;
-    let revision: i64 = row.try_get(1).map_err(StoreError::backend)?;
-    match status {
-        "ok" | "retry" => Ok(AppendResult {
-            next_expected_revision: revision as u64,
-            position: Position::new(
-                row.try_get::<i64, _>(2).map_err(StoreError::backend)? as u64,
-                row.try_get::<i64, _>(3).map_err(StoreError::backend)? as u64,
-            ),
-        }),
-        "wrong" => Err(StoreError::WrongExpectedRevision {
-            stream: stream.clone(),
-            expected,
-            actual: u64::try_from(revision).ok(),
-        }),
-        "deleted" => Err(StoreError::StreamDeleted {
-            stream: stream.clone(),
-        }),
-        other => Err(StoreError::Backend(
-            format!("atelier_append returned {other:?}").into(),
-        )),
-    }
-}
-
-fn is_ordering_guard(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("AT001"))
 }
 
 /// `$all` below the watermark, with a filter evaluated in the database: non-matching rows come
@@ -651,31 +594,20 @@ impl EventStore for PgEventStore {
         events: Vec<EventData>,
     ) -> Result<AppendResult, StoreError> {
         validate_batch(&events)?;
-        let batch = Batch::new(events);
-        let mut attempt = 0;
-        loop {
-            match append_query(stream, expected, &batch)
-                .fetch_one(&self.shared.pool)
-                .await
-            {
-                Ok(row) => {
-                    let outcome = append_outcome(stream, expected, &row);
-                    if outcome.is_ok() {
-                        self.shared.folds.written(stream);
-                        self.woke();
-                    }
-                    return outcome;
-                }
-                Err(e) if is_ordering_guard(&e) && attempt < ORDERING_RETRIES => {
-                    attempt += 1;
-                    debug!(
-                        attempt,
-                        "append: a later transaction appended first; retrying"
-                    );
-                }
-                Err(e) => return Err(StoreError::backend(e)),
-            }
+        let (reply, answer) = oneshot::channel();
+        let request = combine::Request {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply,
+            guarded: 0,
+        };
+        if !combine::submit(&self.shared, request) {
+            return Err(StoreError::Backend("the store stopped".into()));
         }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Backend("the store stopped".into())))
     }
 
     #[tracing::instrument(name = "store.read_stream", skip_all, fields(stream = %stream))]
