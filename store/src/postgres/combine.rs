@@ -58,8 +58,9 @@ pub(super) struct Appends {
     starts: Vec<usize>,
     ids: Vec<Uuid>,
     types: Vec<String>,
-    data: Vec<serde_json::Value>,
-    metadata: Vec<serde_json::Value>,
+    /// Payloads as the JSON text the `json` columns keep.
+    data: Vec<String>,
+    metadata: Vec<String>,
 }
 
 impl Appends {
@@ -93,8 +94,8 @@ impl Appends {
         for e in events {
             self.ids.push(e.event_id);
             self.types.push(e.event_type);
-            self.data.push(e.data);
-            self.metadata.push(e.metadata);
+            self.data.push(json_text(&e.data));
+            self.metadata.push(json_text(&e.metadata));
         }
     }
 
@@ -109,8 +110,8 @@ impl Appends {
             .map(|j| EventData {
                 event_id: self.ids[j],
                 event_type: self.types[j].clone(),
-                data: self.data[j].clone(),
-                metadata: self.metadata[j].clone(),
+                data: json_value(&self.data[j]),
+                metadata: json_value(&self.metadata[j]),
             })
             .collect()
     }
@@ -124,7 +125,7 @@ impl Appends {
     pub fn query(&self) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
         sqlx::query(
             "SELECT status, revision, commit, prepare \
-             FROM atelier_append_many($1, $2, $3, $4, $5, $6, $7, $8)",
+             FROM atelier_append_many($1, $2, $3, $4, $5, $6, $7::json[], $8::json[])",
         )
         .bind(&self.streams[..])
         .bind(&self.kinds[..])
@@ -135,6 +136,16 @@ impl Appends {
         .bind(&self.data[..])
         .bind(&self.metadata[..])
     }
+}
+
+/// A payload's JSON text. A `serde_json::Value` always serializes (its keys are strings).
+fn json_text(value: &serde_json::Value) -> String {
+    serde_json::to_string(value).expect("a JSON value serializes")
+}
+
+/// A payload back from the text [`json_text`] made.
+fn json_value(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).expect("the text of a JSON value parses")
 }
 
 /// What the database answered for one append.
