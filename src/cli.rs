@@ -86,6 +86,10 @@ pub struct DbArgs {
     /// Connection pool size (default: 4 per core, from 8 to 64).
     #[arg(long, env = "ATELIER_DB_POOL_SIZE", global = true)]
     pub db_pool_size: Option<u32>,
+    /// Append transactions in flight at once; appends arriving meanwhile share the next one
+    /// (default: the store's, 4).
+    #[arg(long, env = "ATELIER_APPEND_WRITERS", global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub append_writers: Option<u16>,
 }
 
 impl DbArgs {
@@ -473,6 +477,9 @@ async fn store(db: &DbArgs) -> anyhow::Result<(sqlx::PgPool, PgEventStore)> {
     let pool = prepare_database(db).await?;
     let mut config = PgConfig::new(db.database_url.clone());
     config.max_connections = db.pool_size();
+    if let Some(writers) = db.append_writers {
+        config.append_writers = usize::from(writers);
+    }
     let store = PgEventStore::with_pool(pool.clone(), config);
     Ok((pool, store))
 }

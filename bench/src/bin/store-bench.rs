@@ -81,6 +81,10 @@ struct Args {
     /// The pgbench executable.
     #[arg(long, env = "PGBENCH", default_value = "pgbench")]
     pgbench: PathBuf,
+    /// Append transactions the store keeps in flight (`PgConfig::append_writers`; default: the
+    /// store's).
+    #[arg(long)]
+    append_writers: Option<usize>,
 }
 
 #[tokio::main]
@@ -291,10 +295,13 @@ impl Bench {
     }
 
     async fn connect(&self, max_connections: u32) -> Result<PgEventStore> {
-        let config = PgConfig {
+        let mut config = PgConfig {
             max_connections,
             ..PgConfig::new(self.url.clone())
         };
+        if let Some(writers) = self.args.append_writers {
+            config.append_writers = writers.max(1);
+        }
         Ok(PgEventStore::connect(config).await?)
     }
 
