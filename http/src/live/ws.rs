@@ -285,14 +285,13 @@ impl Connection {
     }
 
     async fn send(&mut self, text: impl Into<bytestring::ByteString>) -> Result<(), End> {
-        match tokio::time::timeout(self.hub.settings().send_timeout, self.ws.text(text)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            Err(_) => {
-                tracing::info!("live: a client did not read for the send timeout; dropping it");
-                Err(End::Gone)
-            }
-        }
+        let send_timeout = self.hub.settings().send_timeout;
+        within(send_timeout, self.send_unbounded(text)).await
+    }
+
+    /// Sends with no time limit: for callers that bound a whole burst at once.
+    async fn send_unbounded(&mut self, text: impl Into<bytestring::ByteString>) -> Result<(), End> {
+        self.ws.text(text).await.map_err(|_| End::Gone)
     }
 
     /// Waits for `{type:"auth", token}` as the first message.
@@ -450,16 +449,7 @@ impl Connection {
                     }
                 }
                 frame = frames.recv() => self.send(frame).await?,
-                next = session.next() => {
-                    self.deliver(next).await?;
-                    // Send what else is waiting now, in one go: the frames leave together.
-                    for _ in 0..BURST {
-                        match session.try_next() {
-                            Some(next) => self.deliver(next).await?,
-                            None => break,
-                        }
-                    }
-                }
+                next = session.next() => self.deliver_burst(next, &mut session).await?,
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() > settings.client_timeout {
                         return Err(End::Close(1001, "no answer to pings".into()));
@@ -490,13 +480,44 @@ fn watched_cameras(channels: &super::channels::Channels) -> std::collections::BT
 /// Events sent in a row from a client's queue before it listens to the client again.
 const BURST: usize = 64;
 
+/// `send` within `limit`: a client that does not read for that long is dropped.
+async fn within(
+    limit: Duration,
+    send: impl std::future::Future<Output = Result<(), End>>,
+) -> Result<(), End> {
+    match tokio::time::timeout(limit, send).await {
+        Ok(sent) => sent,
+        Err(_) => {
+            tracing::info!("live: a client did not read for the send timeout; dropping it");
+            Err(End::Gone)
+        }
+    }
+}
+
 impl Connection {
+    /// Sends `first` and what else the session has ready now (up to [`BURST`]), in one go: the
+    /// frames leave together, under one send timeout rather than one timer per message.
+    async fn deliver_burst(&mut self, first: Next, session: &mut Session) -> Result<(), End> {
+        let send_timeout = self.hub.settings().send_timeout;
+        within(send_timeout, async {
+            self.deliver(first).await?;
+            for _ in 0..BURST {
+                match session.try_next() {
+                    Some(next) => self.deliver(next).await?,
+                    None => break,
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Sends what the session says next; the end of the connection for anything but an event.
     async fn deliver(&mut self, next: Next) -> Result<(), End> {
         match next {
-            Next::Event(event) => self.send(event.json().clone()).await,
+            Next::Event(event) => self.send_unbounded(event.json().clone()).await,
             Next::Lagged(position) => {
-                self.send(json!({"type": "lagged", "position": position}).to_string())
+                self.send_unbounded(json!({"type": "lagged", "position": position}).to_string())
                     .await?;
                 Err(End::Close(
                     CLOSE_LAGGED,
@@ -505,7 +526,7 @@ impl Connection {
             }
             Next::Failed(e) => {
                 tracing::warn!(error = %e, "live: reading the log failed");
-                self.send(error_message(
+                self.send_unbounded(error_message(
                     "SERVICE_UNAVAILABLE",
                     "the event log cannot be read now; reconnect with from_position",
                 ))
