@@ -25,7 +25,7 @@ DB=atelier_bench_cameras
 PORT="${BENCH_PORT:-18082}"
 BASE="http://127.0.0.1:$PORT"
 WORK="$(mktemp -d)"
-trap 'kill "${SERVER_PID:-0}" 2>/dev/null || true; [ -n "${BENCH_LOG:-}" ] && cp "$WORK/server.log" "$BENCH_LOG"; rm -rf "$WORK"' EXIT
+trap '{ [ -z "${SERVER_PID:-}" ] || kill "$SERVER_PID" 2>/dev/null || true; }; [ -n "${BENCH_LOG:-}" ] && cp "$WORK/server.log" "$BENCH_LOG"; rm -rf "$WORK"' EXIT
 
 if ! command -v ffmpeg >/dev/null; then
     echo "installing ffmpeg (Debian)…" >&2

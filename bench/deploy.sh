@@ -23,8 +23,10 @@ PORT="${BENCH_PORT:-18081}"
 BASE="http://127.0.0.1:$PORT"
 WORK="$(mktemp -d)"
 cleanup() {
-    kill "${SERVER_PID:-0}" 2>/dev/null || true
-    wait "${SERVER_PID:-0}" 2>/dev/null || true
+    if [ -n "${SERVER_PID:-}" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
     pkill -f "http.server.*--bind 127.0.0.1" 2>/dev/null || true
     rm -rf "$WORK"
 }

@@ -21,7 +21,7 @@ DB=atelier_bench_live
 PORT="${BENCH_PORT:-18081}"
 BASE="http://127.0.0.1:$PORT"
 WORK="$(mktemp -d)"
-trap 'kill "${SERVER_PID:-0}" 2>/dev/null || true; [ -n "${BENCH_LOG:-}" ] && cp "$WORK/server.log" "$BENCH_LOG"; rm -rf "$WORK"' EXIT
+trap '{ [ -z "${SERVER_PID:-}" ] || kill "$SERVER_PID" 2>/dev/null || true; }; [ -n "${BENCH_LOG:-}" ] && cp "$WORK/server.log" "$BENCH_LOG"; rm -rf "$WORK"' EXIT
 
 # One descriptor per connection on each side (server and bench), plus the pools.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

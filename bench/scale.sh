@@ -21,7 +21,7 @@ PORT="${BENCH_PORT:-18082}"
 BASE="http://127.0.0.1:$PORT"
 BIN="${CARGO_TARGET_DIR:-target}/release"
 WORK="$(mktemp -d)"
-trap 'kill "${SERVER_PID:-0}" 2>/dev/null || true; [ -n "${BENCH_LOG:-}" ] && cp "$WORK/server.log" "$BENCH_LOG"; rm -rf "$WORK"' EXIT
+trap '{ [ -z "${SERVER_PID:-}" ] || kill "$SERVER_PID" 2>/dev/null || true; }; [ -n "${BENCH_LOG:-}" ] && cp "$WORK/server.log" "$BENCH_LOG"; rm -rf "$WORK"' EXIT
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start

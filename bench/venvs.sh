@@ -27,8 +27,10 @@ BASE="http://127.0.0.1:$PORT"
 API="$BASE/api/v1"
 WORK="$(mktemp -d)"
 cleanup() {
-    kill "${SERVER_PID:-0}" 2>/dev/null || true
-    wait "${SERVER_PID:-0}" 2>/dev/null || true
+    if [ -n "${SERVER_PID:-}" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
