@@ -710,21 +710,23 @@ struct EventBatch {
     revisions: Vec<i64>,
     ids: Vec<Uuid>,
     types: Vec<String>,
-    data: Vec<serde_json::Value>,
-    metadata: Vec<serde_json::Value>,
+    /// Payloads as the JSON text the `json` columns keep.
+    data: Vec<String>,
+    metadata: Vec<String>,
     created: Vec<DateTime<Utc>>,
     bytes: usize,
 }
 
 impl EventBatch {
     fn push(&mut self, e: ArchivedEvent) {
-        self.bytes += e.data.to_string().len() + e.metadata.to_string().len();
+        let (data, metadata) = (e.data.to_string(), e.metadata.to_string());
+        self.bytes += data.len() + metadata.len();
         self.streams.push(e.stream.as_str().to_owned());
         self.revisions.push(to_i64(e.revision));
         self.ids.push(e.event_id);
         self.types.push(e.event_type);
-        self.data.push(e.data);
-        self.metadata.push(e.metadata);
+        self.data.push(data);
+        self.metadata.push(metadata);
         self.created.push(e.created);
     }
 
@@ -762,8 +764,8 @@ impl EventBatch {
                                  event_type, data, metadata, created_at) \
              SELECT pg_current_xact_id()::text::bigint, nextval('event_prepare_seq'), \
                     s.stream_id, t.n, t.r, t.id, t.ty, t.d, t.m, t.at \
-               FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::jsonb[], \
-                           $6::jsonb[], $7::timestamptz[]) \
+               FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::json[], \
+                           $6::json[], $7::timestamptz[]) \
                     WITH ORDINALITY AS t(n, r, id, ty, d, m, at, i) \
                JOIN event_streams s ON s.stream_name = t.n \
               ORDER BY t.i",

@@ -45,8 +45,9 @@ struct Args {
     /// Sequential requests per measure.
     #[arg(long, default_value_t = 200)]
     requests: u64,
-    /// Concurrent writers filling the log.
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent writers filling the log (each project is its own stream; the store gathers
+    /// concurrent appends into shared transactions).
+    #[arg(long, default_value_t = 64)]
     writers: usize,
     /// Rows per list page.
     #[arg(long, default_value_t = 20)]
