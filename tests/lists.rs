@@ -10,11 +10,14 @@ use std::collections::HashSet;
 use atelier_commands::handler::{CommandContext, stream_of};
 use atelier_domain::factory::project::{Project, ProjectEvent, ProjectName, RepoUrl};
 use atelier_store::{EventStore, ExpectedRevision};
+use base64::Engine;
 use chrono::{DateTime, Utc};
 use common::{Client, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+const PROJECTS: &str = "/api/v1/projects";
 
 const SORTS: [&str; 6] = [
     "name",
@@ -78,11 +81,21 @@ fn ids(page: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Every page of `query` followed by cursor from the first, and the ids in the order seen.
-async fn walk(c: &Client<'_>, query: &str) -> (Vec<Value>, Vec<String>) {
+/// `path` with `query` added to its query string.
+fn with(path: &str, query: &str) -> String {
+    match (query.is_empty(), path.contains('?')) {
+        (true, _) => path.to_owned(),
+        (false, true) => format!("{path}&{query}"),
+        (false, false) => format!("{path}?{query}"),
+    }
+}
+
+/// Every page of `list` (a path and its filters), two rows a page, followed by cursor from the
+/// first (which also has `first`: a sort, a cursor…), and the ids in the order seen.
+async fn walk(c: &Client<'_>, list: &str, first: &str) -> (Vec<Value>, Vec<String>) {
     let mut pages = Vec::new();
     let mut seen = Vec::new();
-    let mut path = format!("/api/v1/projects?{query}");
+    let mut path = with(&with(list, "per_page=2"), first);
     loop {
         let page = c.json(Method::GET, &path, None, StatusCode::OK).await;
         seen.extend(ids(&page));
@@ -92,12 +105,34 @@ async fn walk(c: &Client<'_>, query: &str) -> (Vec<Value>, Vec<String>) {
         assert_eq!(page["pagination"]["has_next"], next.is_some(), "{page}");
         pages.push(page);
         match next {
-            // The sort is left out: the cursor carries it.
-            Some(cursor) => path = format!("/api/v1/projects?per_page=2&cursor={cursor}"),
+            // The sort is left out: the cursor carries it. The filters are not: they are asked
+            // again.
+            Some(cursor) => path = with(list, &format!("per_page=2&cursor={cursor}")),
             None => return (pages, seen),
         }
         assert!(pages.len() < 100, "the walk does not end");
     }
+}
+
+/// A cursor as a list makes them, for `sort`, after the row with `key` and `id`.
+fn forged_cursor(sort: &str, key: &str, id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"s": sort, "k": key, "i": id, "p": 2}).to_string())
+}
+
+/// Asserts that `path` is a 400 validation problem naming exactly `field`.
+async fn assert_refused(c: &Client<'_>, path: &str, field: &str) {
+    let problem = c
+        .json(Method::GET, path, None, StatusCode::BAD_REQUEST)
+        .await;
+    assert_eq!(problem["code"], "VALIDATION_ERROR", "{path}: {problem}");
+    let fields: Vec<_> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, [field], "{path}: {problem}");
 }
 
 async fn org_of(app: &TestApp, project: &str) -> Uuid {
@@ -142,7 +177,7 @@ async fn walking_every_page_by_cursor_yields_every_project_once_in_order_in_each
             .await;
         let expected = ids(&all);
         assert_eq!(expected.len(), 9, "{all}");
-        let (pages, walked) = walk(&c, &format!("per_page=2&sort={sort}")).await;
+        let (pages, walked) = walk(&c, PROJECTS, &format!("sort={sort}")).await;
         assert_eq!(walked, expected, "sort={sort}");
         assert_eq!(walked.iter().collect::<HashSet<_>>().len(), 9);
         assert_eq!(pages.len(), 5);
@@ -274,10 +309,7 @@ async fn a_tampered_cursor_is_a_400_naming_the_cursor() {
     let mut flipped = cursor.to_owned().into_bytes();
     flipped[3] = if flipped[3] == b'A' { b'B' } else { b'A' };
     let flipped = String::from_utf8(flipped).unwrap();
-    use base64::Engine;
-    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-        r#"{"s":"created_at","k":"not a time","i":"00000000-0000-0000-0000-000000000000","p":2}"#,
-    );
+    let forged = forged_cursor("created_at", "not a time", Uuid::nil());
     let cases = [
         (format!("cursor={}", &cursor[..cursor.len() - 3]), "cursor"),
         (format!("cursor={flipped}"), "cursor"),
@@ -290,22 +322,7 @@ async fn a_tampered_cursor_is_a_400_naming_the_cursor() {
         (format!("cursor={cursor}&page=2"), "page"),
     ];
     for (query, field) in cases {
-        let problem = c
-            .json(
-                Method::GET,
-                &format!("/api/v1/projects?{query}"),
-                None,
-                StatusCode::BAD_REQUEST,
-            )
-            .await;
-        assert_eq!(problem["code"], "VALIDATION_ERROR", "{query}: {problem}");
-        let fields: Vec<_> = problem["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["field"].as_str().unwrap())
-            .collect();
-        assert_eq!(fields, [field], "{query}: {problem}");
+        assert_refused(&c, &with(PROJECTS, &query), field).await;
     }
 }
 
@@ -353,7 +370,7 @@ async fn another_organizations_cursor_shows_nothing_of_it() {
     assert_eq!(their_page["pagination"]["total"], 4, "{their_page}");
     let their_cursor = their_page["pagination"]["next_cursor"].as_str().unwrap();
     // Their cursor, in my organization: where to start among my rows, and only mine.
-    let (_, walked) = walk(&c, &format!("per_page=2&cursor={their_cursor}")).await;
+    let (_, walked) = walk(&c, PROJECTS, &format!("cursor={their_cursor}")).await;
     assert!(walked.iter().all(|id| mine.contains(id)), "{walked:?}");
     assert!(walked.iter().all(|id| !theirs.contains(id)));
     // ("Theirs 0" sorts after every "Mine …": nothing of mine follows it.)
