@@ -8,10 +8,12 @@ mod common;
 use std::collections::HashSet;
 
 use atelier_commands::handler::{CommandContext, stream_of};
+use atelier_domain::factory::build::Build;
 use atelier_domain::factory::project::{Project, ProjectEvent, ProjectName, RepoUrl};
+use atelier_domain::{Aggregate, DomainEvent};
 use atelier_store::{EventStore, ExpectedRevision};
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use common::{Client, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -112,6 +114,56 @@ async fn walk(c: &Client<'_>, list: &str, first: &str) -> (Vec<Value>, Vec<Strin
         }
         assert!(pages.len() < 100, "the walk does not end");
     }
+}
+
+/// Walks `list` by cursor and asserts that it yields exactly `expected`, in that order: every
+/// row once, none other, each page numbered from the first and counting them all exactly.
+async fn assert_walk(c: &Client<'_>, list: &str, expected: &[Uuid]) {
+    let (pages, walked) = walk(c, list, "").await;
+    let expected: Vec<String> = expected.iter().map(Uuid::to_string).collect();
+    assert_eq!(walked, expected, "{list}");
+    let n = expected.len();
+    assert_eq!(pages.len(), n.div_ceil(2).max(1), "{list}");
+    for (i, page) in pages.iter().enumerate() {
+        let p = &page["pagination"];
+        assert_eq!(p["page"], i + 1, "{list}: {p}");
+        assert_eq!(p["total"], n, "{list}: {p}");
+        assert_eq!(p["pages"], n.div_ceil(2), "{list}: {p}");
+        assert_eq!(p["total_capped"], false, "{list}: {p}");
+    }
+}
+
+/// A time `seconds` after an instant every list's rows are placed around.
+fn at(seconds: i64) -> DateTime<Utc> {
+    "2026-06-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::seconds(seconds)
+}
+
+/// The ids of `rows` (a time, an id) newest first, ties broken by the id, last first: the
+/// order of every list sorted by a time, descending.
+fn newest_first(rows: &[(DateTime<Utc>, Uuid)]) -> Vec<Uuid> {
+    let mut rows = rows.to_vec();
+    rows.sort_by(|a, b| b.cmp(a));
+    rows.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Appends these events (type, data) as the start of the stream of `A` `id`, in organization
+/// `org`, as its command would: rows at the times and with the ties a test needs, and in
+/// organizations no request of the test acts in.
+async fn record<A: Aggregate>(app: &TestApp, org: Uuid, id: Uuid, events: &[(&str, Value)]) {
+    let events: Vec<A::Event> = events
+        .iter()
+        .map(|(event_type, data)| {
+            <A::Event as DomainEvent>::decode(event_type, data).unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    app.store
+        .append(
+            &stream_of::<A>(id),
+            ExpectedRevision::NoStream,
+            CommandContext::new(org, "test").encode(&events, &[]),
+        )
+        .await
+        .unwrap();
 }
 
 /// A cursor as a list makes them, for `sort`, after the row with `key` and `id`.
@@ -478,4 +530,188 @@ async fn the_total_without_a_search_is_the_organizations_exact_count_after_creat
         .await
         .unwrap();
     assert_eq!(rows, [(3,)], "one organization, three projects");
+}
+
+/// A build queued at `queued_at` (the event as the trigger writes it).
+fn queued(org: Uuid, project: Uuid, id: Uuid, queued_at: DateTime<Utc>) -> (&'static str, Value) {
+    (
+        "BuildQueued",
+        json!({"build_id": id, "org_id": org, "project_id": project, "project_revision": 0,
+            "repo_url": "https://example.com/r.git", "triggered_by": "test", "queued_at": queued_at}),
+    )
+}
+
+/// The instants the lists' rows are made at: ties of three and of two among them.
+const INSTANTS: [i64; 7] = [0, 0, 0, 1, 2, 2, 3];
+
+#[actix_web::test]
+async fn walking_a_projects_builds_by_cursor_yields_each_once_newest_first_and_none_of_another_project_or_organization()
+ {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let project = create(&c, "Built").await;
+    let other_project: Uuid = create(&c, "Other").await.parse().unwrap();
+    let org = org_of(&app, &project).await;
+    let project: Uuid = project.parse().unwrap();
+    let theirs = Uuid::now_v7();
+    let (mut all, mut cancelled) = (Vec::new(), Vec::new());
+    for (n, seconds) in INSTANTS.into_iter().enumerate() {
+        let id = Uuid::now_v7();
+        let mut events = vec![queued(org, project, id, at(seconds))];
+        if n % 2 == 0 {
+            events.push((
+                "BuildCancelled",
+                json!({"build_id": id, "by": "test", "finished_at": at(seconds), "duration_ms": null}),
+            ));
+            cancelled.push((at(seconds), id));
+        }
+        record::<Build>(&app, org, id, &events).await;
+        all.push((at(seconds), id));
+        // At the same instant: a build of another project of the organization, and one of
+        // another organization under this project's own id.
+        for (org, project) in [(org, other_project), (theirs, project)] {
+            let id = Uuid::now_v7();
+            record::<Build>(&app, org, id, &[queued(org, project, id, at(seconds))]).await;
+        }
+    }
+    // And one triggered through the API.
+    let triggered = c
+        .json(
+            Method::POST,
+            &format!("/api/v1/projects/{project}/build"),
+            None,
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    all.push((
+        triggered["queued_at"].as_str().unwrap().parse().unwrap(),
+        triggered["id"].as_str().unwrap().parse().unwrap(),
+    ));
+    app.settle().await;
+    let builds = format!("/api/v1/projects/{project}/builds");
+    assert_walk(&c, &builds, &newest_first(&all)).await;
+    assert_walk(
+        &c,
+        &with(&builds, "status=cancelled"),
+        &newest_first(&cancelled),
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn every_list_refuses_a_tampered_cursor_or_one_made_for_another_sort_naming_the_cursor() {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let project = create(&c, "One").await;
+    create(&c, "Two").await;
+    let seen = c.seen().await;
+    // A real cursor, of the projects list sorted by creation.
+    let projects = c
+        .json(
+            Method::GET,
+            &format!("/api/v1/projects?per_page=1&{seen}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let of_projects = projects["pagination"]["next_cursor"].as_str().unwrap();
+    let time = at(0).to_rfc3339();
+    let lists = [(
+        format!("/api/v1/projects/{project}/builds"),
+        "-queued_at",
+        time.as_str(),
+    )];
+    for (list, sort, key) in lists {
+        // A cursor made for the list's own sort is taken…
+        let own = forged_cursor(sort, key, Uuid::now_v7());
+        c.json(
+            Method::GET,
+            &with(&list, &format!("cursor={own}")),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+        // …one made for another sort (or list) is not, nor one that is no cursor at all…
+        let other_sort = if sort == "name" {
+            forged_cursor("-created_at", &time, Uuid::now_v7())
+        } else {
+            forged_cursor("name", "acme", Uuid::now_v7())
+        };
+        let mut bad = vec![
+            other_sort,
+            of_projects.to_owned(),
+            own[..own.len() - 3].to_owned(),
+            "not%20a%20cursor".to_owned(),
+        ];
+        if sort != "name" {
+            // Its own sort, with a key that is no time.
+            bad.push(forged_cursor(sort, "yesterday", Uuid::nil()));
+        }
+        for bad in bad {
+            assert_refused(&c, &with(&list, &format!("cursor={bad}")), "cursor").await;
+        }
+        // …and a page number beside one is refused for itself.
+        assert_refused(&c, &with(&list, &format!("cursor={own}&page=2")), "page").await;
+    }
+}
+
+#[actix_web::test]
+async fn kept_totals_are_exact_on_every_page_after_recordings_and_deletions_and_filters_count_their_own_matches()
+ {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let project = create(&c, "Built").await;
+    let org = org_of(&app, &project).await;
+    let project: Uuid = project.parse().unwrap();
+    // Each list, its total, and the count its projection keeps.
+    let mut lists: Vec<(String, i64)> = Vec::new();
+    let mut kept: Vec<(&str, i64)> = Vec::new();
+
+    for n in 0..4 {
+        let id = Uuid::now_v7();
+        let mut events = vec![queued(org, project, id, at(n))];
+        if n == 0 {
+            events.push((
+                "BuildCancelled",
+                json!({"build_id": id, "by": "test", "finished_at": at(n), "duration_ms": null}),
+            ));
+        }
+        record::<Build>(&app, org, id, &events).await;
+    }
+    let builds = format!("/api/v1/projects/{project}/builds");
+    lists.push((with(&builds, "status=cancelled"), 1));
+    lists.push((builds, 4));
+    kept.push((
+        "SELECT builds FROM build_counts WHERE org_id = $1 AND project_id = $2",
+        4,
+    ));
+
+    let seen = c.seen().await;
+    for (list, total) in lists {
+        // One a page: the first page does not end the list, so its total is not inferred from
+        // it; a page past the end has no row to carry it.
+        for page in [1, 9] {
+            let answer = c
+                .json(
+                    Method::GET,
+                    &with(&list, &format!("per_page=1&page={page}&{seen}")),
+                    None,
+                    StatusCode::OK,
+                )
+                .await;
+            let p = &answer["pagination"];
+            assert_eq!(p["total"], total, "{list} page {page}: {p}");
+            assert_eq!(p["total_capped"], false, "{list} page {page}: {p}");
+        }
+    }
+    // The kept counts are rows of their projections, one per organization (and project).
+    for (sql, count) in kept {
+        let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(org)
+            .bind(project)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(got, count, "{sql}");
+    }
 }
