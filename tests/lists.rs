@@ -8,6 +8,7 @@ mod common;
 use std::collections::HashSet;
 
 use atelier_commands::handler::{CommandContext, stream_of};
+use atelier_domain::deploy::deployment::Deployment;
 use atelier_domain::factory::build::Build;
 use atelier_domain::factory::project::{Project, ProjectEvent, ProjectName, RepoUrl};
 use atelier_domain::{Aggregate, DomainEvent};
@@ -164,6 +165,14 @@ async fn record<A: Aggregate>(app: &TestApp, org: Uuid, id: Uuid, events: &[(&st
         )
         .await
         .unwrap();
+}
+
+/// The organization the test admin acts in.
+async fn my_org(c: &Client<'_>) -> Uuid {
+    let me = c
+        .json(Method::GET, "/api/v1/auth/me", None, StatusCode::OK)
+        .await;
+    me["organization_id"].as_str().unwrap().parse().unwrap()
 }
 
 /// A cursor as a list makes them, for `sort`, after the row with `key` and `id`.
@@ -599,6 +608,61 @@ async fn walking_a_projects_builds_by_cursor_yields_each_once_newest_first_and_n
 }
 
 #[actix_web::test]
+async fn walking_deployments_by_cursor_yields_each_live_one_once_newest_first_and_none_of_another_organization()
+ {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let org = my_org(&c).await;
+    let theirs = Uuid::now_v7();
+    let created = |org: Uuid, id: Uuid, framework: &str, seconds: i64| {
+        (
+            "DeploymentCreated",
+            json!({"deployment_id": id, "org_id": org, "created_by": "test",
+                "created_at": at(seconds),
+                "spec": {"name": format!("app-{seconds}"), "deployment_type": "vm",
+                    "framework": framework, "github_url": "https://github.com/user/repo",
+                    "resources": {"cores": 1, "memory": 512, "disk": 10}}}),
+        )
+    };
+    let (mut live, mut deleted, mut flask) = (Vec::new(), Vec::new(), Vec::new());
+    for (n, seconds) in INSTANTS.into_iter().enumerate() {
+        let id = Uuid::now_v7();
+        let framework = if n % 3 == 0 { "flask" } else { "django" };
+        let mut events = vec![created(org, id, framework, seconds)];
+        if n % 4 == 1 {
+            events.push((
+                "DeploymentDeleted",
+                json!({"deployment_id": id, "by": "test", "at": at(seconds)}),
+            ));
+            deleted.push((at(seconds), id));
+        } else {
+            live.push((at(seconds), id));
+            if framework == "flask" {
+                flask.push((at(seconds), id));
+            }
+        }
+        record::<Deployment>(&app, org, id, &events).await;
+        let id = Uuid::now_v7();
+        record::<Deployment>(&app, theirs, id, &[created(theirs, id, framework, seconds)]).await;
+    }
+    app.settle().await;
+    // Deleted ones only when asked for.
+    assert_walk(&c, "/api/v1/deployments", &newest_first(&live)).await;
+    assert_walk(
+        &c,
+        "/api/v1/deployments?status=deleted",
+        &newest_first(&deleted),
+    )
+    .await;
+    assert_walk(
+        &c,
+        "/api/v1/deployments?framework=flask",
+        &newest_first(&flask),
+    )
+    .await;
+}
+
+#[actix_web::test]
 async fn every_list_refuses_a_tampered_cursor_or_one_made_for_another_sort_naming_the_cursor() {
     let app = TestApp::spawn().await;
     let c = Client::new(&app).await;
@@ -616,11 +680,14 @@ async fn every_list_refuses_a_tampered_cursor_or_one_made_for_another_sort_namin
         .await;
     let of_projects = projects["pagination"]["next_cursor"].as_str().unwrap();
     let time = at(0).to_rfc3339();
-    let lists = [(
-        format!("/api/v1/projects/{project}/builds"),
-        "-queued_at",
-        time.as_str(),
-    )];
+    let lists = [
+        (
+            format!("/api/v1/projects/{project}/builds"),
+            "-queued_at",
+            time.as_str(),
+        ),
+        ("/api/v1/deployments".to_owned(), "-created_at", &time),
+    ];
     for (list, sort, key) in lists {
         // A cursor made for the list's own sort is taken…
         let own = forged_cursor(sort, key, Uuid::now_v7());
