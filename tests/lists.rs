@@ -11,6 +11,7 @@ use atelier_commands::handler::{CommandContext, stream_of};
 use atelier_domain::deploy::deployment::Deployment;
 use atelier_domain::factory::build::Build;
 use atelier_domain::factory::project::{Project, ProjectEvent, ProjectName, RepoUrl};
+use atelier_domain::venvs::environment::Environment;
 use atelier_domain::{Aggregate, DomainEvent};
 use atelier_store::{EventStore, ExpectedRevision};
 use base64::Engine;
@@ -663,6 +664,77 @@ async fn walking_deployments_by_cursor_yields_each_live_one_once_newest_first_an
 }
 
 #[actix_web::test]
+async fn walking_environments_by_cursor_yields_each_live_one_of_its_kind_once_newest_first_and_none_of_another_organization()
+ {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let org = my_org(&c).await;
+    let theirs = Uuid::now_v7();
+    // Not due during the test.
+    let expires_at = Utc::now() + Duration::days(1);
+    let created = |org: Uuid, id: Uuid, name: String, ephemeral: bool, seconds: i64| {
+        let ephemeral = ephemeral.then(
+            || json!({"ttl_secs": 86_400, "expires_at": expires_at, "isolation_level": "process"}),
+        );
+        (
+            "EnvironmentCreated",
+            json!({"environment_id": id, "org_id": org, "name": name, "python_version": "3.11",
+                "backend": "uv", "ephemeral": ephemeral, "operation_id": Uuid::now_v7(),
+                "by": "test", "at": at(seconds)}),
+        )
+    };
+    let (mut lasting, mut ephemerals, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+    for (n, seconds) in INSTANTS.into_iter().enumerate() {
+        let id = Uuid::now_v7();
+        let mut events = vec![created(org, id, format!("env-{n}"), false, seconds)];
+        if n % 3 == 2 {
+            events.push((
+                "EnvironmentDeleted",
+                json!({"environment_id": id, "by": "test", "at": at(seconds)}),
+            ));
+            deleted.push((at(seconds), id));
+        } else {
+            lasting.push((at(seconds), id));
+        }
+        record::<Environment>(&app, org, id, &events).await;
+        let id = Uuid::now_v7();
+        record::<Environment>(
+            &app,
+            org,
+            id,
+            &[created(org, id, format!("eph-{n}"), true, seconds)],
+        )
+        .await;
+        ephemerals.push((at(seconds), id));
+        for ephemeral in [false, true] {
+            let id = Uuid::now_v7();
+            let name = format!("theirs-{n}-{ephemeral}");
+            record::<Environment>(
+                &app,
+                theirs,
+                id,
+                &[created(theirs, id, name, ephemeral, seconds)],
+            )
+            .await;
+        }
+    }
+    app.settle().await;
+    assert_walk(&c, "/api/v1/environments", &newest_first(&lasting)).await;
+    assert_walk(
+        &c,
+        "/api/v1/ephemeral/environments",
+        &newest_first(&ephemerals),
+    )
+    .await;
+    assert_walk(
+        &c,
+        "/api/v1/environments?status=deleted",
+        &newest_first(&deleted),
+    )
+    .await;
+}
+
+#[actix_web::test]
 async fn every_list_refuses_a_tampered_cursor_or_one_made_for_another_sort_naming_the_cursor() {
     let app = TestApp::spawn().await;
     let c = Client::new(&app).await;
@@ -687,6 +759,12 @@ async fn every_list_refuses_a_tampered_cursor_or_one_made_for_another_sort_namin
             time.as_str(),
         ),
         ("/api/v1/deployments".to_owned(), "-created_at", &time),
+        ("/api/v1/environments".to_owned(), "-created_at", &time),
+        (
+            "/api/v1/ephemeral/environments".to_owned(),
+            "-created_at",
+            &time,
+        ),
     ];
     for (list, sort, key) in lists {
         // A cursor made for the list's own sort is taken…
