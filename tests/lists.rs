@@ -12,6 +12,7 @@ use atelier_domain::deploy::deployment::Deployment;
 use atelier_domain::factory::build::Build;
 use atelier_domain::factory::project::{Project, ProjectEvent, ProjectName, RepoUrl};
 use atelier_domain::venvs::environment::Environment;
+use atelier_domain::venvs::operation::Operation;
 use atelier_domain::{Aggregate, DomainEvent};
 use atelier_store::{EventStore, ExpectedRevision};
 use base64::Engine;
@@ -735,6 +736,53 @@ async fn walking_environments_by_cursor_yields_each_live_one_of_its_kind_once_ne
 }
 
 #[actix_web::test]
+async fn walking_operations_by_cursor_yields_each_once_newest_first_and_none_of_another_organization()
+ {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let org = my_org(&c).await;
+    let theirs = Uuid::now_v7();
+    let (mut all, mut uninstalls) = (Vec::new(), Vec::new());
+    for (n, seconds) in INSTANTS.into_iter().enumerate() {
+        let request = if n % 3 == 1 {
+            json!({"kind": "uninstall", "packages": ["six"]})
+        } else {
+            json!({"kind": "refresh"})
+        };
+        for org in [org, theirs] {
+            let id = Uuid::now_v7();
+            record::<Operation>(
+                &app,
+                org,
+                id,
+                &[(
+                    "OperationQueued",
+                    json!({"operation_id": id, "org_id": org, "request": request, "by": "test",
+                        "at": at(seconds)}),
+                )],
+            )
+            .await;
+            if org != theirs {
+                all.push((at(seconds), id));
+                if n % 3 == 1 {
+                    uninstalls.push((at(seconds), id));
+                }
+            }
+        }
+    }
+    app.settle().await;
+    assert_walk(&c, "/api/v1/operations", &newest_first(&all)).await;
+    assert_walk(
+        &c,
+        "/api/v1/operations?type=uninstall",
+        &newest_first(&uninstalls),
+    )
+    .await;
+    // Every one is queued: in progress.
+    assert_walk(&c, "/api/v1/operations?active=true", &newest_first(&all)).await;
+}
+
+#[actix_web::test]
 async fn every_list_refuses_a_tampered_cursor_or_one_made_for_another_sort_naming_the_cursor() {
     let app = TestApp::spawn().await;
     let c = Client::new(&app).await;
@@ -765,6 +813,7 @@ async fn every_list_refuses_a_tampered_cursor_or_one_made_for_another_sort_namin
             "-created_at",
             &time,
         ),
+        ("/api/v1/operations".to_owned(), "-queued_at", &time),
     ];
     for (list, sort, key) in lists {
         // A cursor made for the list's own sort is taken…
@@ -828,6 +877,32 @@ async fn kept_totals_are_exact_on_every_page_after_recordings_and_deletions_and_
     lists.push((builds, 4));
     kept.push((
         "SELECT builds FROM build_counts WHERE org_id = $1 AND project_id = $2",
+        4,
+    ));
+
+    for n in 0..4 {
+        let id = Uuid::now_v7();
+        let request = if n == 0 {
+            json!({"kind": "refresh"})
+        } else {
+            json!({"kind": "uninstall", "packages": ["six"]})
+        };
+        record::<Operation>(
+            &app,
+            org,
+            id,
+            &[(
+                "OperationQueued",
+                json!({"operation_id": id, "org_id": org, "request": request, "by": "test",
+                    "at": at(n)}),
+            )],
+        )
+        .await;
+    }
+    lists.push(("/api/v1/operations".into(), 4));
+    lists.push(("/api/v1/operations?type=uninstall".into(), 3));
+    kept.push((
+        "SELECT operations FROM operation_counts WHERE org_id = $1 AND $2::uuid IS NOT NULL",
         4,
     ));
 
