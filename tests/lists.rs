@@ -11,6 +11,7 @@ use atelier_commands::handler::{CommandContext, stream_of};
 use atelier_domain::deploy::deployment::Deployment;
 use atelier_domain::factory::build::Build;
 use atelier_domain::factory::project::{Project, ProjectEvent, ProjectName, RepoUrl};
+use atelier_domain::surveillance::detection::Detection;
 use atelier_domain::venvs::environment::Environment;
 use atelier_domain::venvs::operation::Operation;
 use atelier_domain::{Aggregate, DomainEvent};
@@ -782,6 +783,49 @@ async fn walking_operations_by_cursor_yields_each_once_newest_first_and_none_of_
     assert_walk(&c, "/api/v1/operations?active=true", &newest_first(&all)).await;
 }
 
+/// A detection seen by camera `camera` at `seconds`.
+fn recorded(org: Uuid, id: Uuid, camera: Uuid, kind: &str, seconds: i64) -> (&'static str, Value) {
+    (
+        "DetectionRecorded",
+        json!({"detection_id": id, "org_id": org, "camera_id": camera, "detection_type": kind,
+            "severity": "low", "confidence": 0.5, "source": {"kind": "api"},
+            "occurred_at": at(seconds)}),
+    )
+}
+
+#[actix_web::test]
+async fn walking_detections_by_cursor_yields_each_once_newest_first_and_none_of_another_organization()
+ {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let org = my_org(&c).await;
+    let theirs = Uuid::now_v7();
+    let camera = Uuid::now_v7();
+    let (mut all, mut people) = (Vec::new(), Vec::new());
+    for (n, seconds) in INSTANTS.into_iter().enumerate() {
+        let kind = if n % 2 == 1 { "person" } else { "motion" };
+        for org in [org, theirs] {
+            let id = Uuid::now_v7();
+            record::<Detection>(&app, org, id, &[recorded(org, id, camera, kind, seconds)]).await;
+            if org != theirs {
+                all.push((at(seconds), id));
+                if kind == "person" {
+                    people.push((at(seconds), id));
+                }
+            }
+        }
+    }
+    app.settle().await;
+    assert_walk(&c, "/api/v1/detections", &newest_first(&all)).await;
+    assert_walk(&c, "/api/v1/detections?type=person", &newest_first(&people)).await;
+    assert_walk(
+        &c,
+        "/api/v1/detections?acknowledged=false",
+        &newest_first(&all),
+    )
+    .await;
+}
+
 #[actix_web::test]
 async fn every_list_refuses_a_tampered_cursor_or_one_made_for_another_sort_naming_the_cursor() {
     let app = TestApp::spawn().await;
@@ -814,6 +858,7 @@ async fn every_list_refuses_a_tampered_cursor_or_one_made_for_another_sort_namin
             &time,
         ),
         ("/api/v1/operations".to_owned(), "-queued_at", &time),
+        ("/api/v1/detections".to_owned(), "-occurred_at", &time),
     ];
     for (list, sort, key) in lists {
         // A cursor made for the list's own sort is taken…
@@ -904,6 +949,30 @@ async fn kept_totals_are_exact_on_every_page_after_recordings_and_deletions_and_
     kept.push((
         "SELECT operations FROM operation_counts WHERE org_id = $1 AND $2::uuid IS NOT NULL",
         4,
+    ));
+
+    let camera = Uuid::now_v7();
+    let mut detections = Vec::new();
+    for n in 0..4 {
+        let id = Uuid::now_v7();
+        let kind = if n == 0 { "person" } else { "motion" };
+        record::<Detection>(&app, org, id, &[recorded(org, id, camera, kind, n)]).await;
+        detections.push(id);
+    }
+    // A deleted detection leaves the count.
+    let deleted = c
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/detections/{}", detections[1]),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    lists.push(("/api/v1/detections".into(), 3));
+    lists.push(("/api/v1/detections?type=person".into(), 1));
+    kept.push((
+        "SELECT detections FROM detection_counts WHERE org_id = $1 AND $2::uuid IS NOT NULL",
+        3,
     ));
 
     let seen = c.seen().await;
