@@ -1,7 +1,9 @@
-//! The projects list paged by keyset cursor beside page numbers, through real HTTP on a fresh
-//! database: every project once and in order in every sort (ties on the sort key included),
-//! cursors that continue any page, that writes do not shift, that are refused when tampered
-//! with and that show nothing of another organization.
+//! The lists paged by keyset cursor beside page numbers, through real HTTP on a fresh database:
+//! projects, a project's builds, deployments, environments (lasting and ephemeral),
+//! operations, detections and organizations. Every row once and in order (ties on the sort key
+//! included), with their filters; cursors that continue any page, that writes do not shift,
+//! that are refused when tampered with or made for another sort, and that show nothing of
+//! another organization; totals kept exact, or counted.
 
 mod common;
 
@@ -11,6 +13,7 @@ use atelier_commands::handler::{CommandContext, stream_of};
 use atelier_domain::deploy::deployment::Deployment;
 use atelier_domain::factory::build::Build;
 use atelier_domain::factory::project::{Project, ProjectEvent, ProjectName, RepoUrl};
+use atelier_domain::identity::organization::{OrgName, Organization};
 use atelier_domain::surveillance::detection::Detection;
 use atelier_domain::venvs::environment::Environment;
 use atelier_domain::venvs::operation::Operation;
@@ -827,6 +830,81 @@ async fn walking_detections_by_cursor_yields_each_once_newest_first_and_none_of_
 }
 
 #[actix_web::test]
+async fn walking_organizations_by_cursor_yields_a_members_own_once_by_name_and_no_other() {
+    let app = TestApp::spawn().await;
+    let c = Client::new(&app).await;
+    let org = my_org(&c).await;
+    let created = c
+        .json(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"username": "walker", "email": "walker@example.com",
+                "password": "long enough", "organization_id": org, "role": "member"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let walker: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    // The walker's organizations, two of them with one name, and as many of others' with the
+    // same names.
+    let names = [
+        "alpha", "bravo", "Bravo", "charlie", "echo", "foxtrot", "golf",
+    ];
+    let mut mine = Vec::new();
+    for (n, name) in names.into_iter().enumerate() {
+        for member in [true, false] {
+            let id = Uuid::now_v7();
+            let mut events = vec![(
+                "OrganizationCreated",
+                json!({"org_id": id, "name": name, "created_at": at(n as i64)}),
+            )];
+            if member {
+                events.push((
+                    "MemberAdded",
+                    json!({"org_id": id, "user_id": walker, "role": "member", "at": at(n as i64)}),
+                ));
+                mine.push((OrgName::parse(name).unwrap().sort_key(), id));
+            }
+            record::<Organization>(&app, id, id, &events).await;
+        }
+    }
+    app.settle().await;
+    let default: String = sqlx::query_scalar("SELECT name_key FROM organizations WHERE id = $1")
+        .bind(org)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    mine.push((default, org));
+    mine.sort();
+    let by_name: Vec<Uuid> = mine.iter().map(|(_, id)| *id).collect();
+    let walker = Client {
+        token: login(&app, "walker").await,
+        app: &app,
+    };
+    assert_walk(&walker, "/api/v1/organizations", &by_name).await;
+    let bravos: Vec<Uuid> = mine
+        .iter()
+        .filter(|(key, _)| key == "bravo")
+        .map(|(_, id)| *id)
+        .collect();
+    assert_walk(&walker, "/api/v1/organizations?search=bravo", &bravos).await;
+}
+
+async fn login(app: &TestApp, username: &str) -> String {
+    let res = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"username": username, "password": "long enough"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "login of {username}");
+    res.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[actix_web::test]
 async fn every_list_refuses_a_tampered_cursor_or_one_made_for_another_sort_naming_the_cursor() {
     let app = TestApp::spawn().await;
     let c = Client::new(&app).await;
@@ -859,6 +937,7 @@ async fn every_list_refuses_a_tampered_cursor_or_one_made_for_another_sort_namin
         ),
         ("/api/v1/operations".to_owned(), "-queued_at", &time),
         ("/api/v1/detections".to_owned(), "-occurred_at", &time),
+        ("/api/v1/organizations".to_owned(), "name", "acme"),
     ];
     for (list, sort, key) in lists {
         // A cursor made for the list's own sort is taken…
