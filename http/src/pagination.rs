@@ -276,9 +276,10 @@ pub struct KeysetPagination {
     pub page: u32,
     /// Rows per page.
     pub per_page: u32,
-    /// Rows in the whole list: exact for a list that keeps its count (projects without a
-    /// search); when `total_capped`, a lower bound: counting stops at 10,000 rows (or, for a
-    /// page by number, at the row after the page).
+    /// Rows in the whole list: exact for a list that keeps its count (without a search or a
+    /// filter: projects, a project's builds, operations, detections); else counted, and when
+    /// `total_capped`, a lower bound: counting stops at 10,000 rows (or, for a page by number,
+    /// at the row after the page).
     pub total: u64,
     /// Pages in `total` (a lower bound when `total_capped`).
     pub pages: u64,
