@@ -133,7 +133,7 @@ cat bench/api/bare-list.lua bench/api/report.lua >"$WORK/bare-list.lua"
 # The pages list.lua asks for: random pages of 20 by name, one in four searched for "bench-01".
 # pgbench cannot bind a NULL: without a search, Atelier's statement has NULL::text in place of $2.
 PAGE_COLUMNS="id, name, repo_url, build_command, revision, created_at, updated_at, last_build_status, last_build_id, last_build_at"
-ATELIER_COLUMNS="id, org_id, name, name_key, repo_url, build_command, revision, created_at, updated_at, created_by, last_build_status, last_build_id, last_build_at"
+ATELIER_COLUMNS="id, org_id, name, repo_url, build_command, revision, created_at, updated_at, created_by, last_build_status, last_build_id, last_build_at, name_key AS keyset_key"
 cat >"$WORK/atelier.sql" <<SQL
 \set page random(1, :pages)
 \set offset (:page - 1) * 20

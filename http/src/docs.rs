@@ -529,6 +529,75 @@ mod tests {
         );
     }
 
+    /// `schema` itself, or the component its `$ref` names.
+    fn resolved<'a>(
+        json: &'a serde_json::Value,
+        schema: &'a serde_json::Value,
+    ) -> &'a serde_json::Value {
+        match schema["$ref"].as_str() {
+            Some(name) => {
+                &json["components"]["schemas"][name.trim_start_matches("#/components/schemas/")]
+            }
+            None => schema,
+        }
+    }
+
+    #[test]
+    fn the_lists_paged_by_keyset_take_a_cursor_and_answer_its_next_one_and_whether_the_total_is_capped()
+     {
+        let json = serde_json::to_value(openapi()).unwrap();
+        let keyset = [
+            "list_projects",
+            "list_builds",
+            "list_deployments",
+            "list_environments",
+            "list_ephemeral_environments",
+            "list_operations",
+            "list_detections",
+            "list_organizations",
+        ];
+        let mut seen = Vec::new();
+        for (method, path, operation) in operations(&json) {
+            let id = operation["operationId"].as_str().unwrap_or_default();
+            if !keyset.contains(&id) {
+                continue;
+            }
+            seen.push(id.to_owned());
+            let cursor = operation["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "cursor" && p["in"] == "query")
+                .unwrap_or_else(|| panic!("{method} {path} takes no cursor"));
+            assert!(
+                cursor["description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("next_cursor")),
+                "{method} {path}: {cursor}"
+            );
+            let page = resolved(
+                &json,
+                &operation["responses"]["200"]["content"]["application/json"]["schema"],
+            );
+            let pagination = resolved(&json, &page["properties"]["pagination"]);
+            for field in ["next_cursor", "total_capped", "total", "has_next"] {
+                assert!(
+                    pagination["properties"][field].is_object(),
+                    "{method} {path}: its pagination has no {field}: {pagination}"
+                );
+            }
+            let text = operation["description"].as_str().unwrap_or_default();
+            assert!(
+                text.contains("cursor") && text.contains("10,000"),
+                "{method} {path} does not say how it pages and counts: {text}"
+            );
+        }
+        seen.sort();
+        let mut expected = keyset.map(str::to_owned).to_vec();
+        expected.sort();
+        assert_eq!(seen, expected);
+    }
+
     #[test]
     fn every_operation_documents_the_problems_the_shared_layers_answer() {
         let json = serde_json::to_value(openapi()).unwrap();

@@ -2,6 +2,7 @@
 //! has_next, has_prev } }`; lists that also page by keyset add `total_capped` and
 //! `next_cursor` to it ([`KeysetPagination`]).
 
+use atelier_projections::sql::{Keyset, ListPage, Paging, SortValue, Sorts, Total};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -205,6 +206,67 @@ impl CursorParams {
     }
 }
 
+/// Which page a list paged by number or by keyset is asked (`page`, `per_page`, `cursor` and
+/// the list's `sort`: `None` when it has no such parameter), every invalid one recorded in
+/// `errors`: a page number beside a cursor (which carries its own), an unknown sort, and a
+/// cursor made for another sort than the one asked (or, without `sort=`, than any of the
+/// list's). Without `sort=` a cursor's own sort holds, so that `cursor=` alone continues a walk.
+pub fn paging(
+    sorts: &Sorts,
+    page: &PageParams,
+    cursor: &CursorParams,
+    sort: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> Paging {
+    let (page_number, per_page) = page.collect(errors);
+    let cursor = cursor.collect(errors);
+    if cursor.is_some() && page.page.is_some() {
+        errors.push(FieldError {
+            field: "page".into(),
+            message: "cannot be given with cursor, which carries its own place".into(),
+        });
+    }
+    let sort = match sort {
+        None => cursor
+            .as_ref()
+            .and_then(|c| sorts.parse(&c.sort))
+            .unwrap_or(sorts.default),
+        Some(s) => sorts.parse(s).unwrap_or_else(|| {
+            errors.push(FieldError {
+                field: "sort".into(),
+                message: format!("must be one of {}", sorts.accepted()),
+            });
+            sorts.default
+        }),
+    };
+    let after = cursor.as_ref().and_then(|c| {
+        let keyset = (c.sort == sort.name)
+            .then(|| SortValue::from_text(&c.key, sort.time))
+            .flatten()
+            .map(|key| Keyset { key, id: c.id });
+        if keyset.is_none() {
+            errors.push(FieldError {
+                field: "cursor".into(),
+                message: if sorts.all.len() > 1 {
+                    format!(
+                        "was not made for sort={}: pass the sort it was made for, or none",
+                        sort.name
+                    )
+                } else {
+                    "was not made for this list: pass its pagination.next_cursor unchanged".into()
+                },
+            });
+        }
+        keyset
+    });
+    Paging {
+        page: cursor.as_ref().map_or(page_number, |c| c.page),
+        per_page,
+        sort,
+        after,
+    }
+}
+
 /// Where a page of a list paged by number or by keyset sits: [`Pagination`]'s fields, with
 /// a total that stops counting at a cap, and the cursor of the next page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -214,9 +276,10 @@ pub struct KeysetPagination {
     pub page: u32,
     /// Rows per page.
     pub per_page: u32,
-    /// Rows in the whole list: exact for a list that keeps its count (projects without a
-    /// search); when `total_capped`, a lower bound: counting stops at 10,000 rows (or, for a
-    /// page by number, at the row after the page).
+    /// Rows in the whole list: exact for a list that keeps its count (without a search or a
+    /// filter: projects, a project's builds, operations, detections); else counted, and when
+    /// `total_capped`, a lower bound: counting stops at 10,000 rows (or, for a page by number,
+    /// at the row after the page).
     pub total: u64,
     /// Pages in `total` (a lower bound when `total_capped`).
     pub pages: u64,
@@ -261,6 +324,43 @@ pub struct KeysetPage<T> {
     pub data: Vec<T>,
     /// Where they sit.
     pub pagination: KeysetPagination,
+}
+
+impl<T> KeysetPage<T> {
+    /// The page `paging` asked, its rows shown by `view`, with the cursor of the next page
+    /// (the sort, the last row's key and id, the next page's number) when rows follow.
+    pub fn of<R>(paging: &Paging, listed: ListPage<R>, view: impl FnMut(R) -> T) -> Self {
+        Self::with(
+            paging,
+            listed.rows.into_iter().map(view).collect(),
+            listed.total,
+            listed.next.as_ref(),
+        )
+    }
+
+    /// The page `paging` asked, of these rows already shown, among `total`, the next starting
+    /// after `next`.
+    pub fn with(paging: &Paging, data: Vec<T>, total: Total, next: Option<&Keyset>) -> Self {
+        let next_cursor = next.map(|next| {
+            ListCursor {
+                sort: paging.sort.name.to_owned(),
+                key: next.key.to_text(),
+                id: next.id,
+                page: paging.page.saturating_add(1),
+            }
+            .encode()
+        });
+        Self {
+            data,
+            pagination: KeysetPagination::new(
+                paging.page,
+                paging.per_page,
+                total.count,
+                total.capped,
+                next_cursor,
+            ),
+        }
+    }
 }
 
 /// Merges validation errors of several parameter groups into one problem.

@@ -1,7 +1,10 @@
-//! What every context's read models and queries share: search patterns, keyset pages and
-//! bounded counts.
+//! What every context's read models and queries share: search patterns, and what a list needs
+//! so that its cost does not grow with its table: keyset pages, bounded (or kept) counts, and
+//! a statement built per request from the filters it has ([`Matching`], [`list_page`]).
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::{Arguments, FromRow, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 /// A `LIKE`/`ILIKE` pattern matching `search` anywhere, with its wildcards escaped.
@@ -123,16 +126,309 @@ pub fn keyset_after(column: &str, cast: &str, descending: bool, key_param: usize
     )
 }
 
-/// Binds a keyset's key and id (in that order) to a query built with [`keyset_after`].
-pub fn bind_keyset<'q, O>(
-    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    keyset: &'q Keyset,
-) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-    let query = match &keyset.key {
-        SortValue::Text(s) => query.bind(s.as_str()),
-        SortValue::Time(t) => query.bind(*t),
+/// One order a list may be sorted in: its name in the API and in cursors (`-queued_at`: a
+/// leading `-` is descending), the column it sorts by, then `id`, which breaks ties, and whether
+/// that column is a time (else text). A keyset page seeks an index on `(…, column, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    /// Its name (`name`, `-created_at`).
+    pub name: &'static str,
+    /// The column (`name_key`, `created_at`): from this closed list, never from input.
+    pub column: &'static str,
+    /// Whether the column is a time (`timestamptz`), else text.
+    pub time: bool,
+    /// Whether the last come first.
+    pub descending: bool,
+}
+
+impl Sort {
+    /// An order by a time column; descending when `name` starts with `-`.
+    pub const fn by_time(name: &'static str, column: &'static str) -> Self {
+        Self {
+            name,
+            column,
+            time: true,
+            descending: name.as_bytes()[0] == b'-',
+        }
+    }
+
+    /// An order by a text column (a name's sort key); descending when `name` starts with `-`.
+    pub const fn by_text(name: &'static str, column: &'static str) -> Self {
+        Self {
+            name,
+            column,
+            time: false,
+            descending: name.as_bytes()[0] == b'-',
+        }
+    }
+
+    /// Its `ORDER BY`.
+    pub fn order_by(self) -> String {
+        let direction = if self.descending { "DESC" } else { "ASC" };
+        format!("{} {direction}, id {direction}", self.column)
+    }
+
+    /// The condition that keeps the rows after `($key_param, $key_param + 1)` in this order.
+    pub fn after(self, key_param: usize) -> String {
+        keyset_after(
+            self.column,
+            if self.time { "timestamptz" } else { "text" },
+            self.descending,
+            key_param,
+        )
+    }
+}
+
+/// The orders a list accepts, and the one it has when none is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sorts {
+    /// Every one, in the order the API lists them.
+    pub all: &'static [Sort],
+    /// The one without `sort=`.
+    pub default: Sort,
+}
+
+impl Sorts {
+    /// The order named `name`, if the list has it.
+    pub fn parse(&self, name: &str) -> Option<Sort> {
+        self.all.iter().copied().find(|s| s.name == name)
+    }
+
+    /// The names the API accepts (`name, -name, …`).
+    pub fn accepted(&self) -> String {
+        self.all
+            .iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Which page of a list: by number (OFFSET), or with `after` the rows after a keyset, with no
+/// OFFSET; `sort` is the order of both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paging {
+    /// Page number, from 1 (with `after`, the page the cursor leads to: not used to seek).
+    pub page: u32,
+    /// Rows per page, 1 to 100.
+    pub per_page: u32,
+    /// The order.
+    pub sort: Sort,
+    /// A keyset page: the rows after this one in `sort`.
+    pub after: Option<Keyset>,
+}
+
+impl Paging {
+    /// Rows before the page, for a page by number.
+    fn offset(&self) -> Option<u64> {
+        self.after
+            .is_none()
+            .then(|| u64::from(self.page.saturating_sub(1)) * u64::from(self.per_page))
+    }
+}
+
+/// The rows a list reads, `FROM <table> WHERE …`, with only the conditions its request has, and
+/// the values of their parameters (`$1`, `$2`… in the order they are added). One statement per
+/// combination rather than `($n IS NULL OR column = $n)` for each filter: PostgreSQL switches a
+/// prepared statement to a generic plan after five runs, and the generic plan of such a
+/// disjunction estimates one matching row, scans the whole organization and sorts it, where the
+/// statement with only its own conditions walks the sort's index.
+pub struct Matching {
+    table: &'static str,
+    conditions: Vec<String>,
+    args: PgArguments,
+    error: Option<sqlx::error::BoxDynError>,
+}
+
+impl Matching {
+    /// The rows of `table` (every one, until conditions are added).
+    pub fn new(table: &'static str) -> Self {
+        Self {
+            table,
+            conditions: Vec::new(),
+            args: PgArguments::default(),
+            error: None,
+        }
+    }
+
+    /// Adds a parameter's value and answers its placeholder (`$3`), to write into a condition.
+    pub fn param<'t, T>(&mut self, value: T) -> String
+    where
+        T: sqlx::Encode<'t, Postgres> + sqlx::Type<Postgres>,
+    {
+        if let Err(e) = self.args.add(value) {
+            self.error.get_or_insert(e);
+        }
+        format!("${}", self.args.len())
+    }
+
+    /// Keeps only the rows where `condition` holds (SQL written by the caller, with the
+    /// placeholders [`Matching::param`] answered: never input).
+    pub fn and(&mut self, condition: impl Into<String>) -> &mut Self {
+        self.conditions.push(condition.into());
+        self
+    }
+
+    /// Keeps only the rows whose `column` is `value`; answers the value's placeholder.
+    pub fn and_eq<'t, T>(&mut self, column: &str, value: T) -> String
+    where
+        T: sqlx::Encode<'t, Postgres> + sqlx::Type<Postgres>,
+    {
+        let param = self.param(value);
+        self.and(format!("{column} = {param}"));
+        param
+    }
+
+    /// `FROM <table> WHERE <conditions and extra>`.
+    fn rows_sql(&self, extra: Option<&str>) -> String {
+        let conditions: Vec<&str> = self
+            .conditions
+            .iter()
+            .map(String::as_str)
+            .chain(extra)
+            .collect();
+        if conditions.is_empty() {
+            format!("FROM {}", self.table)
+        } else {
+            format!("FROM {} WHERE {}", self.table, conditions.join(" AND "))
+        }
+    }
+}
+
+/// Where a list's total comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counting {
+    /// Counted, at most [`Total::limit`] rows: a search or filter, whose matches nobody keeps.
+    Bounded,
+    /// Kept by the list's projection in the same transaction as its rows: exact, one indexed
+    /// row whatever the size. A scalar statement over the [`Matching`]'s placeholders
+    /// ([`Counting::kept`]).
+    Kept(String),
+}
+
+impl Counting {
+    /// The count kept in `column` of `table`'s row whose `keys` (column, placeholder of a
+    /// [`Matching`] parameter) match; 0 without a row.
+    pub fn kept(table: &str, column: &str, keys: &[(&str, &str)]) -> Self {
+        let keys: Vec<String> = keys.iter().map(|(k, p)| format!("{k} = {p}")).collect();
+        Self::Kept(format!(
+            "SELECT COALESCE((SELECT {column} FROM {table} WHERE {}), 0)",
+            keys.join(" AND ")
+        ))
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage<R> {
+    /// Its rows.
+    pub rows: Vec<R>,
+    /// How many match in all: kept, or counted up to [`COUNT_CAP`] (or through this page).
+    pub total: Total,
+    /// Whether rows follow.
+    pub has_next: bool,
+    /// Where the next page starts (when rows follow).
+    pub next: Option<Keyset>,
+}
+
+/// One page of `columns` of the rows `matching` keeps, by number (OFFSET) or after a keyset
+/// (seeking an index on `(…, sort column, id)`), and their total as `counting` says, in one
+/// statement: the count rides along as an uncorrelated subquery (an InitPlan, run once), and
+/// one row more than the page tells whether another follows. Only a page past the end, which
+/// has no row to carry the count, takes a second statement.
+pub async fn list_page<R>(
+    pool: &PgPool,
+    columns: &str,
+    matching: Matching,
+    paging: &Paging,
+    counting: &Counting,
+) -> Result<ListPage<R>, sqlx::Error>
+where
+    R: for<'r> FromRow<'r, PgRow>,
+{
+    if let Some(e) = matching.error {
+        return Err(sqlx::Error::Encode(e));
+    }
+    let sort = paging.sort;
+    let offset = paging.offset();
+    let limit = Total::limit(offset, paging.per_page);
+    let rows_matching = matching.rows_sql(None);
+    let count = |args: &mut PgArguments| -> Result<String, sqlx::Error> {
+        Ok(match counting {
+            Counting::Bounded => {
+                args.add(limit as i64).map_err(sqlx::Error::Encode)?;
+                bounded_count(&format!("SELECT 1 {rows_matching}"), args.len())
+            }
+            Counting::Kept(kept) => kept.clone(),
+        })
     };
-    query.bind(keyset.id)
+    let mut args = matching.args.clone();
+    let after = match &paging.after {
+        Some(keyset) => {
+            match &keyset.key {
+                SortValue::Text(s) => args.add(s.as_str()),
+                SortValue::Time(t) => args.add(*t),
+            }
+            .and_then(|()| args.add(keyset.id))
+            .map_err(sqlx::Error::Encode)?;
+            Some(sort.after(args.len() - 1))
+        }
+        None => None,
+    };
+    args.add(i64::from(paging.per_page) + 1)
+        .map_err(sqlx::Error::Encode)?;
+    let mut window = format!("LIMIT ${}", args.len());
+    if let Some(offset) = offset {
+        args.add(offset as i64).map_err(sqlx::Error::Encode)?;
+        window.push_str(&format!(" OFFSET ${}", args.len()));
+    }
+    let count_sql = count(&mut args)?;
+    let sql = format!(
+        "SELECT {columns}, {} AS keyset_key, ({count_sql}) AS bounded_total {} ORDER BY {} {window}",
+        sort.column,
+        matching.rows_sql(after.as_deref()),
+        sort.order_by(),
+    );
+    let mut rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+        .fetch_all(pool)
+        .await?;
+    let has_next = rows.len() > paging.per_page as usize;
+    rows.truncate(paging.per_page as usize);
+    let counted = |count: i64| match counting {
+        Counting::Bounded => Total::counted(count, limit),
+        Counting::Kept(_) => Total::exact(count),
+    };
+    let total = match (Total::from_page(offset, rows.len(), has_next), rows.first()) {
+        (Some(total), _) => total,
+        (None, Some(first)) => counted(first.try_get("bounded_total")?),
+        (None, None) => {
+            // Parameters the count does not name are declared and unused: PostgreSQL takes them.
+            let mut args = matching.args;
+            let sql = format!("SELECT ({})", count(&mut args)?);
+            counted(
+                sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
+                    .fetch_one(pool)
+                    .await?,
+            )
+        }
+    };
+    let next = match rows.last() {
+        Some(last) if has_next => Some(Keyset {
+            key: if sort.time {
+                SortValue::Time(last.try_get("keyset_key")?)
+            } else {
+                SortValue::Text(last.try_get("keyset_key")?)
+            },
+            id: last.try_get("id")?,
+        }),
+        _ => None,
+    };
+    Ok(ListPage {
+        rows: rows.iter().map(R::from_row).collect::<Result<_, _>>()?,
+        total,
+        has_next,
+        next,
+    })
 }
 
 #[cfg(test)]
@@ -174,6 +470,55 @@ mod tests {
         assert_eq!(
             keyset_after("name_key", "text", true, 3),
             "(name_key, id) < ($3::text, $4::uuid)"
+        );
+    }
+
+    const LATEST: Sort = Sort::by_time("-queued_at", "queued_at");
+    const SORTS: Sorts = Sorts {
+        all: &[Sort::by_text("name", "name_key"), LATEST],
+        default: LATEST,
+    };
+
+    #[test]
+    fn a_sort_is_descending_when_its_name_says_so_and_only_listed_names_parse() {
+        const { assert!(LATEST.descending && LATEST.time) };
+        assert_eq!(LATEST.order_by(), "queued_at DESC, id DESC");
+        assert_eq!(
+            LATEST.after(2),
+            "(queued_at, id) < ($2::timestamptz, $3::uuid)"
+        );
+        let name = SORTS.parse("name").unwrap();
+        assert_eq!((name.descending, name.time), (false, false));
+        assert_eq!(name.after(5), "(name_key, id) > ($5::text, $6::uuid)");
+        assert_eq!(SORTS.parse("queued_at"), None);
+        assert_eq!(SORTS.parse("name; DROP TABLE builds"), None);
+        assert_eq!(SORTS.accepted(), "name, -queued_at");
+    }
+
+    #[test]
+    fn a_statement_holds_only_the_conditions_asked_for_numbered_as_they_come() {
+        let mut all = Matching::new("organizations");
+        assert_eq!(all.rows_sql(None), "FROM organizations");
+        assert_eq!(all.rows_sql(Some("x")), "FROM organizations WHERE x");
+        let org = all.and_eq("org_id", Uuid::nil());
+        let status = all.param("failed");
+        all.and(format!("status = {status}"));
+        assert_eq!((org.as_str(), status.as_str()), ("$1", "$2"));
+        assert_eq!(
+            all.rows_sql(Some("k")),
+            "FROM organizations WHERE org_id = $1 AND status = $2 AND k"
+        );
+        assert_eq!(
+            Counting::kept(
+                "build_counts",
+                "builds",
+                &[("org_id", "$1"), ("project_id", "$2")]
+            ),
+            Counting::Kept(
+                "SELECT COALESCE((SELECT builds FROM build_counts WHERE org_id = $1 \
+                 AND project_id = $2), 0)"
+                    .into()
+            )
         );
     }
 }

@@ -36,30 +36,35 @@ const CHEAPEST_SEARCH_SQL: &str = "SELECT id, name, repo_url, build_command, rev
      created_at, updated_at, last_build_status, last_build_id, last_build_at \
      FROM projects WHERE org_id = $1 AND name ILIKE $2 ORDER BY name_key, id LIMIT $3 OFFSET $4";
 
-/// Atelier's list SQL (`list_projects`, sorted by name, page by number), verbatim: the page
-/// with one row more (`$3` = 21: is there a next?) and the count of at most `$5` rows
-/// (10,000, or through the row after the page) as an uncorrelated subquery; a statement of its
-/// own with and without a search.
-/// Without a search the total is the organization's kept count (`project_counts`).
-const ATELIER_PAGE_SQL: &str = "SELECT id, org_id, name, name_key, repo_url, build_command, \
-     revision, created_at, updated_at, created_by, last_build_status, last_build_id, \
-     last_build_at, (SELECT COALESCE((SELECT projects FROM project_counts \
-     WHERE org_id = $1), 0)) AS total \
-     FROM projects WHERE org_id = $1 AND $2::text IS NULL \
-     ORDER BY name_key ASC, id ASC LIMIT $3 OFFSET $4";
+/// Atelier's list SQL (`list_projects` through `projections::sql::list_page`, sorted by name,
+/// page by number), verbatim: the page with one row more (`LIMIT` 21: is there a next?), the
+/// sort key of each row (the last one's makes the next cursor), and the total as an
+/// uncorrelated subquery; a statement of its own with and without a search, numbered as its
+/// parameters come. Without a search the total is the organization's kept count
+/// (`project_counts`).
+const ATELIER_PAGE_SQL: &str = "SELECT id, org_id, name, repo_url, build_command, revision, \
+     created_at, updated_at, created_by, last_build_status, last_build_id, last_build_at, \
+     name_key AS keyset_key, (SELECT COALESCE((SELECT projects FROM project_counts \
+     WHERE org_id = $1), 0)) AS bounded_total \
+     FROM projects WHERE org_id = $1 ORDER BY name_key ASC, id ASC LIMIT $2 OFFSET $3";
 
-/// The same with a search.
-const ATELIER_SEARCH_SQL: &str = "SELECT id, org_id, name, name_key, repo_url, build_command, \
-     revision, created_at, updated_at, created_by, last_build_status, last_build_id, \
-     last_build_at, (SELECT count(*) FROM (SELECT 1 FROM projects WHERE org_id = $1 \
-     AND name ILIKE $2 LIMIT $5) AS bounded) AS total \
+/// The same with a search: the count of at most `$5` matches (10,000, or through the row after
+/// the page).
+const ATELIER_SEARCH_SQL: &str = "SELECT id, org_id, name, repo_url, build_command, revision, \
+     created_at, updated_at, created_by, last_build_status, last_build_id, last_build_at, \
+     name_key AS keyset_key, (SELECT count(*) FROM (SELECT 1 FROM projects WHERE org_id = $1 \
+     AND name ILIKE $2 LIMIT $5) AS bounded) AS bounded_total \
      FROM projects WHERE org_id = $1 AND name ILIKE $2 \
      ORDER BY name_key ASC, id ASC LIMIT $3 OFFSET $4";
 
-/// Atelier's count for a page past the end (`list_projects`'s second statement), verbatim
-/// but for the search condition, which it also chooses when it builds the statement.
-const ATELIER_COUNT_SQL: &str = "SELECT count(*) FROM (SELECT 1 FROM projects \
-     WHERE org_id = $1 AND ($2::text IS NULL OR name ILIKE $2) LIMIT $3) AS bounded";
+/// Atelier's total for a page past the end (`list_page`'s second statement), verbatim: the
+/// kept count without a search…
+const ATELIER_COUNT_SQL: &str = "SELECT (SELECT COALESCE((SELECT projects FROM project_counts \
+     WHERE org_id = $1), 0))";
+
+/// …and the bounded count with one.
+const ATELIER_SEARCH_COUNT_SQL: &str = "SELECT (SELECT count(*) FROM (SELECT 1 FROM projects \
+     WHERE org_id = $1 AND name ILIKE $2 LIMIT $3) AS bounded)";
 
 /// Atelier's cap on a count.
 const COUNT_CAP: i64 = 10_000;
@@ -132,6 +137,7 @@ struct ProjectView {
 struct Counted {
     #[sqlx(flatten)]
     row: ProjectView,
+    #[sqlx(rename = "bounded_total")]
     total: i64,
 }
 
@@ -224,24 +230,24 @@ async fn atelier_page(
     } else {
         ATELIER_PAGE_SQL
     };
-    let query = sqlx::query_as::<_, Counted>(sql)
-        .bind(state.org_id)
-        .bind(pattern.as_deref())
-        .bind(PER_PAGE + 1)
-        .bind(offset);
-    let query = if pattern.is_some() {
-        query.bind(cap)
-    } else {
-        query
+    let query = sqlx::query_as::<_, Counted>(sql).bind(state.org_id);
+    let query = match pattern.as_deref() {
+        Some(p) => query.bind(p).bind(PER_PAGE + 1).bind(offset).bind(cap),
+        None => query.bind(PER_PAGE + 1).bind(offset),
     };
     let mut rows = query.fetch_all(&state.pool).await.map_err(internal)?;
     rows.truncate(PER_PAGE as usize);
-    let total = match rows.first() {
-        Some(r) => r.total,
-        None => sqlx::query_scalar(ATELIER_COUNT_SQL)
+    let total = match (rows.first(), pattern.as_deref()) {
+        (Some(r), _) => r.total,
+        (None, Some(p)) => sqlx::query_scalar(ATELIER_SEARCH_COUNT_SQL)
             .bind(state.org_id)
-            .bind(pattern.as_deref())
+            .bind(p)
             .bind(cap)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(internal)?,
+        (None, None) => sqlx::query_scalar(ATELIER_COUNT_SQL)
+            .bind(state.org_id)
             .fetch_one(&state.pool)
             .await
             .map_err(internal)?,

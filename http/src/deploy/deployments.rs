@@ -18,8 +18,8 @@ use atelier_domain::deploy::framework::{CATALOG, Framework};
 use atelier_domain::deploy::spec::{DeploymentType, EnvVar, SpecInput, parse_env};
 use atelier_domain::identity::Permission;
 use atelier_projections::deploy::{
-    DEPLOYMENTS, DeploymentQuery, DeploymentRow, deployment_versions, get_deployment,
-    list_deployments,
+    DEPLOYMENT_SORTS, DEPLOYMENTS, DeploymentQuery, DeploymentRow, deployment_versions,
+    get_deployment, list_deployments,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,7 @@ use crate::kit::{Principal, command_context, path_id};
 use crate::live::hub::Hub;
 use crate::live::log_socket::{self, LogSocketQuery};
 use crate::logs::{Follower, LogEvent, LogPage, LogParams, OwnerState, Probe};
-use crate::pagination::{Page, PageParams, Pagination};
+use crate::pagination::{CursorParams, KeysetPage, PageParams};
 use crate::problem::{ApiError, FieldError, Problem, collect};
 use crate::state::AppState;
 
@@ -489,11 +489,17 @@ pub struct ListParams {
     pub min_position: Option<String>,
 }
 
-/// Lists the organization's deployments, newest first.
+/// Lists the organization's deployments, newest first, by page number or by keyset cursor.
+///
+/// Every page carries `pagination.next_cursor`: `cursor=<next_cursor>` answers the deployments
+/// after that page's last one (with the same filters), with a cost that does not grow with the
+/// depth, and deployments created meanwhile do not shift it. `total` counts at most 10,000
+/// matches (`total_capped` says when it stopped: the total is then a lower bound); `has_next`
+/// is exact.
 #[utoipa::path(
     get, path = "/api/v1/deployments", tag = "deploy", operation_id = "list_deployments",
-    params(PageParams, ListParams),
-    responses((status = 200, description = "A page of deployments", body = Page<DeploymentView>)),
+    params(PageParams, CursorParams, ListParams),
+    responses((status = 200, description = "A page of deployments", body = KeysetPage<DeploymentView>)),
     security(("bearer" = []))
 )]
 #[tracing::instrument(name = "http.deployments.list", skip_all, fields(org = %principal.org_id))]
@@ -502,11 +508,12 @@ pub async fn list(
     principal: Principal,
     req: HttpRequest,
     page: web::Query<PageParams>,
+    cursor: web::Query<CursorParams>,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
     let mut errors = Vec::new();
-    let (page, per_page) = page.collect(&mut errors);
+    let paging = crate::pagination::paging(&DEPLOYMENT_SORTS, &page, &cursor, None, &mut errors);
     let status = params.status.as_deref().and_then(|s| {
         let parsed = DeploymentStatus::parse(s);
         if parsed.is_none() {
@@ -554,21 +561,17 @@ pub async fn list(
     crate::pagination::validate(errors)?;
     await_projection(&state, &req, DEPLOYMENTS).await?;
     let query = DeploymentQuery {
-        page,
-        per_page,
+        paging,
         status,
         framework,
         deployment_type,
         target_id,
         search,
     };
-    let (rows, total) = list_deployments(&state.pool, principal.org_id, &query)
+    let listed = list_deployments(&state.pool, principal.org_id, &query)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(HttpResponse::Ok().json(Page {
-        data: rows.into_iter().map(DeploymentView::from).collect(),
-        pagination: Pagination::new(page, per_page, total),
-    }))
+    Ok(HttpResponse::Ok().json(KeysetPage::of(&query.paging, listed, DeploymentView::from)))
 }
 
 /// Creates a deployment (pending; a runner provisions it). Every invalid field is reported at

@@ -8,7 +8,8 @@ use atelier_domain::factory::build::{Build, BuildError, BuildStatus};
 use atelier_domain::identity::Permission;
 use atelier_projections::deploy::{DEPLOYMENTS, DeployStats, deploy_stats};
 use atelier_projections::factory::{
-    BUILDS, BuildRow, FactoryStats, PROJECTS, factory_stats, get_build, get_project, list_builds,
+    BUILD_SORTS, BUILDS, BuildQuery, BuildRow, FactoryStats, PROJECTS, factory_stats, get_build,
+    get_project, list_builds,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ use uuid::Uuid;
 use crate::conventions::{Reply, await_projection, command_error, etag, idempotent, if_match};
 use crate::kit::{Principal, command_context, path_id};
 use crate::logs::{LogEvent, LogPage, LogParams, OwnerState, Probe};
-use crate::pagination::{Page, PageParams, Pagination};
+use crate::pagination::{CursorParams, KeysetPage, PageParams};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 
@@ -182,12 +183,18 @@ pub struct BuildListParams {
     pub min_position: Option<String>,
 }
 
-/// Lists a project's builds, newest first.
+/// Lists a project's builds, newest first, by page number or by keyset cursor.
+///
+/// Every page carries `pagination.next_cursor`: `cursor=<next_cursor>` answers the builds after
+/// that page's last one, with a cost that does not grow with the depth, and builds queued
+/// meanwhile do not shift it. Without `status`, `total` is exact (a count the read model
+/// keeps); with it, it counts at most 10,000 matches (`total_capped` says when it stopped: the
+/// total is then a lower bound). `has_next` is exact either way.
 #[utoipa::path(
     get, path = "/api/v1/projects/{id}/builds", tag = "factory", operation_id = "list_builds",
-    params(("id" = Uuid, Path, description = "The project's id"), PageParams, BuildListParams),
+    params(("id" = Uuid, Path, description = "The project's id"), PageParams, CursorParams, BuildListParams),
     responses(
-        (status = 200, description = "A page of builds", body = Page<BuildView>),
+        (status = 200, description = "A page of builds", body = KeysetPage<BuildView>),
         (status = 404, description = "No such project in this organization", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -199,12 +206,13 @@ pub async fn list(
     req: HttpRequest,
     id: web::Path<String>,
     page: web::Query<PageParams>,
+    cursor: web::Query<CursorParams>,
     params: web::Query<BuildListParams>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
     let id = path_id(&id, "project")?;
     let mut errors = Vec::new();
-    let (page, per_page) = page.collect(&mut errors);
+    let paging = crate::pagination::paging(&BUILD_SORTS, &page, &cursor, None, &mut errors);
     let status = match params.status.as_deref() {
         None => None,
         Some(s) => match BuildStatus::parse(s) {
@@ -225,13 +233,11 @@ pub async fn list(
         .await
         .map_err(|e| ApiError::internal(&e))?
         .ok_or_else(|| ApiError::not_found("no such project"))?;
-    let (rows, total) = list_builds(&state.pool, principal.org_id, id, status, page, per_page)
+    let query = BuildQuery { paging, status };
+    let listed = list_builds(&state.pool, principal.org_id, id, &query)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(HttpResponse::Ok().json(Page {
-        data: rows.into_iter().map(BuildView::from).collect(),
-        pagination: Pagination::new(page, per_page, total),
-    }))
+    Ok(HttpResponse::Ok().json(KeysetPage::of(&query.paging, listed, BuildView::from)))
 }
 
 /// Query parameters of a single build.

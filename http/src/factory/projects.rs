@@ -7,9 +7,8 @@ use atelier_commands::handler::Written;
 use atelier_domain::factory::project::{BuildCommand, Project, ProjectError, ProjectName, RepoUrl};
 use atelier_domain::identity::Permission;
 use atelier_projections::factory::{
-    PROJECTS, ProjectQuery, ProjectRow, ProjectSort, get_project, list_projects,
+    PROJECT_SORTS, PROJECTS, ProjectQuery, ProjectRow, get_project, list_projects,
 };
-use atelier_projections::sql::{Keyset, SortValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -19,8 +18,8 @@ use crate::conventions::{
     Reply, await_projection, command_error, etag, idempotent, if_match, if_none_match, json_body,
 };
 use crate::kit::{Principal, command_context, path_id};
-use crate::pagination::{CursorParams, KeysetPage, KeysetPagination, ListCursor, PageParams};
-use crate::problem::{ApiError, FieldError, Problem, collect};
+use crate::pagination::{CursorParams, KeysetPage, PageParams};
+use crate::problem::{ApiError, Problem, collect};
 use crate::state::AppState;
 
 /// A project, as the API shows it.
@@ -171,76 +170,21 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
     let mut errors = Vec::new();
-    let (page_number, per_page) = page.collect(&mut errors);
-    let cursor = cursor.collect(&mut errors);
-    if cursor.is_some() && page.page.is_some() {
-        errors.push(FieldError {
-            field: "page".into(),
-            message: "cannot be given with cursor, which carries its own place".into(),
-        });
-    }
-    let sort = match params.sort.as_deref() {
-        None => cursor
-            .as_ref()
-            .and_then(|c| ProjectSort::parse(&c.sort))
-            .unwrap_or_default(),
-        Some(s) => ProjectSort::parse(s).unwrap_or_else(|| {
-            errors.push(FieldError {
-                field: "sort".into(),
-                message: format!("must be one of {}", ProjectSort::ACCEPTED),
-            });
-            ProjectSort::default()
-        }),
-    };
-    let after = cursor.as_ref().and_then(|c| {
-        let keyset = (c.sort == sort.as_str())
-            .then(|| SortValue::from_text(&c.key, sort.keyed_by_time()))
-            .flatten()
-            .map(|key| Keyset { key, id: c.id });
-        if keyset.is_none() {
-            errors.push(FieldError {
-                field: "cursor".into(),
-                message: format!(
-                    "was not made for sort={}: pass the sort it was made for, or none",
-                    sort.as_str()
-                ),
-            });
-        }
-        keyset
-    });
+    let paging = crate::pagination::paging(
+        &PROJECT_SORTS,
+        &page,
+        &cursor,
+        params.sort.as_deref(),
+        &mut errors,
+    );
     let search = crate::pagination::search(params.search.as_deref(), &mut errors);
     crate::pagination::validate(errors)?;
     await_projection(&state, &req, PROJECTS).await?;
-    let page_number = cursor.as_ref().map_or(page_number, |c| c.page);
-    let query = ProjectQuery {
-        page: page_number,
-        per_page,
-        search,
-        sort,
-        after,
-    };
+    let query = ProjectQuery { paging, search };
     let listed = list_projects(&state.pool, principal.org_id, &query)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let next_cursor = listed.next.map(|next| {
-        ListCursor {
-            sort: sort.as_str().to_owned(),
-            key: next.key.to_text(),
-            id: next.id,
-            page: page_number.saturating_add(1),
-        }
-        .encode()
-    });
-    Ok(HttpResponse::Ok().json(KeysetPage {
-        data: listed.rows.into_iter().map(ProjectView::from).collect(),
-        pagination: KeysetPagination::new(
-            page_number,
-            per_page,
-            listed.total.count,
-            listed.total.capped,
-            next_cursor,
-        ),
-    }))
+    Ok(HttpResponse::Ok().json(KeysetPage::of(&query.paging, listed, ProjectView::from)))
 }
 
 /// Creates a project. `Idempotency-Key` makes retries safe.

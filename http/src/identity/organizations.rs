@@ -13,8 +13,8 @@ use atelier_domain::identity::organization::{
     JsonObject, OrgError, OrgName, OrgProfile, Organization,
 };
 use atelier_projections::identity::{
-    MemberRow, OrganizationQuery, OrganizationRow, get_organization, list_members,
-    list_organizations,
+    MemberRow, ORGANIZATION_SORTS, OrganizationQuery, OrganizationRow, get_organization,
+    list_members, list_organizations,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ use crate::conventions::{
 };
 use crate::identity::auth::Principal;
 use crate::kit::path_id;
-use crate::pagination::{Page, PageParams, Pagination};
+use crate::pagination::{CursorParams, KeysetPage, PageParams};
 use crate::problem::{ApiError, Problem, collect};
 use crate::state::AppState;
 
@@ -132,12 +132,18 @@ pub struct OrganizationParams {
     pub min_position: Option<String>,
 }
 
-/// Lists the organizations the caller may see.
+/// Lists the organizations the caller may see, by name, by page number or by keyset cursor.
+///
+/// Every page carries `pagination.next_cursor`: `cursor=<next_cursor>` answers the
+/// organizations after that page's last one (with the same filters), with a cost that does not
+/// grow with the depth, and organizations created meanwhile do not shift it. `total` counts at
+/// most 10,000 matches (`total_capped` says when it stopped: the total is then a lower bound);
+/// `has_next` is exact.
 #[utoipa::path(
     get, path = "/api/v1/organizations", tag = "identity", operation_id = "list_organizations",
-    params(PageParams, OrganizationParams),
+    params(PageParams, CursorParams, OrganizationParams),
     responses(
-        (status = 200, description = "A page of organizations, by name", body = Page<OrganizationView>),
+        (status = 200, description = "A page of organizations, by name", body = KeysetPage<OrganizationView>),
     ),
     security(("bearer" = []))
 )]
@@ -147,22 +153,22 @@ pub async fn list(
     principal: Principal,
     req: HttpRequest,
     page: web::Query<PageParams>,
+    cursor: web::Query<CursorParams>,
     params: web::Query<OrganizationParams>,
 ) -> Result<HttpResponse, ApiError> {
     let mut errors = Vec::new();
-    let (page, per_page) = page.collect(&mut errors);
+    let paging = crate::pagination::paging(&ORGANIZATION_SORTS, &page, &cursor, None, &mut errors);
     let is_active = crate::pagination::flag("is_active", params.is_active.as_deref(), &mut errors);
     let search = crate::pagination::search(params.search.as_deref(), &mut errors);
     crate::pagination::validate(errors)?;
     await_every_projection(&state, &req).await?;
     let query = OrganizationQuery {
-        page,
-        per_page,
+        paging,
         search,
         is_active,
         only: principal.organizations_listed(),
     };
-    let (rows, total) = list_organizations(
+    let listed = list_organizations(
         &state.pool,
         principal.user_id,
         principal.is_superadmin,
@@ -170,12 +176,9 @@ pub async fn list(
     )
     .await
     .map_err(|e| ApiError::internal(&e))?;
-    let mut data: Vec<OrganizationView> = rows.into_iter().map(OrganizationView::from).collect();
-    OrganizationView::with_figures(&state, &mut data).await?;
-    Ok(HttpResponse::Ok().json(Page {
-        data,
-        pagination: Pagination::new(page, per_page, total),
-    }))
+    let mut page = KeysetPage::of(&query.paging, listed, OrganizationView::from);
+    OrganizationView::with_figures(&state, &mut page.data).await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// Reads one organization.

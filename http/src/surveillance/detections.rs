@@ -14,7 +14,7 @@ use atelier_domain::surveillance::detection::{
     parse_notes,
 };
 use atelier_projections::surveillance::{
-    AcknowledgementRow, DETECTIONS, DetectionFilter, DetectionRow, DetectionStats,
+    AcknowledgementRow, DETECTION_SORTS, DETECTIONS, DetectionFilter, DetectionRow, DetectionStats,
     acknowledgements, camera_names, detection_stats, get_detection, list_detections,
 };
 use base64::Engine;
@@ -27,7 +27,7 @@ use crate::conventions::{
     Reply, await_projection, command_error, etag, idempotent, if_match, json_body,
 };
 use crate::kit::{Principal, command_context, path_id};
-use crate::pagination::{Page, PageParams, Pagination};
+use crate::pagination::{CursorParams, KeysetPage, PageParams};
 use crate::problem::{ApiError, FieldError, Problem, collect};
 use crate::state::AppState;
 
@@ -321,12 +321,18 @@ impl FilterParams {
     }
 }
 
-/// Lists the organization's detections, newest first.
+/// Lists the organization's detections, newest first, by page number or by keyset cursor.
+///
+/// Every page carries `pagination.next_cursor`: `cursor=<next_cursor>` answers the detections
+/// after that page's last one (with the same filters), with a cost that does not grow with the
+/// depth, and detections recorded meanwhile do not shift it. Without filters `total` is exact
+/// (a count the read model keeps); with one, it counts at most 10,000 matches (`total_capped`
+/// says when it stopped: the total is then a lower bound). `has_next` is exact either way.
 #[utoipa::path(
     get, path = "/api/v1/detections", tag = "surveillance", operation_id = "list_detections",
-    params(PageParams, FilterParams),
+    params(PageParams, CursorParams, FilterParams),
     responses(
-        (status = 200, description = "A page of detections", body = Page<DetectionView>),
+        (status = 200, description = "A page of detections", body = KeysetPage<DetectionView>),
         (status = 400, description = "Invalid filters, every one named", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -337,21 +343,25 @@ pub async fn list(
     principal: Principal,
     req: HttpRequest,
     page: web::Query<PageParams>,
+    cursor: web::Query<CursorParams>,
     params: web::Query<FilterParams>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
     let mut errors = Vec::new();
-    let (page, per_page) = page.collect(&mut errors);
+    let paging = crate::pagination::paging(&DETECTION_SORTS, &page, &cursor, None, &mut errors);
     let filter = params.parse(&mut errors);
     crate::pagination::validate(errors)?;
     await_projection(&state, &req, DETECTIONS).await?;
-    let (rows, total) = list_detections(&state.pool, principal.org_id, &filter, page, per_page)
+    let listed = list_detections(&state.pool, principal.org_id, &filter, &paging)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(HttpResponse::Ok().json(Page {
-        data: views(&state, principal.org_id, principal.user_id, rows).await?,
-        pagination: Pagination::new(page, per_page, total),
-    }))
+    let data = views(&state, principal.org_id, principal.user_id, listed.rows).await?;
+    Ok(HttpResponse::Ok().json(KeysetPage::with(
+        &paging,
+        data,
+        listed.total,
+        listed.next.as_ref(),
+    )))
 }
 
 /// Statistics over detections.

@@ -14,8 +14,8 @@ use atelier_domain::venvs::environment::{
 use atelier_domain::venvs::requirement::parse_list;
 use atelier_domain::venvs::values::{BackendKind, EnvName, PythonVersion};
 use atelier_projections::venvs::{
-    ENVIRONMENTS, EnvironmentQuery, EnvironmentRow, PackageRow, active_environment,
-    get_environment, list_environments, packages_of,
+    ENVIRONMENT_SORTS, ENVIRONMENTS, EnvironmentQuery, EnvironmentRow, PackageRow,
+    active_environment, get_environment, list_environments, packages_of,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ use crate::conventions::{
     Reply, await_projection, command_error, etag, idempotent, if_match, if_none_match, json_body,
 };
 use crate::kit::{Principal, command_context};
-use crate::pagination::{Page, PageParams, Pagination};
+use crate::pagination::{CursorParams, KeysetPage, PageParams};
 use crate::problem::{ApiError, FieldError, Problem, collect};
 use crate::state::AppState;
 
@@ -424,12 +424,13 @@ pub async fn list_page(
     principal: &Principal,
     req: &HttpRequest,
     page: &PageParams,
+    cursor: &CursorParams,
     params: &ListParams,
     ephemeral: bool,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
     let mut errors = Vec::new();
-    let (page, per_page) = page.collect(&mut errors);
+    let paging = crate::pagination::paging(&ENVIRONMENT_SORTS, page, cursor, None, &mut errors);
     let search = crate::pagination::search(params.search.as_deref(), &mut errors);
     let backend = params
         .backend
@@ -451,17 +452,16 @@ pub async fn list_page(
     crate::pagination::validate(errors)?;
     await_projection(state, req, ENVIRONMENTS).await?;
     let query = EnvironmentQuery {
+        paging,
         search,
         backend: backend.map(|b| b.as_str().to_owned()),
         status,
         ephemeral: Some(ephemeral),
-        page,
-        per_page,
     };
-    let (rows, total) = list_environments(&state.pool, principal.org_id, &query)
+    let listed = list_environments(&state.pool, principal.org_id, &query)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let ids: Vec<Uuid> = listed.rows.iter().map(|r| r.id).collect();
     let mut packages: HashMap<Uuid, Vec<PackageRow>> =
         packages_of(&state.pool, principal.org_id, &ids)
             .await
@@ -470,24 +470,27 @@ pub async fn list_page(
         .await
         .map_err(|e| ApiError::internal(&e))?
         .map(|a| a.id);
-    Ok(HttpResponse::Ok().json(Page {
-        data: rows
-            .into_iter()
-            .map(|r| {
-                let p = packages.remove(&r.id).unwrap_or_default();
-                let is_active = active == Some(r.id);
-                EnvironmentView::from_row(r, p, is_active)
-            })
-            .collect(),
-        pagination: Pagination::new(page, per_page, total),
-    }))
+    Ok(
+        HttpResponse::Ok().json(KeysetPage::of(&query.paging, listed, |r| {
+            let p = packages.remove(&r.id).unwrap_or_default();
+            let is_active = active == Some(r.id);
+            EnvironmentView::from_row(r, p, is_active)
+        })),
+    )
 }
 
-/// Lists the organization's environments, newest first.
+/// Lists the organization's lasting environments, newest first, by page number or by keyset
+/// cursor.
+///
+/// Every page carries `pagination.next_cursor`: `cursor=<next_cursor>` answers the
+/// environments after that page's last one (with the same filters), with a cost that does not
+/// grow with the depth, and environments created meanwhile do not shift it. `total` counts at
+/// most 10,000 matches (`total_capped` says when it stopped: the total is then a lower bound);
+/// `has_next` is exact.
 #[utoipa::path(
     get, path = "/api/v1/environments", tag = "venvs", operation_id = "list_environments",
-    params(PageParams, ListParams),
-    responses((status = 200, description = "A page of environments", body = Page<EnvironmentView>)),
+    params(PageParams, CursorParams, ListParams),
+    responses((status = 200, description = "A page of environments", body = KeysetPage<EnvironmentView>)),
     security(("bearer" = []))
 )]
 #[tracing::instrument(name = "http.environments.list", skip_all, fields(org = %principal.org_id))]
@@ -496,9 +499,10 @@ pub async fn list(
     principal: Principal,
     req: HttpRequest,
     page: web::Query<PageParams>,
+    cursor: web::Query<CursorParams>,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
-    list_page(&state, &principal, &req, &page, &params, false).await
+    list_page(&state, &principal, &req, &page, &cursor, &params, false).await
 }
 
 /// Query parameters of one environment.

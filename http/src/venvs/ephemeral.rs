@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::environments::{CreatedView, ListParams, create_environment, parse_new, rejected};
 use crate::conventions::{Reply, await_projection, command_error, idempotent, json_body};
 use crate::kit::{Principal, command_context};
-use crate::pagination::{Page, PageParams};
+use crate::pagination::{CursorParams, KeysetPage, PageParams};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 
@@ -118,11 +118,17 @@ pub async fn create(
     .await
 }
 
-/// Lists the organization's ephemeral environments, newest first.
+/// Lists the organization's ephemeral environments, newest first, by page number or by keyset
+/// cursor.
+///
+/// As `GET /environments`: `cursor=<pagination.next_cursor>` answers the environments after
+/// that page's last one (with the same filters), with a cost that does not grow with the depth;
+/// `total` counts at most 10,000 matches (`total_capped` says when it stopped: the total is
+/// then a lower bound); `has_next` is exact.
 #[utoipa::path(
     get, path = "/api/v1/ephemeral/environments", tag = "venvs", operation_id = "list_ephemeral_environments",
-    params(PageParams, ListParams),
-    responses((status = 200, description = "A page of ephemeral environments", body = Page<super::environments::EnvironmentView>)),
+    params(PageParams, CursorParams, ListParams),
+    responses((status = 200, description = "A page of ephemeral environments", body = KeysetPage<super::environments::EnvironmentView>)),
     security(("bearer" = []))
 )]
 #[tracing::instrument(name = "http.ephemeral.list", skip_all, fields(org = %principal.org_id))]
@@ -131,9 +137,10 @@ pub async fn list(
     principal: Principal,
     req: HttpRequest,
     page: web::Query<PageParams>,
+    cursor: web::Query<CursorParams>,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
-    super::environments::list_page(&state, &principal, &req, &page, &params, true).await
+    super::environments::list_page(&state, &principal, &req, &page, &cursor, &params, true).await
 }
 
 /// Query parameters of the stats.

@@ -9,7 +9,7 @@ use atelier_domain::venvs::operation::{
     Operation, OperationError, OperationRequest, OperationStatus,
 };
 use atelier_projections::venvs::{
-    OPERATIONS, OperationQuery, OperationRow, get_operation, list_operations,
+    OPERATION_SORTS, OPERATIONS, OperationQuery, OperationRow, get_operation, list_operations,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::conventions::{Reply, await_projection, command_error, etag};
 use crate::kit::{Principal, command_context, path_id};
 use crate::logs::{LogEvent, LogParams, OwnerState, Probe};
-use crate::pagination::{Page, PageParams, Pagination};
+use crate::pagination::{CursorParams, KeysetPage, PageParams};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 
@@ -174,11 +174,17 @@ pub struct ListParams {
     pub min_position: Option<String>,
 }
 
-/// Lists the organization's operations, newest first.
+/// Lists the organization's operations, newest first, by page number or by keyset cursor.
+///
+/// Every page carries `pagination.next_cursor`: `cursor=<next_cursor>` answers the operations
+/// after that page's last one (with the same filters), with a cost that does not grow with the
+/// depth, and operations queued meanwhile do not shift it. Without filters `total` is exact (a
+/// count the read model keeps); with one, it counts at most 10,000 matches (`total_capped`
+/// says when it stopped: the total is then a lower bound). `has_next` is exact either way.
 #[utoipa::path(
     get, path = "/api/v1/operations", tag = "venvs", operation_id = "list_operations",
-    params(PageParams, ListParams),
-    responses((status = 200, description = "A page of operations", body = Page<OperationView>)),
+    params(PageParams, CursorParams, ListParams),
+    responses((status = 200, description = "A page of operations", body = KeysetPage<OperationView>)),
     security(("bearer" = []))
 )]
 #[tracing::instrument(name = "http.operations.list", skip_all, fields(org = %principal.org_id))]
@@ -187,11 +193,12 @@ pub async fn list(
     principal: Principal,
     req: HttpRequest,
     page: web::Query<PageParams>,
+    cursor: web::Query<CursorParams>,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Read)?;
     let mut errors = Vec::new();
-    let (page, per_page) = page.collect(&mut errors);
+    let paging = crate::pagination::paging(&OPERATION_SORTS, &page, &cursor, None, &mut errors);
     let status = params
         .status
         .as_deref()
@@ -221,20 +228,16 @@ pub async fn list(
     };
     await_projection(&state, &req, OPERATIONS).await?;
     let query = OperationQuery {
+        paging,
         status,
         active,
         environment_id,
         kind: params.kind.clone(),
-        page,
-        per_page,
     };
-    let (rows, total) = list_operations(&state.pool, principal.org_id, &query)
+    let listed = list_operations(&state.pool, principal.org_id, &query)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(HttpResponse::Ok().json(Page {
-        data: rows.into_iter().map(OperationView::from).collect(),
-        pagination: Pagination::new(page, per_page, total),
-    }))
+    Ok(HttpResponse::Ok().json(KeysetPage::of(&query.paging, listed, OperationView::from)))
 }
 
 /// Query parameters of one operation.

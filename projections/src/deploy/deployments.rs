@@ -12,7 +12,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::runtime::{Projection, ProjectionError};
-use crate::sql::like_pattern;
+use crate::sql::{Counting, ListPage, Matching, Paging, Sort, Sorts, like_pattern, list_page};
 
 /// The `deployments` read model.
 pub struct DeploymentsProjection;
@@ -513,13 +513,19 @@ const COLUMNS: &str = "id, org_id, name, deployment_type, framework, github_url,
     access_url, failure, error_message, destroyed, created_by, created_at, updated_at, \
     deployed_at, revision";
 
+/// Deployments are listed newest first; `deployments_org_live` on `(org_id, created_at DESC,
+/// id DESC)` of those not deleted serves the list without `status`, `deployments_org_status`
+/// with the status before `created_at` a list of one status.
+pub const DEPLOYMENT_SORTS: Sorts = Sorts {
+    all: &[Sort::by_time("-created_at", "created_at")],
+    default: Sort::by_time("-created_at", "created_at"),
+};
+
 /// A page request of deployments, already validated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentQuery {
-    /// Page number, from 1.
-    pub page: u32,
-    /// Rows per page, 1 to 100.
-    pub per_page: u32,
+    /// Which page.
+    pub paging: Paging,
     /// Only this status (deleted ones are listed only when asked for).
     pub status: Option<DeploymentStatus>,
     /// Only this framework.
@@ -532,58 +538,39 @@ pub struct DeploymentQuery {
     pub search: Option<String>,
 }
 
-/// One page of an organization's deployments, newest first, and how many match.
+/// One page of an organization's deployments, newest first, by number or after a keyset, and
+/// how many match, counted up to [`crate::sql::COUNT_CAP`]. Nobody keeps a count: what the
+/// list shows without a status is what runs (deleted ones aside), which what it costs to run
+/// keeps small, and the count of it reads only those rows, from `deployments_org_live`.
 pub async fn list_deployments(
     pool: &PgPool,
     org_id: Uuid,
     query: &DeploymentQuery,
-) -> Result<(Vec<DeploymentRow>, u64), sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Counted {
-        #[sqlx(flatten)]
-        row: DeploymentRow,
-        total: i64,
-    }
-    const FILTER: &str = "org_id = $1 \
-        AND (($2::text IS NULL AND status <> 'deleted') OR status = $2) \
-        AND ($3::text IS NULL OR framework = $3) \
-        AND ($4::text IS NULL OR deployment_type = $4) \
-        AND ($5::uuid IS NULL OR target_id = $5) \
-        AND ($6::text IS NULL OR name ILIKE $6)";
-    let pattern = query.search.as_deref().map(like_pattern);
-    let status = query.status.map(DeploymentStatus::as_str);
-    let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
-    let rows = sqlx::query_as::<_, Counted>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS}, count(*) OVER () AS total FROM deployments WHERE {FILTER} \
-         ORDER BY created_at DESC, id DESC LIMIT $7 OFFSET $8"
-    )))
-    .bind(org_id)
-    .bind(status)
-    .bind(query.framework.as_deref())
-    .bind(query.deployment_type.as_deref())
-    .bind(query.target_id)
-    .bind(pattern.as_deref())
-    .bind(i64::from(query.per_page))
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
-    let total = match rows.first() {
-        Some(r) => r.total,
-        None => {
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT count(*) FROM deployments WHERE {FILTER}"
-            )))
-            .bind(org_id)
-            .bind(status)
-            .bind(query.framework.as_deref())
-            .bind(query.deployment_type.as_deref())
-            .bind(query.target_id)
-            .bind(pattern.as_deref())
-            .fetch_one(pool)
-            .await?
+) -> Result<ListPage<DeploymentRow>, sqlx::Error> {
+    let mut matching = Matching::new("deployments");
+    matching.and_eq("org_id", org_id);
+    match query.status {
+        Some(status) => {
+            matching.and_eq("status", status.as_str());
         }
-    };
-    Ok((rows.into_iter().map(|r| r.row).collect(), total as u64))
+        None => {
+            matching.and("status <> 'deleted'");
+        }
+    }
+    if let Some(framework) = query.framework.as_deref() {
+        matching.and_eq("framework", framework);
+    }
+    if let Some(deployment_type) = query.deployment_type.as_deref() {
+        matching.and_eq("deployment_type", deployment_type);
+    }
+    if let Some(target_id) = query.target_id {
+        matching.and_eq("target_id", target_id);
+    }
+    if let Some(search) = query.search.as_deref() {
+        let pattern = matching.param(like_pattern(search));
+        matching.and(format!("name ILIKE {pattern}"));
+    }
+    list_page(pool, COLUMNS, matching, &query.paging, &Counting::Bounded).await
 }
 
 /// One deployment of an organization (deleted ones too).

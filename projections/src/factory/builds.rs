@@ -10,6 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::runtime::{Projection, ProjectionError};
+use crate::sql::{Counting, ListPage, Matching, Paging, Sort, Sorts, list_page};
 
 /// The `builds` read model.
 pub struct BuildsProjection;
@@ -24,7 +25,7 @@ impl Projection for BuildsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["builds"]
+        &["builds", "build_counts"]
     }
 
     fn version(&self) -> i32 {
@@ -32,7 +33,10 @@ impl Projection for BuildsProjection {
     }
 
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM builds").execute(tx).await?;
+        sqlx::query("DELETE FROM builds").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM build_counts")
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 
@@ -58,7 +62,7 @@ impl Projection for BuildsProjection {
                     restart_of,
                     queued_at,
                 } => {
-                    sqlx::query(
+                    let inserted = sqlx::query(
                         "INSERT INTO builds (id, org_id, project_id, project_revision, repo_url, \
                      build_command, status, triggered_by, restart_of, queued_at, revision) \
                      VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10)",
@@ -74,7 +78,18 @@ impl Projection for BuildsProjection {
                     .bind(queued_at)
                     .bind(revision)
                     .execute(&mut *tx)
-                    .await?
+                    .await?;
+                    // Builds are never removed: each queued one counts for good.
+                    sqlx::query(
+                        "INSERT INTO build_counts (org_id, project_id, builds) VALUES ($1, $2, 1) \
+                         ON CONFLICT (org_id, project_id) \
+                         DO UPDATE SET builds = build_counts.builds + 1",
+                    )
+                    .bind(org_id)
+                    .bind(project_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    inserted
                 }
                 BuildEvent::BuildStarted {
                     build_id,
@@ -204,39 +219,47 @@ const BUILD_COLUMNS: &str = "id, org_id, project_id, project_revision, repo_url,
     status, triggered_by, restart_of, runner, exit_code, failure, message, queued_at, started_at, \
     finished_at, duration_ms, revision";
 
-/// One page of a project's builds, newest first, optionally of one status.
+/// A project's builds are listed newest first; `builds_project_queued` on `(org_id,
+/// project_id, queued_at DESC, id DESC)` serves it, and `builds_project_status_queued` with the
+/// status before `queued_at` a list of one status.
+pub const BUILD_SORTS: Sorts = Sorts {
+    all: &[Sort::by_time("-queued_at", "queued_at")],
+    default: Sort::by_time("-queued_at", "queued_at"),
+};
+
+/// A page request of a project's builds, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildQuery {
+    /// Which page.
+    pub paging: Paging,
+    /// Only builds in this status.
+    pub status: Option<BuildStatus>,
+}
+
+/// One page of a project's builds, newest first, optionally of one status, by number or after
+/// a keyset. Without a status the total is the project's, kept by the projection
+/// (`build_counts`); with one, counted up to [`crate::sql::COUNT_CAP`].
 pub async fn list_builds(
     pool: &PgPool,
     org_id: Uuid,
     project_id: Uuid,
-    status: Option<BuildStatus>,
-    page: u32,
-    per_page: u32,
-) -> Result<(Vec<BuildRow>, u64), sqlx::Error> {
-    let status = status.map(BuildStatus::as_str);
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM builds WHERE org_id = $1 AND project_id = $2 \
-         AND ($3::text IS NULL OR status = $3)",
-    )
-    .bind(org_id)
-    .bind(project_id)
-    .bind(status)
-    .fetch_one(pool)
-    .await?;
-    let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
-    let rows = sqlx::query_as::<_, BuildRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {BUILD_COLUMNS} FROM builds WHERE org_id = $1 AND project_id = $2 \
-         AND ($3::text IS NULL OR status = $3) \
-         ORDER BY queued_at DESC, id DESC LIMIT $4 OFFSET $5"
-    )))
-    .bind(org_id)
-    .bind(project_id)
-    .bind(status)
-    .bind(i64::from(per_page))
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
-    Ok((rows, total as u64))
+    query: &BuildQuery,
+) -> Result<ListPage<BuildRow>, sqlx::Error> {
+    let mut matching = Matching::new("builds");
+    let org = matching.and_eq("org_id", org_id);
+    let project = matching.and_eq("project_id", project_id);
+    let counting = match query.status {
+        Some(status) => {
+            matching.and_eq("status", status.as_str());
+            Counting::Bounded
+        }
+        None => Counting::kept(
+            "build_counts",
+            "builds",
+            &[("org_id", &org), ("project_id", &project)],
+        ),
+    };
+    list_page(pool, BUILD_COLUMNS, matching, &query.paging, &counting).await
 }
 
 /// One build of an organization.

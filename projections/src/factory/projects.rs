@@ -11,9 +11,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::runtime::{Projection, ProjectionError};
-use crate::sql::{
-    Keyset, SortValue, Total, bind_keyset, bounded_count, keyset_after, like_pattern,
-};
+use crate::sql::{Counting, ListPage, Matching, Paging, Sort, Sorts, like_pattern, list_page};
 
 /// The `projects` read model.
 pub struct ProjectsProjection;
@@ -218,264 +216,53 @@ pub struct ProjectRow {
     pub last_build_at: Option<DateTime<Utc>>,
 }
 
-/// The orders a project list may be sorted in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ProjectSort {
-    /// By name, A to Z.
-    Name,
-    /// By name, Z to A.
-    NameDesc,
-    /// Oldest first (the default).
-    #[default]
-    CreatedAt,
-    /// Newest first.
-    CreatedAtDesc,
-    /// Least recently changed first.
-    UpdatedAt,
-    /// Most recently changed first.
-    UpdatedAtDesc,
-}
-
-impl ProjectSort {
-    /// The values the API accepts.
-    pub const ACCEPTED: &'static str =
-        "name, -name, created_at, -created_at, updated_at, -updated_at";
-
-    /// Parses `name`, `-created_at`…
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "name" => Self::Name,
-            "-name" => Self::NameDesc,
-            "created_at" => Self::CreatedAt,
-            "-created_at" => Self::CreatedAtDesc,
-            "updated_at" => Self::UpdatedAt,
-            "-updated_at" => Self::UpdatedAtDesc,
-            _ => return None,
-        })
-    }
-
-    fn order_by(self) -> &'static str {
-        match self {
-            Self::Name => "name_key ASC, id ASC",
-            Self::NameDesc => "name_key DESC, id DESC",
-            Self::CreatedAt => "created_at ASC, id ASC",
-            Self::CreatedAtDesc => "created_at DESC, id DESC",
-            Self::UpdatedAt => "updated_at ASC, id ASC",
-            Self::UpdatedAtDesc => "updated_at DESC, id DESC",
-        }
-    }
-
-    /// Its text form, as `parse` reads it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Name => "name",
-            Self::NameDesc => "-name",
-            Self::CreatedAt => "created_at",
-            Self::CreatedAtDesc => "-created_at",
-            Self::UpdatedAt => "updated_at",
-            Self::UpdatedAtDesc => "-updated_at",
-        }
-    }
-
-    /// Whether its key is a time (else the name's sort key, text).
-    pub fn keyed_by_time(self) -> bool {
-        !matches!(self, Self::Name | Self::NameDesc)
-    }
-
-    fn descending(self) -> bool {
-        matches!(
-            self,
-            Self::NameDesc | Self::CreatedAtDesc | Self::UpdatedAtDesc
-        )
-    }
-
-    fn column(self) -> &'static str {
-        match self {
-            Self::Name | Self::NameDesc => "name_key",
-            Self::CreatedAt | Self::CreatedAtDesc => "created_at",
-            Self::UpdatedAt | Self::UpdatedAtDesc => "updated_at",
-        }
-    }
-
-    fn key(self, row: &Listed) -> Keyset {
-        let key = match self {
-            Self::Name | Self::NameDesc => SortValue::Text(row.name_key.clone()),
-            Self::CreatedAt | Self::CreatedAtDesc => SortValue::Time(row.row.created_at),
-            Self::UpdatedAt | Self::UpdatedAtDesc => SortValue::Time(row.row.updated_at),
-        };
-        Keyset {
-            key,
-            id: row.row.id,
-        }
-    }
-}
+/// The orders a project list may be sorted in: by name, by creation (the default) or by last
+/// change, each either way; `projects_org_name`, `projects_org_created` and
+/// `projects_org_updated` on `(org_id, <column>, id)` serve them, in both directions.
+pub const PROJECT_SORTS: Sorts = Sorts {
+    all: &[
+        Sort::by_text("name", "name_key"),
+        Sort::by_text("-name", "name_key"),
+        Sort::by_time("created_at", "created_at"),
+        Sort::by_time("-created_at", "created_at"),
+        Sort::by_time("updated_at", "updated_at"),
+        Sort::by_time("-updated_at", "updated_at"),
+    ],
+    default: Sort::by_time("created_at", "created_at"),
+};
 
 /// A page request, already validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectQuery {
-    /// Page number, from 1 (ignored with `after`).
-    pub page: u32,
-    /// Rows per page, 1 to 100.
-    pub per_page: u32,
+    /// Which page, in which order.
+    pub paging: Paging,
     /// Part of the name, case-insensitive.
     pub search: Option<String>,
-    /// The order.
-    pub sort: ProjectSort,
-    /// A keyset page: the rows after this one in `sort`, with no OFFSET.
-    pub after: Option<Keyset>,
 }
 
-/// One page of an organization's projects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProjectPage {
-    /// Its rows.
-    pub rows: Vec<ProjectRow>,
-    /// How many match in all, counted up to [`crate::sql::COUNT_CAP`] (or through this page).
-    pub total: Total,
-    /// Whether rows follow.
-    pub has_next: bool,
-    /// Where the next page starts (when rows follow).
-    pub next: Option<Keyset>,
-}
+const COLUMNS: &str = "id, org_id, name, repo_url, build_command, revision, created_at, \
+    updated_at, created_by, last_build_status, last_build_id, last_build_at";
 
-#[derive(sqlx::FromRow)]
-struct Listed {
-    #[sqlx(flatten)]
-    row: ProjectRow,
-    name_key: String,
-    /// The page's bounded count (the same on every row).
-    bounded_total: i64,
-}
-
-/// How many projects the organization `$1` has, as the projection keeps it.
-const KEPT_COUNT: &str =
-    "SELECT COALESCE((SELECT projects FROM project_counts WHERE org_id = $1), 0)";
-
-/// The rows a list reads: an organization's, and those whose name matches `$2` if given. Two
-/// statements rather than `($2 IS NULL OR name ILIKE $2)`: PostgreSQL switches a prepared
-/// statement to a generic plan after five runs, and the generic plan of that disjunction
-/// estimates one matching row, scans the organization and sorts it, where the statement
-/// without a search walks the sort's index.
-fn matching(search: bool) -> &'static str {
-    if search {
-        "FROM projects WHERE org_id = $1 AND name ILIKE $2"
-    } else {
-        "FROM projects WHERE org_id = $1 AND $2::text IS NULL"
-    }
-}
-
-/// One page of an organization's projects: by page number (OFFSET) or, with `after`, by
-/// keyset, seeking an index on `(org_id, <sort key>, id)`. Neither counts more than
-/// [`Total::limit`] rows, in the same statement as the page (a page past the end counts in a
-/// second one).
+/// One page of an organization's projects: by page number (OFFSET) or by keyset, seeking an
+/// index on `(org_id, <sort key>, id)`, in one statement. Without a search the total is the
+/// organization's, kept by the projection (`project_counts`): exact, and one indexed row
+/// whatever the size; a search counts its matches, at most [`crate::sql::Total::limit`].
 pub async fn list_projects(
     pool: &PgPool,
     org_id: Uuid,
     query: &ProjectQuery,
-) -> Result<ProjectPage, sqlx::Error> {
-    let pattern = query.search.as_deref().map(like_pattern);
-    let sort = query.sort;
-    let offset = query
-        .after
-        .is_none()
-        .then(|| u64::from(query.page.saturating_sub(1)) * u64::from(query.per_page));
-    // The ORDER BY and the key column come from a closed list (ProjectSort), never from input.
-    // One row more than the page tells whether another follows. The bounded count rides along
-    // as an uncorrelated subquery (run once, an InitPlan): one round trip per page.
-    let (condition, paging, count_param) = match &query.after {
-        Some(_) => (
-            format!(
-                " AND {}",
-                keyset_after(
-                    sort.column(),
-                    if sort.keyed_by_time() {
-                        "timestamptz"
-                    } else {
-                        "text"
-                    },
-                    sort.descending(),
-                    4
-                )
-            ),
-            "LIMIT $3",
-            6,
-        ),
-        None => (String::new(), "LIMIT $3 OFFSET $4", 5),
-    };
-    let searched = pattern.is_some();
-    let rows_matching = matching(searched);
-    // Without a search the total is the organization's, kept by the projection
-    // (`project_counts`): exact, and one indexed row whatever the size. A search counts its
-    // matches, at most `limit` of them.
-    let count_sql = if searched {
-        bounded_count(&format!("SELECT 1 {rows_matching}"), count_param)
-    } else {
-        KEPT_COUNT.to_owned()
-    };
-    let sql = format!(
-        "SELECT id, org_id, name, name_key, repo_url, build_command, revision, created_at, \
-         updated_at, created_by, last_build_status, last_build_id, last_build_at, \
-         ({count_sql}) AS bounded_total \
-         {rows_matching}{condition} ORDER BY {} {paging}",
-        sort.order_by()
-    );
-    let limit = Total::limit(offset, query.per_page);
-    let fetch = sqlx::query_as::<_, Listed>(sqlx::AssertSqlSafe(sql))
-        .bind(org_id)
-        .bind(pattern.as_deref())
-        .bind(i64::from(query.per_page) + 1);
-    let fetch = match (&query.after, offset) {
-        (Some(after), _) => bind_keyset(fetch, after),
-        (None, offset) => fetch.bind(offset.unwrap_or(0) as i64),
-    };
-    let fetch = if searched {
-        fetch.bind(limit as i64)
-    } else {
-        fetch
-    };
-    let mut rows = fetch.fetch_all(pool).await?;
-    let has_next = rows.len() > query.per_page as usize;
-    rows.truncate(query.per_page as usize);
-    let counted = |count: i64| {
-        if searched {
-            Total::counted(count, limit)
-        } else {
-            Total::exact(count)
+) -> Result<ListPage<ProjectRow>, sqlx::Error> {
+    let mut matching = Matching::new("projects");
+    let org = matching.and_eq("org_id", org_id);
+    let counting = match query.search.as_deref() {
+        Some(search) => {
+            let pattern = matching.param(like_pattern(search));
+            matching.and(format!("name ILIKE {pattern}"));
+            Counting::Bounded
         }
+        None => Counting::kept("project_counts", "projects", &[("org_id", &org)]),
     };
-    let total = match (Total::from_page(offset, rows.len(), has_next), rows.first()) {
-        (Some(total), _) => total,
-        (None, Some(first)) => counted(first.bounded_total),
-        // A page past the end has no row to carry the count.
-        (None, None) if searched => {
-            let sql = bounded_count(&format!("SELECT 1 {rows_matching}"), 3);
-            let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .bind(org_id)
-                .bind(pattern.as_deref())
-                .bind(limit as i64)
-                .fetch_one(pool)
-                .await?;
-            counted(count)
-        }
-        (None, None) => {
-            let count: i64 = sqlx::query_scalar(KEPT_COUNT)
-                .bind(org_id)
-                .fetch_one(pool)
-                .await?;
-            counted(count)
-        }
-    };
-    let next = if has_next {
-        rows.last().map(|r| sort.key(r))
-    } else {
-        None
-    };
-    Ok(ProjectPage {
-        rows: rows.into_iter().map(|r| r.row).collect(),
-        total,
-        has_next,
-        next,
-    })
+    list_page(pool, COLUMNS, matching, &query.paging, &counting).await
 }
 
 /// One project of an organization.
@@ -500,8 +287,10 @@ mod tests {
 
     #[test]
     fn only_whitelisted_sorts_are_accepted() {
-        assert_eq!(ProjectSort::parse("-name"), Some(ProjectSort::NameDesc));
-        assert_eq!(ProjectSort::parse("name; DROP TABLE projects"), None);
-        assert_eq!(ProjectSort::parse("repo_url"), None);
+        let name_desc = PROJECT_SORTS.parse("-name").unwrap();
+        assert_eq!((name_desc.column, name_desc.descending), ("name_key", true));
+        assert_eq!(PROJECT_SORTS.parse("name; DROP TABLE projects"), None);
+        assert_eq!(PROJECT_SORTS.parse("repo_url"), None);
+        assert_eq!(PROJECT_SORTS.default.name, "created_at");
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::expect_one;
 use crate::runtime::ProjectionError;
-use crate::sql::like_pattern;
+use crate::sql::{Counting, ListPage, Matching, Paging, Sort, Sorts, like_pattern, list_page};
 
 async fn touch_org(
     tx: &mut PgConnection,
@@ -225,13 +225,18 @@ pub async fn list_members(pool: &PgPool, org_id: Uuid) -> Result<Vec<MemberRow>,
     .await
 }
 
+/// Organizations are listed by name; `organizations_name_key` on `(name_key, id)` serves a
+/// superadmin's list (every organization), `memberships_user` a member's (theirs only).
+pub const ORGANIZATION_SORTS: Sorts = Sorts {
+    all: &[Sort::by_text("name", "name_key")],
+    default: Sort::by_text("name", "name_key"),
+};
+
 /// What an organization list asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrganizationQuery {
-    /// Page number, from 1.
-    pub page: u32,
-    /// Rows per page.
-    pub per_page: u32,
+    /// Which page.
+    pub paging: Paging,
     /// Part of the name, case-insensitive.
     pub search: Option<String>,
     /// Only active (or only inactive) ones.
@@ -241,59 +246,42 @@ pub struct OrganizationQuery {
 }
 
 /// The organizations `viewer` may see (a superadmin: all; anyone else: those they are a member
-/// of), by name, one page, with the total.
+/// of), by name, one page by number or after a keyset, with the total counted up to
+/// [`crate::sql::COUNT_CAP`]. Nobody keeps a count: a member's organizations are few, and a
+/// superadmin's list, the platform's tenants, reads at most the cap.
 pub async fn list_organizations(
     pool: &PgPool,
     viewer: Uuid,
     viewer_is_superadmin: bool,
     query: &OrganizationQuery,
-) -> Result<(Vec<OrganizationRow>, u64), sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Counted {
-        #[sqlx(flatten)]
-        row: OrganizationRow,
-        total: i64,
+) -> Result<ListPage<OrganizationRow>, sqlx::Error> {
+    let mut matching = Matching::new("organizations");
+    if !viewer_is_superadmin {
+        let viewer = matching.param(viewer);
+        matching.and(format!(
+            "EXISTS (SELECT 1 FROM memberships m \
+             WHERE m.org_id = organizations.id AND m.user_id = {viewer})"
+        ));
     }
-    const VISIBLE: &str = "($2 OR EXISTS (SELECT 1 FROM memberships m \
-         WHERE m.org_id = o.id AND m.user_id = $1)) \
-         AND ($3::text IS NULL OR o.name ILIKE $3) AND ($4::boolean IS NULL OR o.is_active = $4) \
-         AND ($5::uuid IS NULL OR o.id = $5)";
-    let pattern = query.search.as_deref().map(like_pattern);
-    let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
-    let rows = sqlx::query_as::<_, Counted>(sqlx::AssertSqlSafe(format!(
-        "SELECT o.id, o.name, o.description, o.settings, o.quotas, o.is_active, o.member_count, \
-         o.revision, o.created_at, o.updated_at, count(*) OVER () AS total \
-         FROM organizations o WHERE {VISIBLE} ORDER BY o.name_key, o.id LIMIT $6 OFFSET $7"
-    )))
-    .bind(viewer)
-    .bind(viewer_is_superadmin)
-    .bind(pattern.as_deref())
-    .bind(query.is_active)
-    .bind(query.only)
-    .bind(i64::from(query.per_page))
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
-    let total = match rows.first() {
-        Some(r) => r.total,
-        // A page past the end has no row to carry the total.
-        None => {
-            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
-                "SELECT count(*) FROM organizations o WHERE {VISIBLE}"
-            )))
-            .bind(viewer)
-            .bind(viewer_is_superadmin)
-            .bind(pattern.as_deref())
-            .bind(query.is_active)
-            .bind(query.only)
-            .fetch_one(pool)
-            .await?
-        }
-    };
-    Ok((
-        rows.into_iter().map(|r| r.row).collect(),
-        u64::try_from(total).unwrap_or(0),
-    ))
+    if let Some(search) = query.search.as_deref() {
+        let pattern = matching.param(like_pattern(search));
+        matching.and(format!("name ILIKE {pattern}"));
+    }
+    if let Some(is_active) = query.is_active {
+        matching.and_eq("is_active", is_active);
+    }
+    if let Some(only) = query.only {
+        matching.and_eq("id", only);
+    }
+    list_page(
+        pool,
+        "id, name, description, settings, quotas, is_active, member_count, revision, \
+         created_at, updated_at",
+        matching,
+        &query.paging,
+        &Counting::Bounded,
+    )
+    .await
 }
 
 /// One of a user's organizations.

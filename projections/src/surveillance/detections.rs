@@ -11,6 +11,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::runtime::{Projection, ProjectionError};
+use crate::sql::{Counting, ListPage, Matching, Paging, Sort, Sorts, list_page};
 
 /// The `surveillance.detections` read model.
 pub struct DetectionsProjection;
@@ -51,7 +52,11 @@ impl Projection for DetectionsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["surveillance_detections", "surveillance_acknowledgements"]
+        &[
+            "surveillance_detections",
+            "surveillance_acknowledgements",
+            "detection_counts",
+        ]
     }
 
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
@@ -59,6 +64,9 @@ impl Projection for DetectionsProjection {
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM surveillance_detections")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM detection_counts")
             .execute(&mut *tx)
             .await?;
         Ok(())
@@ -91,9 +99,8 @@ impl Projection for DetectionsProjection {
                 description,
                 source,
                 occurred_at,
-            } => (
-                detection_id,
-                sqlx::query(
+            } => {
+                let inserted = sqlx::query(
                     "INSERT INTO surveillance_detections (id, org_id, camera_id, detection_type, \
                      severity, confidence, bbox, snapshot_id, description, source, occurred_at, \
                      notes, acknowledged, revision) \
@@ -113,8 +120,20 @@ impl Projection for DetectionsProjection {
                 .bind(occurred_at)
                 .bind(revision)
                 .execute(&mut *tx)
-                .await?,
-            ),
+                .await?;
+                // A detection recorded again (the same id) counts once.
+                if inserted.rows_affected() == 1 {
+                    sqlx::query(
+                        "INSERT INTO detection_counts (org_id, detections) VALUES ($1, 1) \
+                         ON CONFLICT (org_id) DO UPDATE \
+                         SET detections = detection_counts.detections + 1",
+                    )
+                    .bind(org_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                (detection_id, inserted)
+            }
             E::DetectionAnnotated {
                 detection_id,
                 notes,
@@ -172,10 +191,15 @@ impl Projection for DetectionsProjection {
                     .await?;
                 (
                     detection_id,
-                    sqlx::query("DELETE FROM surveillance_detections WHERE id = $1")
-                        .bind(detection_id)
-                        .execute(&mut *tx)
-                        .await?,
+                    sqlx::query(
+                        "WITH gone AS (DELETE FROM surveillance_detections WHERE id = $1 \
+                         RETURNING org_id) \
+                         UPDATE detection_counts c SET detections = c.detections - 1 \
+                         FROM gone WHERE c.org_id = gone.org_id",
+                    )
+                    .bind(detection_id)
+                    .execute(&mut *tx)
+                    .await?,
                 )
             }
         };
@@ -262,47 +286,72 @@ const WHERE: &str = "WHERE org_id = $1 AND ($2::uuid IS NULL OR camera_id = $2) 
      AND ($7::timestamptz IS NULL OR occurred_at < $7) \
      AND ($8::float8 IS NULL OR confidence >= $8)";
 
-/// A page of an organization's detections, newest first, with the total.
+impl DetectionFilter {
+    /// Whether it keeps every detection.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Detections are listed newest first; `surveillance_detections_org_time` on `(org_id,
+/// occurred_at DESC, id DESC)` serves the list without filters and with `since`/`until`,
+/// `surveillance_detections_org_camera` one camera's, `surveillance_detections_unacknowledged`
+/// those nobody acknowledged.
+pub const DETECTION_SORTS: Sorts = Sorts {
+    all: &[Sort::by_time("-occurred_at", "occurred_at")],
+    default: Sort::by_time("-occurred_at", "occurred_at"),
+};
+
+/// A page of an organization's detections, newest first, by number or after a keyset. Without
+/// a filter the total is the organization's, kept by the projection (`detection_counts`); with
+/// one, counted up to [`crate::sql::COUNT_CAP`].
 pub async fn list_detections(
     pool: &PgPool,
     org_id: Uuid,
     filter: &DetectionFilter,
-    page: u32,
-    per_page: u32,
-) -> Result<(Vec<DetectionRow>, u64), sqlx::Error> {
-    let types: Vec<&str> = filter.types.iter().map(|t| t.as_str()).collect();
-    let severities: Vec<&str> = filter.severities.iter().map(|s| s.as_str()).collect();
-    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM surveillance_detections {WHERE}"
-    )))
-    .bind(org_id)
-    .bind(filter.camera_id)
-    .bind(&types)
-    .bind(&severities)
-    .bind(filter.acknowledged)
-    .bind(filter.since)
-    .bind(filter.until)
-    .bind(filter.min_confidence)
-    .fetch_one(pool)
-    .await?;
-    let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
-    let rows = sqlx::query_as::<_, DetectionRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM surveillance_detections {WHERE} \
-         ORDER BY occurred_at DESC, id DESC LIMIT $9 OFFSET $10"
-    )))
-    .bind(org_id)
-    .bind(filter.camera_id)
-    .bind(&types)
-    .bind(&severities)
-    .bind(filter.acknowledged)
-    .bind(filter.since)
-    .bind(filter.until)
-    .bind(filter.min_confidence)
-    .bind(i64::from(per_page))
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
-    Ok((rows, total as u64))
+    paging: &Paging,
+) -> Result<ListPage<DetectionRow>, sqlx::Error> {
+    let mut matching = Matching::new("surveillance_detections");
+    let org = matching.and_eq("org_id", org_id);
+    if let Some(camera_id) = filter.camera_id {
+        matching.and_eq("camera_id", camera_id);
+    }
+    if !filter.types.is_empty() {
+        let types: Vec<&str> = filter.types.iter().map(|t| t.as_str()).collect();
+        let types = matching.param(types);
+        matching.and(format!("detection_type = ANY({types})"));
+    }
+    if !filter.severities.is_empty() {
+        let severities: Vec<&str> = filter.severities.iter().map(|s| s.as_str()).collect();
+        let severities = matching.param(severities);
+        matching.and(format!("severity = ANY({severities})"));
+    }
+    if let Some(acknowledged) = filter.acknowledged {
+        // Written out, so that the partial index of the unacknowledged ones applies.
+        matching.and(if acknowledged {
+            "acknowledged"
+        } else {
+            "NOT acknowledged"
+        });
+    }
+    if let Some(since) = filter.since {
+        let since = matching.param(since);
+        matching.and(format!("occurred_at >= {since}"));
+    }
+    if let Some(until) = filter.until {
+        let until = matching.param(until);
+        matching.and(format!("occurred_at < {until}"));
+    }
+    if let Some(min_confidence) = filter.min_confidence {
+        let min_confidence = matching.param(min_confidence);
+        matching.and(format!("confidence >= {min_confidence}"));
+    }
+    let counting = if filter.is_empty() {
+        Counting::kept("detection_counts", "detections", &[("org_id", &org)])
+    } else {
+        Counting::Bounded
+    };
+    list_page(pool, COLUMNS, matching, paging, &counting).await
 }
 
 /// One detection of an organization.

@@ -13,7 +13,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::runtime::{Projection, ProjectionError};
-use crate::sql::like_pattern;
+use crate::sql::{Counting, ListPage, Matching, Paging, Sort, Sorts, like_pattern, list_page};
 
 /// The `venv_environments` read model.
 pub struct EnvironmentsProjection;
@@ -315,9 +315,19 @@ const COLUMNS: &str = "id, org_id, name, python_version, python, backend, descri
     requested, status, error, package_count, ephemeral, ttl_secs, expires_at, isolation_level, \
     operation_id, activated_at, created_by, created_at, updated_at, revision";
 
+/// Environments are listed newest first; `venv_environments_org_live` on `(org_id, ephemeral,
+/// created_at DESC, id DESC)` of the live ones serves the list without `status`,
+/// `venv_environments_org_status` with the status before `created_at` a list of one status.
+pub const ENVIRONMENT_SORTS: Sorts = Sorts {
+    all: &[Sort::by_time("-created_at", "created_at")],
+    default: Sort::by_time("-created_at", "created_at"),
+};
+
 /// What a list of environments asks for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EnvironmentQuery {
+    /// Which page.
+    pub paging: Paging,
     /// Part of the name.
     pub search: Option<String>,
     /// Only this backend.
@@ -326,62 +336,38 @@ pub struct EnvironmentQuery {
     pub status: Option<EnvStatus>,
     /// `Some(true)`: only ephemeral ones; `Some(false)`: only lasting ones.
     pub ephemeral: Option<bool>,
-    /// The page, from 1.
-    pub page: u32,
-    /// Its size.
-    pub per_page: u32,
 }
 
-/// A page of an organization's environments, newest first.
+/// A page of an organization's environments, newest first, by number or after a keyset, with
+/// the total counted up to [`crate::sql::COUNT_CAP`]. Nobody keeps a count: the list without a
+/// status shows the live environments, each a directory of packages on a server, which their
+/// disk keeps few, and the count reads only those, from `venv_environments_org_live`.
 pub async fn list_environments(
     pool: &PgPool,
     org_id: Uuid,
     query: &EnvironmentQuery,
-) -> Result<(Vec<EnvironmentRow>, u64), sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Counted {
-        #[sqlx(flatten)]
-        row: EnvironmentRow,
-        total: i64,
+) -> Result<ListPage<EnvironmentRow>, sqlx::Error> {
+    let mut matching = Matching::new("venv_environments");
+    matching.and_eq("org_id", org_id);
+    if let Some(ephemeral) = query.ephemeral {
+        matching.and_eq("ephemeral", ephemeral);
     }
-    const FILTER: &str = "org_id = $1 \
-        AND (($2::text IS NULL AND status NOT IN ('deleted', 'expired')) OR status = $2) \
-        AND ($3::text IS NULL OR backend = $3) \
-        AND ($4::text IS NULL OR name ILIKE $4) \
-        AND ($5::boolean IS NULL OR ephemeral = $5)";
-    let pattern = query.search.as_deref().map(like_pattern);
-    let status = query.status.map(EnvStatus::as_str);
-    let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
-    let rows = sqlx::query_as::<_, Counted>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS}, count(*) OVER () AS total FROM venv_environments WHERE {FILTER} \
-         ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7"
-    )))
-    .bind(org_id)
-    .bind(status)
-    .bind(query.backend.as_deref())
-    .bind(pattern.as_deref())
-    .bind(query.ephemeral)
-    .bind(i64::from(query.per_page))
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
-    let total = match rows.first() {
-        Some(r) => r.total,
-        None if query.page <= 1 => 0,
-        None => {
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT count(*) FROM venv_environments WHERE {FILTER}"
-            )))
-            .bind(org_id)
-            .bind(status)
-            .bind(query.backend.as_deref())
-            .bind(pattern.as_deref())
-            .bind(query.ephemeral)
-            .fetch_one(pool)
-            .await?
+    match query.status {
+        Some(status) => {
+            matching.and_eq("status", status.as_str());
         }
-    };
-    Ok((rows.into_iter().map(|r| r.row).collect(), total as u64))
+        None => {
+            matching.and("status NOT IN ('deleted', 'expired')");
+        }
+    }
+    if let Some(backend) = query.backend.as_deref() {
+        matching.and_eq("backend", backend);
+    }
+    if let Some(search) = query.search.as_deref() {
+        let pattern = matching.param(like_pattern(search));
+        matching.and(format!("name ILIKE {pattern}"));
+    }
+    list_page(pool, COLUMNS, matching, &query.paging, &Counting::Bounded).await
 }
 
 /// One environment of an organization, by id (gone ones too).

@@ -11,6 +11,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::runtime::{Projection, ProjectionError};
+use crate::sql::{Counting, ListPage, Matching, Paging, Sort, Sorts, list_page};
 
 /// The `venv_operations` read model.
 pub struct OperationsProjection;
@@ -25,7 +26,7 @@ impl Projection for OperationsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["venv_operations"]
+        &["venv_operations", "operation_counts"]
     }
 
     fn version(&self) -> i32 {
@@ -34,7 +35,10 @@ impl Projection for OperationsProjection {
 
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM venv_operations")
-            .execute(tx)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM operation_counts")
+            .execute(&mut *tx)
             .await?;
         Ok(())
     }
@@ -65,24 +69,31 @@ impl Projection for OperationsProjection {
                 let kind = request.kind();
                 let request = serde_json::to_value(&request)
                     .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
-                (
-                    operation_id,
-                    sqlx::query(
-                        "INSERT INTO venv_operations (id, org_id, environment_id, kind, request, \
-                         status, progress, message, created_by, queued_at, revision) \
-                         VALUES ($1, $2, $3, $4, $5, 'queued', 0, '', $6, $7, $8)",
-                    )
-                    .bind(operation_id)
-                    .bind(org_id)
-                    .bind(environment_id)
-                    .bind(kind)
-                    .bind(request)
-                    .bind(&by)
-                    .bind(at)
-                    .bind(revision)
-                    .execute(&mut *tx)
-                    .await?,
+                let inserted = sqlx::query(
+                    "INSERT INTO venv_operations (id, org_id, environment_id, kind, request, \
+                     status, progress, message, created_by, queued_at, revision) \
+                     VALUES ($1, $2, $3, $4, $5, 'queued', 0, '', $6, $7, $8)",
                 )
+                .bind(operation_id)
+                .bind(org_id)
+                .bind(environment_id)
+                .bind(kind)
+                .bind(request)
+                .bind(&by)
+                .bind(at)
+                .bind(revision)
+                .execute(&mut *tx)
+                .await?;
+                // Operations are never removed: each queued one counts for good.
+                sqlx::query(
+                    "INSERT INTO operation_counts (org_id, operations) VALUES ($1, 1) \
+                     ON CONFLICT (org_id) DO UPDATE \
+                     SET operations = operation_counts.operations + 1",
+                )
+                .bind(org_id)
+                .execute(&mut *tx)
+                .await?;
+                (operation_id, inserted)
             }
             E::OperationStarted {
                 operation_id,
@@ -233,9 +244,20 @@ const COLUMNS: &str = "id, org_id, environment_id, kind, request, status, progre
     result, error, failure, duration, runner, created_by, queued_at, started_at, finished_at, \
     revision";
 
+/// Operations are listed newest first; `venv_operations_org_queued` on `(org_id, queued_at
+/// DESC, id DESC)` serves the list without filters, `venv_operations_org_status` with the status
+/// before `queued_at` a list of one status, `venv_operations_environment` one environment's and
+/// `venv_operations_unfinished` those in progress.
+pub const OPERATION_SORTS: Sorts = Sorts {
+    all: &[Sort::by_time("-queued_at", "queued_at")],
+    default: Sort::by_time("-queued_at", "queued_at"),
+};
+
 /// What a list of operations asks for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OperationQuery {
+    /// Which page.
+    pub paging: Paging,
     /// Only this status.
     pub status: Option<OperationStatus>,
     /// Only unfinished ones (queued or running: GestVenv's "operations in progress").
@@ -244,61 +266,51 @@ pub struct OperationQuery {
     pub environment_id: Option<Uuid>,
     /// Only this kind.
     pub kind: Option<String>,
-    /// The page, from 1.
-    pub page: u32,
-    /// Its size.
-    pub per_page: u32,
 }
 
-/// A page of an organization's operations, newest first.
+impl OperationQuery {
+    fn filtered(&self) -> bool {
+        self.status.is_some()
+            || self.active.is_some()
+            || self.environment_id.is_some()
+            || self.kind.is_some()
+    }
+}
+
+/// A page of an organization's operations, newest first, by number or after a keyset. Without
+/// a filter the total is the organization's, kept by the projection (`operation_counts`);
+/// with one, counted up to [`crate::sql::COUNT_CAP`].
 pub async fn list_operations(
     pool: &PgPool,
     org_id: Uuid,
     query: &OperationQuery,
-) -> Result<(Vec<OperationRow>, u64), sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Counted {
-        #[sqlx(flatten)]
-        row: OperationRow,
-        total: i64,
+) -> Result<ListPage<OperationRow>, sqlx::Error> {
+    let mut matching = Matching::new("venv_operations");
+    let org = matching.and_eq("org_id", org_id);
+    if let Some(status) = query.status {
+        matching.and_eq("status", status.as_str());
     }
-    const FILTER: &str = "org_id = $1 \
-        AND ($2::text IS NULL OR status = $2) \
-        AND ($3::boolean IS NULL OR (status IN ('queued', 'running')) = $3) \
-        AND ($4::uuid IS NULL OR environment_id = $4) \
-        AND ($5::text IS NULL OR kind = $5)";
-    let status = query.status.map(OperationStatus::as_str);
-    let offset = i64::from(query.page.saturating_sub(1)) * i64::from(query.per_page);
-    let rows = sqlx::query_as::<_, Counted>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS}, count(*) OVER () AS total FROM venv_operations WHERE {FILTER} \
-         ORDER BY queued_at DESC, id DESC LIMIT $6 OFFSET $7"
-    )))
-    .bind(org_id)
-    .bind(status)
-    .bind(query.active)
-    .bind(query.environment_id)
-    .bind(query.kind.as_deref())
-    .bind(i64::from(query.per_page))
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
-    let total = match rows.first() {
-        Some(r) => r.total,
-        None if query.page <= 1 => 0,
-        None => {
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT count(*) FROM venv_operations WHERE {FILTER}"
-            )))
-            .bind(org_id)
-            .bind(status)
-            .bind(query.active)
-            .bind(query.environment_id)
-            .bind(query.kind.as_deref())
-            .fetch_one(pool)
-            .await?
+    match query.active {
+        Some(true) => {
+            matching.and("status IN ('queued', 'running')");
         }
+        Some(false) => {
+            matching.and("status NOT IN ('queued', 'running')");
+        }
+        None => {}
+    }
+    if let Some(environment_id) = query.environment_id {
+        matching.and_eq("environment_id", environment_id);
+    }
+    if let Some(kind) = query.kind.as_deref() {
+        matching.and_eq("kind", kind);
+    }
+    let counting = if query.filtered() {
+        Counting::Bounded
+    } else {
+        Counting::kept("operation_counts", "operations", &[("org_id", &org)])
     };
-    Ok((rows.into_iter().map(|r| r.row).collect(), total as u64))
+    list_page(pool, COLUMNS, matching, &query.paging, &counting).await
 }
 
 /// One operation of an organization.
