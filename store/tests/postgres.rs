@@ -333,3 +333,23 @@ async fn an_append_the_database_refuses_fails_alone_and_the_rest_of_its_group_is
         assert_eq!(events[0].position, r.position);
     }
 }
+
+#[tokio::test]
+async fn an_append_that_loses_its_connection_says_so() {
+    // Nothing listens on port 1: the append cannot reach the database. The caller must be able
+    // to tell that from a refusal (it may retry: the append may or may not have happened).
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/nothing")
+        .unwrap();
+    let store = PgEventStore::with_pool(pool, PgConfig::new("postgres://postgres@127.0.0.1:1"));
+    let error = store
+        .append(
+            &StreamName::new("lost-1").unwrap(),
+            ExpectedRevision::NoStream,
+            vec![EventData::new("Lost", json!({}))],
+        )
+        .await
+        .unwrap_err();
+    assert!(error.is_connection_lost(), "{error:?}");
+}

@@ -302,12 +302,11 @@ async fn write(shared: &Shared, mut group: Vec<Request>) {
                 }
             }
         }
+        // A lone append: its caller gets the error itself (a lost connection stays recognizable
+        // by `StoreError::is_connection_lost`).
         Err(e) => {
-            let message = e.to_string();
-            for w in waiters {
-                let _ = w
-                    .reply
-                    .send(Err(StoreError::Backend(message.clone().into())));
+            if let Some(w) = waiters.into_iter().next() {
+                let _ = w.reply.send(Err(StoreError::backend(e)));
             }
         }
     }
