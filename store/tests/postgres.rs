@@ -108,17 +108,6 @@ async fn another_process_is_woken_by_notify_without_waiting_for_its_poll() {
     }
 }
 
-/// Waits until `ready` holds (a condition of the store, not a guess at a duration).
-async fn until(mut ready: impl FnMut() -> bool) {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while !ready() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("the condition never held");
-}
-
 /// A store with one append writer, kept busy by an append that waits for a transaction held
 /// open on its stream: appends made meanwhile queue behind it. `release` lets it finish.
 struct BusyWriter {
@@ -156,6 +145,8 @@ impl BusyWriter {
             }
         });
         // Taken by the only writer, which now waits in PostgreSQL for the held transaction.
+        // PostgreSQL tells no one when a backend starts waiting for a lock: this is a bounded
+        // poll (1 ms steps, 20 s at most) of another process's state, pg_stat_activity.
         tokio::time::timeout(Duration::from_secs(20), async {
             loop {
                 let waiting: i64 = sqlx::query_scalar(
@@ -234,7 +225,12 @@ async fn appends_that_queue_behind_a_busy_writer_share_one_transaction_each_with
         vec![EventData::new("Late", json!({}))],
     ));
     let handles = busy.queue(appends);
-    until(|| busy.store.appends_waiting() == 11).await;
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        busy.store.appends_waiting_reach(11),
+    )
+    .await
+    .expect("the appends never queued");
     let (store, _db) = busy.release().await;
     let mut results = Vec::new();
     for h in handles {
@@ -301,7 +297,9 @@ async fn an_append_the_database_refuses_fails_alone_and_the_rest_of_its_group_is
         ),
     );
     let handles = busy.queue(appends);
-    until(|| busy.store.appends_waiting() == 5).await;
+    tokio::time::timeout(Duration::from_secs(20), busy.store.appends_waiting_reach(5))
+        .await
+        .expect("the appends never queued");
     let (store, _db) = busy.release().await;
     let mut results = Vec::new();
     for h in handles {

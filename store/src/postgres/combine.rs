@@ -21,7 +21,6 @@
 //! same as before and many writers share commits.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use sqlx::postgres::PgRow;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -204,9 +203,9 @@ pub(super) fn kept_guarded(stream: &StreamName) -> StoreError {
 /// Hands an append to the combiner; `false` when the store has stopped (the request is
 /// dropped, and its waiter hears so).
 pub(super) fn submit(shared: &Shared, request: Request) -> bool {
-    shared.waiting.fetch_add(1, Ordering::Relaxed);
+    shared.waiting.send_modify(|n| *n += 1);
     if shared.combiner.send(request).is_err() {
-        shared.waiting.fetch_sub(1, Ordering::Relaxed);
+        shared.waiting.send_modify(|n| *n -= 1);
         return false;
     }
     true
@@ -252,7 +251,7 @@ pub(super) async fn combine(
                 Err(_) => break,
             }
         }
-        shared.waiting.fetch_sub(group.len(), Ordering::Relaxed);
+        shared.waiting.send_modify(|n| *n -= group.len());
         let shared = shared.clone();
         let span = debug_span!("store.append_group", appends = group.len(), events);
         tokio::spawn(

@@ -17,7 +17,6 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -113,8 +112,9 @@ struct Shared {
     config: PgConfig,
     folds: crate::FoldCache,
     combiner: mpsc::UnboundedSender<combine::Request>,
-    /// Appends handed to the combiner and not yet in a transaction.
-    waiting: AtomicUsize,
+    /// Appends handed to the combiner and not yet in a transaction (a `watch`, so that a caller
+    /// can wait for a count instead of polling it).
+    waiting: watch::Sender<usize>,
 }
 
 impl Shared {
@@ -154,7 +154,7 @@ impl PgEventStore {
             config,
             folds: crate::FoldCache::default(),
             combiner,
-            waiting: AtomicUsize::new(0),
+            waiting: watch::Sender::new(0),
         });
         let (stop, stopped) = watch::channel(());
         tokio::spawn(combine::combine(shared.clone(), requests, stopped.clone()));
@@ -175,7 +175,15 @@ impl PgEventStore {
     /// How many appends wait for a transaction: the combiner gathers them into the next one as
     /// soon as one of [`PgConfig::append_writers`] is free.
     pub fn appends_waiting(&self) -> usize {
-        self.shared.waiting.load(Ordering::Relaxed)
+        *self.shared.waiting.borrow()
+    }
+
+    /// Returns once exactly `n` appends wait for a transaction (for tests that queue appends
+    /// behind a busy writer).
+    pub async fn appends_waiting_reach(&self, n: usize) {
+        let mut count = self.shared.waiting.subscribe();
+        // The sender lives in `shared`, which `self` holds: the channel cannot close here.
+        let _ = count.wait_for(|waiting| *waiting == n).await;
     }
 
     /// Starts an append in a transaction and holds it open until [`PgHeldAppend::commit`]. Its
