@@ -11,6 +11,7 @@
 pub mod archive;
 pub mod folds;
 pub mod memory;
+mod payload;
 pub mod postgres;
 mod subscription;
 pub mod testing;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 pub use folds::FoldCache;
+pub use payload::Payload;
 pub use subscription::{LiveBatch, PAGE_SIZE};
 pub use types::*;
 

@@ -314,8 +314,8 @@ impl State {
             out.push(RecordedEvent {
                 event_id: e.event_id,
                 event_type: e.event_type,
-                data: e.data,
-                metadata: e.metadata,
+                data: e.data.into(),
+                metadata: e.metadata.into(),
                 stream: name.clone(),
                 revision: first + i as u64,
                 position: Position::new(xid, prepare),

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::Payload;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -222,10 +223,10 @@ pub struct RecordedEvent {
     pub event_id: Uuid,
     /// The event's type.
     pub event_type: String,
-    /// The payload.
-    pub data: serde_json::Value,
-    /// The metadata.
-    pub metadata: serde_json::Value,
+    /// The payload, decoded when first looked into.
+    pub data: Payload,
+    /// The metadata, decoded when first looked into.
+    pub metadata: Payload,
     /// The stream it belongs to.
     pub stream: StreamName,
     /// Its revision in that stream, from 0.

@@ -486,7 +486,13 @@ async fn events_are_read_back_as_written<H: Harness>() {
     assert_eq!(read.len(), 1);
     let r = &read[0];
     assert_eq!(
-        (&r.event_id, &r.event_type, &r.data, &r.metadata, &r.stream),
+        (
+            &r.event_id,
+            &r.event_type,
+            r.data.value(),
+            r.metadata.value(),
+            &r.stream
+        ),
         (&e.event_id, &e.event_type, &e.data, &e.metadata, &name)
     );
     let all = read_all_events(&s, &Filter::All, read[0].position).await;

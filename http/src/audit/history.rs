@@ -171,7 +171,7 @@ impl From<&RecordedEvent> for Change {
             request_id: text("request_id"),
             correlation_id: text("correlation_id"),
             schema: atelier_domain::aggregate::schema_of(&e.metadata),
-            data: e.data.clone(),
+            data: e.data.value().clone(),
         }
     }
 }

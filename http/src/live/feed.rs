@@ -35,7 +35,16 @@ struct Message<'a> {
     revision: u64,
     position: Position,
     occurred_at: &'a serde_json::Value,
-    data: &'a serde_json::Value,
+    data: Data<'a>,
+}
+
+/// A message's data: the context's shape, or the event's own, written as the store's text
+/// (the hub never decodes an event's data to send it).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Data<'a> {
+    Shaped(&'a serde_json::Value),
+    Stored(&'a atelier_store::Payload),
 }
 
 /// The organization an event belongs to: its metadata's `org_id`.
@@ -89,7 +98,10 @@ impl FeedEvent {
                 revision: record.revision,
                 position: record.position,
                 occurred_at,
-                data: self.shaped.as_ref().unwrap_or(&record.data),
+                data: match &self.shaped {
+                    Some(shaped) => Data::Shaped(shaped),
+                    None => Data::Stored(&record.data),
+                },
             };
             // A JSON value always serializes.
             serde_json::to_string(&message).unwrap_or_default().into()
@@ -183,8 +195,8 @@ mod tests {
         Arc::new(RecordedEvent {
             event_id: Uuid::from_u128(7),
             event_type: ty.to_owned(),
-            data,
-            metadata,
+            data: data.into(),
+            metadata: metadata.into(),
             stream: StreamName::new(stream).unwrap(),
             revision: 2,
             position: Position::new(10, 3),
@@ -262,6 +274,28 @@ mod tests {
                 "occurred_at": "2026-11-23T10:00:00.000001Z",
                 "data": {"runner": "r1"},
             })
+        );
+    }
+
+    #[test]
+    fn a_message_copies_the_stored_data_as_it_is_without_decoding_it() {
+        let org = Uuid::from_u128(1);
+        let stored = r#"{"name":"api","tags":["a","b"],"n":1.5}"#;
+        let record = Arc::new(RecordedEvent {
+            data: atelier_store::Payload::from_text(stored.to_owned()).unwrap(),
+            ..(*record(
+                "project-p1",
+                "ProjectUpdated",
+                json!({}),
+                json!({"org_id": org}),
+            ))
+            .clone()
+        });
+        let e = FeedEvent::new(record.clone()).unwrap();
+        assert!(e.json().contains(&format!(r#""data":{stored}"#)));
+        assert!(
+            !record.data.is_decoded(),
+            "the hub decoded the event's data"
         );
     }
 

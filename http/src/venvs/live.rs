@@ -121,8 +121,8 @@ pub fn message(record: &RecordedEvent) -> Option<(&'static str, Value)> {
             "environment:deleted",
             json!({"environment_id": environment_id, "reason": "expired", "expires_at": expires_at, "at": at}),
         ),
-        E::PackageInstalled { .. } => ("package:installed", record.data.clone()),
-        E::PackageUninstalled { .. } => ("package:uninstalled", record.data.clone()),
+        E::PackageInstalled { .. } => ("package:installed", record.data.value().clone()),
+        E::PackageUninstalled { .. } => ("package:uninstalled", record.data.value().clone()),
     })
 }
 
