@@ -128,3 +128,64 @@ async fn a_session_gets_only_its_organizations_events_on_its_channels() {
         .unwrap();
     assert_eq!(next_event(&mut again).await, wanted[0]);
 }
+
+#[test]
+fn clients_on_different_worker_threads_each_get_every_event_once_in_order() {
+    // The hub on a multi-threaded runtime, its clients on two single-threaded ones, as on two
+    // actix-web workers: each worker's clients are served by a lane on that worker.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = MemoryEventStore::new();
+    let org = Uuid::now_v7();
+    let hub = server
+        .block_on(Hub::start(Arc::new(store.clone()), LiveSettings::default()))
+        .unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (hub, ready) = (hub.clone(), ready_tx.clone());
+            std::thread::spawn(move || {
+                let worker = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                worker.block_on(async move {
+                    let mut sessions: Vec<Session> = (0..3)
+                        .map(|_| {
+                            let mut s = Session::new(hub.clone(), org);
+                            s.subscribe(vec![Channel::All], None).unwrap();
+                            s
+                        })
+                        .collect();
+                    ready.send(()).unwrap();
+                    let mut received = vec![Vec::new(); sessions.len()];
+                    for (session, got) in sessions.iter_mut().zip(&mut received) {
+                        while got.len() < 40 {
+                            got.push(next_event(session).await);
+                        }
+                    }
+                    received
+                })
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        ready_rx.recv().unwrap();
+    }
+    assert_eq!(hub.lanes(), 2, "one lane per worker thread");
+    let written = server.block_on(async {
+        let mut written = Vec::new();
+        for _ in 0..8 {
+            written.extend(append(&store, org, "project", 5).await);
+        }
+        written
+    });
+    for worker in workers {
+        for received in worker.join().unwrap() {
+            assert_eq!(received, written);
+        }
+    }
+}
