@@ -31,7 +31,7 @@
 
 use std::fmt::Write as _;
 
-use atelier_store::{EventStore, Filter, Position, StoreError};
+use atelier_store::{EventStore, Position, StoreError};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 use tracing::info;
@@ -320,7 +320,11 @@ impl<'p> Shadow<'p> {
             return Ok(false);
         }
         let slice = store
-            .read_all(self.position, MAX_BATCH, &Filter::All)
+            .read_all(
+                self.position,
+                MAX_BATCH,
+                &crate::runtime::filter_of(self.projection),
+            )
             .await?;
         if slice.scanned == 0 {
             // The readable end of the log. A checkpoint the live runner reached lies at or

@@ -36,6 +36,26 @@ use crate::rebuild::{BuildProgress, Purpose, SchemaLock, Swapped};
 /// Most events applied in one transaction.
 pub const MAX_BATCH: usize = 500;
 
+/// At most this many events of other categories pass a projection by before its checkpoint is
+/// written without any event applied (see [`Projection::categories`]): what a restart reads
+/// again for nothing.
+pub const CHECKPOINT_EVERY: u64 = 10_000;
+
+/// Whether `projection` applies events of `event`'s category.
+pub fn handles(projection: &dyn Projection, event: &RecordedEvent) -> bool {
+    projection
+        .categories()
+        .is_none_or(|categories| categories.contains(&event.stream.category()))
+}
+
+/// The filter of the log that reads what `projection` applies.
+pub fn filter_of(projection: &dyn Projection) -> Filter {
+    match projection.categories() {
+        Some(categories) => Filter::Category(categories.iter().map(|c| (*c).to_owned()).collect()),
+        None => Filter::All,
+    }
+}
+
 /// A read model derived from the log.
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
@@ -48,7 +68,18 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str];
     /// Empties its tables (for a rebuild).
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error>;
-    /// Applies one event of the log (every event comes here; ignore those that do not matter).
+    /// The stream categories whose events it applies; `None` (the default): every event.
+    ///
+    /// The runtime gives it only the events of these categories. A batch with none of them
+    /// costs no transaction: the projection's position moves in memory (what readers wait on),
+    /// and its checkpoint is written with its next applied batch, or alone after
+    /// [`CHECKPOINT_EVERY`] events passed over. After a restart the passed-over events are read
+    /// again and passed over again.
+    fn categories(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+    /// Applies one event of the log (every event of its [`Projection::categories`] comes here;
+    /// ignore those that do not matter).
     async fn apply(
         &self,
         tx: &mut PgConnection,
@@ -757,6 +788,9 @@ async fn run_once(
         s.failed_at = None;
     });
     info!(projection = name, %position, "projection running");
+    // The checkpoint as written; `position` runs ahead of it over events of other categories.
+    let mut written = position;
+    let mut passed_over = 0u64;
     let mut sub = store.subscribe_all(SubscribeFrom::After(position), Filter::All);
     loop {
         let Some(first) = sub.next().await else {
@@ -774,21 +808,38 @@ async fn run_once(
             Some(SubscriptionMessage::Checkpoint(p)) => *p,
             None => continue,
         };
+        let seen = batch
+            .iter()
+            .filter(|m| matches!(m, SubscriptionMessage::Event(_)))
+            .count() as u64;
         let events: Vec<_> = batch
             .iter()
             .filter_map(|m| match m {
-                SubscriptionMessage::Event(e) => Some(e.clone()),
-                SubscriptionMessage::Checkpoint(_) => None,
+                SubscriptionMessage::Event(e) if handles(projection, e) => Some(e.clone()),
+                _ => None,
             })
             .collect();
+        metrics::counter!("atelier_projection_events_total", "projection" => name).increment(seen);
+        passed_over += seen - events.len() as u64;
+        if events.is_empty() && passed_over < CHECKPOINT_EVERY {
+            // Nothing of its own: the read model is as it was at `to`. No transaction.
+            position = to;
+            cell.update_for(generation, |s| {
+                s.position = to;
+                if caught_up(to) {
+                    s.state = RunState::Live;
+                }
+            });
+            continue;
+        }
         let span = info_span!("projection.batch", projection = name, events = events.len(), from = %position, to = %to);
-        let applied = apply_batch(projection, pool, generation, position, to, &events)
+        let applied = apply_batch(projection, pool, generation, written, to, &events)
             .instrument(span)
             .await?;
         match applied {
             Applied::Committed => {
-                metrics::counter!("atelier_projection_events_total", "projection" => name)
-                    .increment(events.len() as u64);
+                written = to;
+                passed_over = 0;
                 // From the append to the read model's commit: what a reader waits. Only once
                 // live: a catch-up's lag is the backlog's age, not the projection's speed.
                 if caught_up(position) {

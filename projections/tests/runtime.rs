@@ -19,6 +19,8 @@ use sqlx::{PgConnection, PgPool};
 /// its batch on events of type `Gate` while the gate is armed.
 struct Recorder {
     version: i32,
+    /// What it declares it applies (`None`: everything).
+    categories: Option<&'static [&'static str]>,
     poisoned: Arc<AtomicBool>,
     calls: Arc<AtomicUsize>,
     gate: Arc<Gate>,
@@ -41,6 +43,9 @@ impl Projection for Recorder {
     }
     fn tables(&self) -> &'static [&'static str] {
         &["applied"]
+    }
+    fn categories(&self) -> Option<&'static [&'static str]> {
+        self.categories
     }
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM applied").execute(tx).await?;
@@ -99,6 +104,7 @@ fn recorder(version: i32) -> (Arc<Recorder>, Arc<AtomicBool>, Arc<AtomicUsize>) 
     (
         Arc::new(Recorder {
             version,
+            categories: None,
             poisoned: poisoned.clone(),
             calls: calls.clone(),
             gate: Arc::default(),
@@ -109,13 +115,17 @@ fn recorder(version: i32) -> (Arc<Recorder>, Arc<AtomicBool>, Arc<AtomicUsize>) 
 }
 
 async fn append(store: &dyn EventStore, types: &[&str]) -> Position {
+    append_to(store, "thing", types).await
+}
+
+async fn append_to(store: &dyn EventStore, category: &str, types: &[&str]) -> Position {
     let events = types
         .iter()
         .map(|t| EventData::new(*t, json!({})))
         .collect();
     store
         .append(
-            &StreamName::new(format!("thing-{}", uuid::Uuid::now_v7())).unwrap(),
+            &StreamName::new(format!("{category}-{}", uuid::Uuid::now_v7())).unwrap(),
             ExpectedRevision::NoStream,
             events,
         )
@@ -184,6 +194,66 @@ async fn a_failing_event_stops_the_projection_visibly_and_nothing_of_its_batch_i
 }
 
 #[actix_web::test]
+async fn events_of_categories_a_projection_does_not_apply_move_its_position_but_not_its_checkpoint()
+{
+    let f = fixture().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let projection = Arc::new(Recorder {
+        version: 1,
+        categories: Some(&["thing"]),
+        poisoned: Arc::default(),
+        calls: calls.clone(),
+        gate: Arc::default(),
+    });
+    let checkpoint = async || stored_checkpoints(&f.pool).await.unwrap()[0].position;
+    let registry = Registry::new();
+    let mine = append(f.store.as_ref(), &["A"]).await;
+    let runner = registry.start(projection.clone(), f.store.clone(), f.pool.clone());
+    registry
+        .wait_for("test.recorder", mine, PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(checkpoint().await, mine);
+
+    // Others' events: readers waiting for them are answered, and nothing is written.
+    let others = append_to(f.store.as_ref(), "other", &["X", "Y"]).await;
+    registry
+        .wait_for("test.recorder", others, PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(registry.statuses()[0].position, others);
+    assert_eq!(checkpoint().await, mine, "a transaction for nothing");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "applied another category");
+
+    // Its own next event writes the checkpoint past everything.
+    let next = append(f.store.as_ref(), &["B"]).await;
+    registry
+        .wait_for("test.recorder", next, PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(checkpoint().await, next);
+
+    // Stopped after passing over more, it reads them again from its checkpoint, passes over
+    // them again, and applies nothing twice.
+    let more = append_to(f.store.as_ref(), "other", &["Z"]).await;
+    registry
+        .wait_for("test.recorder", more, PATIENCE)
+        .await
+        .unwrap();
+    runner.send(Stop).await.unwrap();
+    let last = append(f.store.as_ref(), &["C"]).await;
+    let registry = Registry::new();
+    registry.start(projection, f.store.clone(), f.pool.clone());
+    registry
+        .wait_for("test.recorder", last, PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(applied(&f.pool).await, 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(checkpoint().await, last);
+}
+
+#[actix_web::test]
 async fn a_runner_stopped_and_started_again_resumes_without_applying_anything_twice() {
     let f = fixture().await;
     let (projection, _, _) = recorder(1);
@@ -217,6 +287,7 @@ async fn a_runner_stopped_in_the_middle_of_a_batch_resumes_without_applying_anyt
     gate.armed.store(true, Ordering::SeqCst);
     let projection = Arc::new(Recorder {
         version: 1,
+        categories: None,
         poisoned: Arc::default(),
         calls: Arc::default(),
         gate: gate.clone(),

@@ -96,6 +96,10 @@ impl Projection for DeploymentsProjection {
         &["deployments", "deployment_versions"]
     }
 
+    fn categories(&self) -> Option<&'static [&'static str]> {
+        Some(&[Deployment::CATEGORY])
+    }
+
     fn version(&self) -> i32 {
         1
     }

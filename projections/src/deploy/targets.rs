@@ -28,6 +28,10 @@ impl Projection for TargetsProjection {
         &["deploy_targets"]
     }
 
+    fn categories(&self) -> Option<&'static [&'static str]> {
+        Some(&[Target::CATEGORY])
+    }
+
     fn version(&self) -> i32 {
         1
     }

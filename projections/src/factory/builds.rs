@@ -28,6 +28,10 @@ impl Projection for BuildsProjection {
         &["builds", "build_counts"]
     }
 
+    fn categories(&self) -> Option<&'static [&'static str]> {
+        Some(&[Build::CATEGORY])
+    }
+
     fn version(&self) -> i32 {
         1
     }

@@ -38,6 +38,10 @@ impl Projection for ProjectsProjection {
         &["projects", "project_counts"]
     }
 
+    fn categories(&self) -> Option<&'static [&'static str]> {
+        Some(&[Project::CATEGORY, Build::CATEGORY])
+    }
+
     fn version(&self) -> i32 {
         // 2: projects show their last build.
         2

@@ -44,6 +44,10 @@ impl Projection for DirectoryProjection {
         &["organizations", "memberships", "users", "api_keys"]
     }
 
+    fn categories(&self) -> Option<&'static [&'static str]> {
+        Some(&[Organization::CATEGORY, User::CATEGORY, ApiKey::CATEGORY])
+    }
+
     fn version(&self) -> i32 {
         2
     }

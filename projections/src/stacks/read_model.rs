@@ -36,6 +36,10 @@ impl Projection for StacksProjection {
         &["stacks"]
     }
 
+    fn categories(&self) -> Option<&'static [&'static str]> {
+        Some(&[Stack::CATEGORY])
+    }
+
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM stacks").execute(tx).await?;
         Ok(())

@@ -37,6 +37,10 @@ impl Projection for CamerasProjection {
         &["surveillance_cameras"]
     }
 
+    fn categories(&self) -> Option<&'static [&'static str]> {
+        Some(&[Camera::CATEGORY])
+    }
+
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM surveillance_cameras")
             .execute(tx)

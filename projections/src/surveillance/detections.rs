@@ -59,6 +59,10 @@ impl Projection for DetectionsProjection {
         ]
     }
 
+    fn categories(&self) -> Option<&'static [&'static str]> {
+        Some(&[Detection::CATEGORY])
+    }
+
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM surveillance_acknowledgements")
             .execute(&mut *tx)

@@ -31,6 +31,10 @@ impl Projection for EnvironmentsProjection {
         &["venv_environments", "venv_packages"]
     }
 
+    fn categories(&self) -> Option<&'static [&'static str]> {
+        Some(&[Environment::CATEGORY])
+    }
+
     fn version(&self) -> i32 {
         1
     }

@@ -29,6 +29,10 @@ impl Projection for OperationsProjection {
         &["venv_operations", "operation_counts"]
     }
 
+    fn categories(&self) -> Option<&'static [&'static str]> {
+        Some(&[Operation::CATEGORY])
+    }
+
     fn version(&self) -> i32 {
         1
     }
