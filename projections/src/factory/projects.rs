@@ -221,7 +221,7 @@ pub struct ProjectRow {
 }
 
 /// The orders a project list may be sorted in: by name, by creation (the default) or by last
-/// change, each either way; `projects_org_name`, `projects_org_created` and
+/// change, each either way; `projects_org_name_id`, `projects_org_created` and
 /// `projects_org_updated` on `(org_id, <column>, id)` serve them, in both directions.
 pub const PROJECT_SORTS: Sorts = Sorts {
     all: &[
