@@ -253,6 +253,14 @@ async fn appends_that_queue_behind_a_busy_writer_share_one_transaction_each_with
         written.iter().all(|r| r.position.commit == commit),
         "the ten appends were not one transaction: {written:?}"
     );
+    // The blocked append alone, then the eleven queued behind it together.
+    assert_eq!(
+        store.append_groups(),
+        atelier_store::postgres::AppendGroups {
+            groups: 2,
+            appends: 12
+        }
+    );
     for (i, r) in written.iter().enumerate() {
         assert_eq!(r.next_expected_revision, 1);
         let events = store

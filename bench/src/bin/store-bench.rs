@@ -375,8 +375,12 @@ impl Bench {
             });
         }
         let tally = join_tallies(tasks).await?;
+        let groups = store.append_groups();
         shutdown(store).await;
-        Ok(tally.sample(self.args.seconds))
+        let mut sample = tally.sample(self.args.seconds);
+        // Over the whole level, warm-up included.
+        sample.per_group = groups.appends as f64 / groups.groups.max(1) as f64;
+        Ok(sample)
     }
 
     /// Measure 2: batch appends (`Any`) to random streams.
@@ -696,6 +700,7 @@ impl Tally {
             count: self.count,
             conflicts: self.conflicts,
             received: 0,
+            per_group: 0.0,
         }
     }
 }
@@ -730,6 +735,8 @@ struct Sample {
     conflicts: u64,
     /// Events the subscriber received (subscription only).
     received: u64,
+    /// Appends per transaction the combiner sent (single appends only).
+    per_group: f64,
 }
 
 /// Samples of every run, per measure.
@@ -774,6 +781,7 @@ struct Medians {
     count: u64,
     conflicts: u64,
     received: u64,
+    per_group: f64,
 }
 
 fn medians(samples: &[Sample]) -> Medians {
@@ -786,6 +794,7 @@ fn medians(samples: &[Sample]) -> Medians {
         count: m(|s| s.count as f64) as u64,
         conflicts: samples.iter().map(|s| s.conflicts).sum(),
         received: m(|s| s.received as f64) as u64,
+        per_group: m(|s| s.per_group),
     }
 }
 
@@ -928,15 +937,27 @@ fn print_table(args: &Args, results: &Results, server_version: &str) {
                 .map(|s| format!("{}: {}", count(l, "writer"), medians(s).conflicts))
         })
         .collect();
+    let per_group: Vec<String> = args
+        .writers
+        .iter()
+        .filter_map(|&l| {
+            results
+                .appends
+                .get(l)
+                .map(|s| format!("{}: {:.1}", count(l, "writer"), medians(s).per_group))
+        })
+        .collect();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "Median of {} run(s), {} s measured per measure (+{} s warm-up for store measures), \
-         {cores} cores, PostgreSQL {server_version}, {}. Exact-revision conflicts retried (all runs): {}.",
+         {cores} cores, PostgreSQL {server_version}, {}. Exact-revision conflicts retried (all runs): {}. \
+         Appends per transaction (write combining, median): {}.",
         args.runs,
         args.seconds,
         args.warmup,
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        conflicts.join(", ")
+        conflicts.join(", "),
+        per_group.join(", ")
     );
 }
 

@@ -21,6 +21,7 @@
 //! same as before and many writers share commits.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use sqlx::postgres::PgRow;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -252,6 +253,10 @@ pub(super) async fn combine(
             }
         }
         shared.waiting.send_modify(|n| *n -= group.len());
+        shared.groups.fetch_add(1, Ordering::Relaxed);
+        shared
+            .grouped
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
         let shared = shared.clone();
         let span = debug_span!("store.append_group", appends = group.len(), events);
         tokio::spawn(

@@ -17,6 +17,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -97,6 +98,15 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     MIGRATOR.run(pool).await.map_err(StoreError::backend)
 }
 
+/// What [`PgEventStore::append_groups`] counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendGroups {
+    /// Groups sent (one transaction each, before any written again append by append).
+    pub groups: u64,
+    /// Appends in them.
+    pub appends: u64,
+}
+
 /// The PostgreSQL event store. Cloning it shares the pool and the tailer.
 #[derive(Clone)]
 pub struct PgEventStore {
@@ -115,6 +125,9 @@ struct Shared {
     /// Appends handed to the combiner and not yet in a transaction (a `watch`, so that a caller
     /// can wait for a count instead of polling it).
     waiting: watch::Sender<usize>,
+    /// Groups the combiner has sent, and the appends in them.
+    groups: AtomicU64,
+    grouped: AtomicU64,
 }
 
 impl Shared {
@@ -155,6 +168,8 @@ impl PgEventStore {
             folds: crate::FoldCache::default(),
             combiner,
             waiting: watch::Sender::new(0),
+            groups: AtomicU64::new(0),
+            grouped: AtomicU64::new(0),
         });
         let (stop, stopped) = watch::channel(());
         tokio::spawn(combine::combine(shared.clone(), requests, stopped.clone()));
@@ -176,6 +191,15 @@ impl PgEventStore {
     /// soon as one of [`PgConfig::append_writers`] is free.
     pub fn appends_waiting(&self) -> usize {
         *self.shared.waiting.borrow()
+    }
+
+    /// The groups the combiner has sent since the store started: how many, and how many appends
+    /// they held (their ratio is how many appends share a commit).
+    pub fn append_groups(&self) -> AppendGroups {
+        AppendGroups {
+            groups: self.shared.groups.load(Ordering::Relaxed),
+            appends: self.shared.grouped.load(Ordering::Relaxed),
+        }
     }
 
     /// Returns once exactly `n` appends wait for a transaction (for tests that queue appends
