@@ -318,6 +318,80 @@ impl Counting {
     }
 }
 
+/// A count a projection keeps beside its rows, in the same transaction (`project_counts`…):
+/// the total a list reads when nothing filters it. One row per value of `keys`, the count in
+/// `column`; every name comes from the projection's constant, never from input.
+#[derive(Debug, Clone, Copy)]
+pub struct KeptCount {
+    /// The table (`project_counts`).
+    pub table: &'static str,
+    /// The count's column (`projects`).
+    pub column: &'static str,
+    /// The key columns (`org_id`), the same names in the table of the rows counted.
+    pub keys: &'static [&'static str],
+}
+
+impl KeptCount {
+    /// One more for these key values (in the order of `keys`), creating the row at 1.
+    pub async fn add_one(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        values: &[Uuid],
+    ) -> Result<(), sqlx::Error> {
+        let (table, column, keys) = (self.table, self.column, self.keys.join(", "));
+        let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO {table} ({keys}, {column}) VALUES ({}, 1) \
+             ON CONFLICT ({keys}) DO UPDATE SET {column} = {table}.{column} + 1",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in values {
+            query = query.bind(*v);
+        }
+        query.execute(tx).await?;
+        Ok(())
+    }
+
+    /// Deletes the row of `rows` whose `id` is `id` and counts one fewer for its keys: how
+    /// many counts moved (0 when the row was not there).
+    pub async fn delete_one(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        rows: &'static str,
+        id: Uuid,
+    ) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+        let (table, column) = (self.table, self.column);
+        let joined: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| format!("c.{k} = gone.{k}"))
+            .collect();
+        let sql = format!(
+            "WITH gone AS (DELETE FROM {rows} WHERE id = $1 RETURNING {}) \
+             UPDATE {table} c SET {column} = c.{column} - 1 FROM gone WHERE {}",
+            self.keys.join(", "),
+            joined.join(" AND ")
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .execute(tx)
+            .await
+    }
+
+    /// The list's total read from it, for the placeholders of a [`Matching`]'s parameters
+    /// holding the key values (in the order of `keys`).
+    pub fn counting(&self, placeholders: &[&str]) -> Counting {
+        let keys: Vec<(&str, &str)> = self
+            .keys
+            .iter()
+            .copied()
+            .zip(placeholders.iter().copied())
+            .collect();
+        Counting::kept(self.table, self.column, &keys)
+    }
+}
+
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListPage<R> {
@@ -508,12 +582,13 @@ mod tests {
             all.rows_sql(Some("k")),
             "FROM organizations WHERE org_id = $1 AND status = $2 AND k"
         );
+        let builds = KeptCount {
+            table: "build_counts",
+            column: "builds",
+            keys: &["org_id", "project_id"],
+        };
         assert_eq!(
-            Counting::kept(
-                "build_counts",
-                "builds",
-                &[("org_id", "$1"), ("project_id", "$2")]
-            ),
+            builds.counting(&["$1", "$2"]),
             Counting::Kept(
                 "SELECT COALESCE((SELECT builds FROM build_counts WHERE org_id = $1 \
                  AND project_id = $2), 0)"

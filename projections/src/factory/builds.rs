@@ -10,7 +10,14 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::runtime::{Projection, ProjectionError};
-use crate::sql::{Counting, ListPage, Matching, Paging, Sort, Sorts, list_page};
+use crate::sql::{Counting, KeptCount, ListPage, Matching, Paging, Sort, Sorts, list_page};
+
+/// The count this projection keeps beside its rows (the list's total).
+pub const BUILD_COUNTS: KeptCount = KeptCount {
+    table: "build_counts",
+    column: "builds",
+    keys: &["org_id", "project_id"],
+};
 
 /// The `builds` read model.
 pub struct BuildsProjection;
@@ -84,15 +91,9 @@ impl Projection for BuildsProjection {
                     .execute(&mut *tx)
                     .await?;
                     // Builds are never removed: each queued one counts for good.
-                    sqlx::query(
-                        "INSERT INTO build_counts (org_id, project_id, builds) VALUES ($1, $2, 1) \
-                         ON CONFLICT (org_id, project_id) \
-                         DO UPDATE SET builds = build_counts.builds + 1",
-                    )
-                    .bind(org_id)
-                    .bind(project_id)
-                    .execute(&mut *tx)
-                    .await?;
+                    BUILD_COUNTS
+                        .add_one(&mut *tx, &[org_id, project_id])
+                        .await?;
                     inserted
                 }
                 BuildEvent::BuildStarted {
@@ -257,11 +258,7 @@ pub async fn list_builds(
             matching.and_eq("status", status.as_str());
             Counting::Bounded
         }
-        None => Counting::kept(
-            "build_counts",
-            "builds",
-            &[("org_id", &org), ("project_id", &project)],
-        ),
+        None => BUILD_COUNTS.counting(&[&org, &project]),
     };
     list_page(pool, BUILD_COLUMNS, matching, &query.paging, &counting).await
 }

@@ -11,7 +11,16 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::runtime::{Projection, ProjectionError};
-use crate::sql::{Counting, ListPage, Matching, Paging, Sort, Sorts, like_pattern, list_page};
+use crate::sql::{
+    Counting, KeptCount, ListPage, Matching, Paging, Sort, Sorts, like_pattern, list_page,
+};
+
+/// The count this projection keeps beside its rows (the list's total).
+pub const PROJECT_COUNTS: KeptCount = KeptCount {
+    table: "project_counts",
+    column: "projects",
+    keys: &["org_id"],
+};
 
 /// The `projects` read model.
 pub struct ProjectsProjection;
@@ -95,13 +104,7 @@ impl Projection for ProjectsProjection {
                 .bind(actor(event))
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO project_counts (org_id, projects) VALUES ($1, 1) \
-                     ON CONFLICT (org_id) DO UPDATE SET projects = project_counts.projects + 1",
-                )
-                .bind(org_id)
-                .execute(&mut *tx)
-                .await?;
+                PROJECT_COUNTS.add_one(&mut *tx, &[org_id]).await?;
             }
             ProjectEvent::ProjectUpdated {
                 project_id,
@@ -139,14 +142,9 @@ impl Projection for ProjectsProjection {
                 }
             }
             ProjectEvent::ProjectDeleted { project_id, .. } => {
-                sqlx::query(
-                    "WITH gone AS (DELETE FROM projects WHERE id = $1 RETURNING org_id) \
-                     UPDATE project_counts c SET projects = c.projects - 1 \
-                     FROM gone WHERE c.org_id = gone.org_id",
-                )
-                .bind(project_id)
-                .execute(&mut *tx)
-                .await?;
+                PROJECT_COUNTS
+                    .delete_one(&mut *tx, "projects", project_id)
+                    .await?;
             }
         }
         Ok(())
@@ -264,7 +262,7 @@ pub async fn list_projects(
             matching.and(format!("name ILIKE {pattern}"));
             Counting::Bounded
         }
-        None => Counting::kept("project_counts", "projects", &[("org_id", &org)]),
+        None => PROJECT_COUNTS.counting(&[&org]),
     };
     list_page(pool, COLUMNS, matching, &query.paging, &counting).await
 }

@@ -11,7 +11,14 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::runtime::{Projection, ProjectionError};
-use crate::sql::{Counting, ListPage, Matching, Paging, Sort, Sorts, list_page};
+use crate::sql::{Counting, KeptCount, ListPage, Matching, Paging, Sort, Sorts, list_page};
+
+/// The count this projection keeps beside its rows (the list's total).
+pub const DETECTION_COUNTS: KeptCount = KeptCount {
+    table: "detection_counts",
+    column: "detections",
+    keys: &["org_id"],
+};
 
 /// The `surveillance.detections` read model.
 pub struct DetectionsProjection;
@@ -127,14 +134,7 @@ impl Projection for DetectionsProjection {
                 .await?;
                 // A detection recorded again (the same id) counts once.
                 if inserted.rows_affected() == 1 {
-                    sqlx::query(
-                        "INSERT INTO detection_counts (org_id, detections) VALUES ($1, 1) \
-                         ON CONFLICT (org_id) DO UPDATE \
-                         SET detections = detection_counts.detections + 1",
-                    )
-                    .bind(org_id)
-                    .execute(&mut *tx)
-                    .await?;
+                    DETECTION_COUNTS.add_one(&mut *tx, &[org_id]).await?;
                 }
                 (detection_id, inserted)
             }
@@ -195,15 +195,9 @@ impl Projection for DetectionsProjection {
                     .await?;
                 (
                     detection_id,
-                    sqlx::query(
-                        "WITH gone AS (DELETE FROM surveillance_detections WHERE id = $1 \
-                         RETURNING org_id) \
-                         UPDATE detection_counts c SET detections = c.detections - 1 \
-                         FROM gone WHERE c.org_id = gone.org_id",
-                    )
-                    .bind(detection_id)
-                    .execute(&mut *tx)
-                    .await?,
+                    DETECTION_COUNTS
+                        .delete_one(&mut *tx, "surveillance_detections", detection_id)
+                        .await?,
                 )
             }
         };
@@ -351,7 +345,7 @@ pub async fn list_detections(
         matching.and(format!("confidence >= {min_confidence}"));
     }
     let counting = if filter.is_empty() {
-        Counting::kept("detection_counts", "detections", &[("org_id", &org)])
+        DETECTION_COUNTS.counting(&[&org])
     } else {
         Counting::Bounded
     };

@@ -11,7 +11,14 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::runtime::{Projection, ProjectionError};
-use crate::sql::{Counting, ListPage, Matching, Paging, Sort, Sorts, list_page};
+use crate::sql::{Counting, KeptCount, ListPage, Matching, Paging, Sort, Sorts, list_page};
+
+/// The count this projection keeps beside its rows (the list's total).
+pub const OPERATION_COUNTS: KeptCount = KeptCount {
+    table: "operation_counts",
+    column: "operations",
+    keys: &["org_id"],
+};
 
 /// The `venv_operations` read model.
 pub struct OperationsProjection;
@@ -89,14 +96,7 @@ impl Projection for OperationsProjection {
                 .execute(&mut *tx)
                 .await?;
                 // Operations are never removed: each queued one counts for good.
-                sqlx::query(
-                    "INSERT INTO operation_counts (org_id, operations) VALUES ($1, 1) \
-                     ON CONFLICT (org_id) DO UPDATE \
-                     SET operations = operation_counts.operations + 1",
-                )
-                .bind(org_id)
-                .execute(&mut *tx)
-                .await?;
+                OPERATION_COUNTS.add_one(&mut *tx, &[org_id]).await?;
                 (operation_id, inserted)
             }
             E::OperationStarted {
@@ -312,7 +312,7 @@ pub async fn list_operations(
     let counting = if query.filtered() {
         Counting::Bounded
     } else {
-        Counting::kept("operation_counts", "operations", &[("org_id", &org)])
+        OPERATION_COUNTS.counting(&[&org])
     };
     list_page(pool, COLUMNS, matching, &query.paging, &counting).await
 }
