@@ -90,7 +90,7 @@ pub struct DbArgs {
     #[arg(long, env = "ATELIER_DB_POOL_SIZE", global = true)]
     pub db_pool_size: Option<u32>,
     /// Append transactions in flight at once; appends arriving meanwhile share the next one
-    /// (default: the store's, 4).
+    /// (default: the store's, 2).
     #[arg(long, env = "ATELIER_APPEND_WRITERS", global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub append_writers: Option<u16>,
 }

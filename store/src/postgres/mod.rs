@@ -59,7 +59,10 @@ pub struct PgConfig {
     /// The poll while committed events wait behind an older open transaction.
     pub held_back_poll_interval: Duration,
     /// Most append transactions in flight at once; appends arriving meanwhile are gathered
-    /// into the next one ([`combine`]).
+    /// into the next one ([`combine`]). Two by default: one group commits while the next is
+    /// written, and the appends that arrive meanwhile wait for the next instead of starting
+    /// transactions of their own (store-bench, 2 cores: 8 writers 0.35 → 0.40 × pgbench,
+    /// 32 writers 0.58 → 0.61–0.66 against 4 in flight; 1 in flight did the same as 2).
     pub append_writers: usize,
 }
 
@@ -71,7 +74,7 @@ impl PgConfig {
             max_connections: 16,
             poll_interval: Duration::from_secs(1),
             held_back_poll_interval: Duration::from_millis(5),
-            append_writers: 4,
+            append_writers: 2,
         }
     }
 }
