@@ -927,26 +927,21 @@ fn print_table(args: &Args, results: &Results, server_version: &str) {
     }
     println!();
     println!("Targets: {}.", targets.join("; "));
-    let conflicts: Vec<String> = args
-        .writers
-        .iter()
-        .filter_map(|&l| {
-            results
-                .appends
-                .get(l)
-                .map(|s| format!("{}: {}", count(l, "writer"), medians(s).conflicts))
-        })
-        .collect();
-    let per_group: Vec<String> = args
-        .writers
-        .iter()
-        .filter_map(|&l| {
-            results
-                .appends
-                .get(l)
-                .map(|s| format!("{}: {:.1}", count(l, "writer"), medians(s).per_group))
-        })
-        .collect();
+    // One figure of the append measure per level: "1 writer: x, 8 writers: y, …".
+    let per_level = |figure: &dyn Fn(&Medians) -> String| -> String {
+        args.writers
+            .iter()
+            .filter_map(|&l| {
+                results
+                    .appends
+                    .get(l)
+                    .map(|s| format!("{}: {}", count(l, "writer"), figure(&medians(s))))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let conflicts = per_level(&|m| m.conflicts.to_string());
+    let per_group = per_level(&|m| format!("{:.1}", m.per_group));
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "Median of {} run(s), {} s measured per measure (+{} s warm-up for store measures), \
@@ -956,8 +951,8 @@ fn print_table(args: &Args, results: &Results, server_version: &str) {
         args.seconds,
         args.warmup,
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        conflicts.join(", "),
-        per_group.join(", ")
+        conflicts,
+        per_group
     );
 }
 
