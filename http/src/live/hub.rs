@@ -4,24 +4,14 @@
 //! clients of the event's organization whose channels match, through each client's bounded
 //! queue. A client whose queue is full is not waited for and never silently skipped: it is cut
 //! off and flagged as lagged, and its session tells it where to resume.
-//!
-//! The offering happens in *lanes*, one per runtime thread that holds clients (each actix-web
-//! worker): the hub hands every position of the log to each lane once, and the lane, a task on
-//! its clients' own thread, puts the message in their queues. Waking a task of one's own thread
-//! is a push on a local queue; waking one of another thread is a system call. With the hub
-//! offering directly, 1,000 subscribers cost 1,000 cross-thread wake-ups per event, made by the
-//! hub's one thread; with lanes they cost one per worker, and the matching is spread over the
-//! workers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::ThreadId;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use atelier_store::{EventStore, Filter, Position, SubscribeFrom, SubscriptionMessage};
 use futures::StreamExt;
-use tokio::runtime::{Handle, RuntimeFlavor};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::LiveSettings;
@@ -96,125 +86,20 @@ struct Inner {
     connections: AtomicUsize,
     /// Camera thumbnails, beside the log.
     frames: Arc<super::frames::Frames>,
-    /// Where lanes of clients registered outside a single-threaded runtime run.
-    runtime: Handle,
 }
 
 struct State {
-    /// Every event up to here has been handed to the lanes that existed at the time.
+    /// Every event up to here has been offered to the clients registered at the time.
     position: Position,
-    /// How many clients each organization has: events of the others are not built.
-    listening: HashMap<Uuid, usize>,
-    lanes: Vec<Lane>,
+    clients: HashMap<Uuid, Vec<Slot>>,
     next_id: u64,
 }
-
-/// Which lane a client joins: its thread's, on a single-threaded runtime (an actix-web
-/// worker); otherwise one shared lane (a multi-threaded runtime moves tasks between threads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LaneKey {
-    Thread(ThreadId),
-    Shared,
-}
-
-/// The hub's end of a lane.
-struct Lane {
-    key: LaneKey,
-    tx: mpsc::UnboundedSender<Dispatch>,
-    shared: Arc<LaneShared>,
-}
-
-/// What the hub hands a lane: every position of the log, with the message when an
-/// organization with clients is concerned.
-#[derive(Clone)]
-enum Dispatch {
-    Event(Arc<FeedEvent>),
-    Advance(Position),
-}
-
-/// A lane's clients, and how far it has offered the log to them.
-struct LaneShared {
-    clients: Mutex<HashMap<Uuid, Vec<Slot>>>,
-    /// Every event up to here has been offered to this lane's clients.
-    offered: watch::Sender<Position>,
-}
-
-impl LaneShared {
-    fn clients(&self) -> MutexGuard<'_, HashMap<Uuid, Vec<Slot>>> {
-        // A panic while holding the lock leaves plain data behind: keep serving.
-        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Puts `event` in the queue of each client of its organization whose channels match;
-    /// cuts off those whose queue is full. How many it reached.
-    fn offer(clients: &mut HashMap<Uuid, Vec<Slot>>, event: &Arc<FeedEvent>) -> u64 {
-        let Some(org) = event.org_id else { return 0 };
-        let Some(slots) = clients.get_mut(&org) else {
-            return 0;
-        };
-        let position = event.position();
-        let mut delivered = 0u64;
-        slots.retain(|slot| {
-            // Before the client joined: it has it from the log already.
-            if position <= slot.after || !slot.channels.matches(event) {
-                return true;
-            }
-            match slot.tx.try_send(event.clone()) {
-                Ok(()) => {
-                    delivered += 1;
-                    true
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    // Dropping the sender ends the client's queue; the flag says why.
-                    slot.lagged.store(true, Ordering::Release);
-                    metrics::counter!(LAGGED).increment(1);
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
-        if slots.is_empty() {
-            clients.remove(&org);
-        }
-        delivered
-    }
-}
-
-/// A lane's task: takes what the hub handed it, in order, and offers it to its clients.
-async fn run_lane(shared: Arc<LaneShared>, mut rx: mpsc::UnboundedReceiver<Dispatch>) {
-    let mut batch = Vec::with_capacity(LANE_BATCH);
-    while rx.recv_many(&mut batch, LANE_BATCH).await > 0 {
-        let mut delivered = 0u64;
-        let mut last = None;
-        {
-            let mut clients = shared.clients();
-            for message in batch.drain(..) {
-                last = Some(match message {
-                    Dispatch::Event(event) => {
-                        delivered += LaneShared::offer(&mut clients, &event);
-                        event.position()
-                    }
-                    Dispatch::Advance(position) => position,
-                });
-            }
-        }
-        metrics::counter!(DELIVERED).increment(delivered);
-        if let Some(position) = last {
-            shared.offered.send_replace(position);
-        }
-    }
-}
-
-/// Messages a lane takes from its channel at once.
-const LANE_BATCH: usize = 64;
 
 struct Slot {
     id: u64,
     channels: Channels,
     tx: mpsc::Sender<Arc<FeedEvent>>,
     lagged: Arc<AtomicBool>,
-    /// The hub's position when it joined.
-    after: Position,
 }
 
 impl Hub {
@@ -228,8 +113,7 @@ impl Hub {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     position: head,
-                    listening: HashMap::new(),
-                    lanes: Vec::new(),
+                    clients: HashMap::new(),
                     next_id: 0,
                 }),
                 dispatched: tokio::sync::watch::Sender::new(head),
@@ -239,7 +123,6 @@ impl Hub {
                 settings,
                 connections: AtomicUsize::new(0),
                 frames: Arc::default(),
-                runtime: Handle::current(),
             }),
         };
         let mut subscription = store.subscribe_all(SubscribeFrom::After(head), Filter::All);
@@ -278,7 +161,7 @@ impl Hub {
         self.inner
             .state
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How far the hub has dispatched.
@@ -305,45 +188,20 @@ impl Hub {
         self.inner.revocations.subscribe()
     }
 
-    /// Waits until the hub has dispatched `position` and every lane has offered it to its
-    /// clients (false: not within `timeout`).
+    /// Waits until the hub has dispatched `position` (false: not within `timeout`).
     pub async fn wait_for(&self, position: Position, timeout: std::time::Duration) -> bool {
         let mut rx = self.inner.dispatched.subscribe();
-        tokio::time::timeout(timeout, async {
-            if rx.wait_for(|p| *p >= position).await.is_err() {
-                return false;
-            }
-            // Every lane there now was handed `position`; a lane made later starts past it.
-            let lanes: Vec<_> = self
-                .lock()
-                .lanes
-                .iter()
-                .map(|lane| lane.shared.offered.subscribe())
-                .collect();
-            for mut lane in lanes {
-                // An error: the lane ended (its runtime stopped), and its clients with it.
-                let _ = lane.wait_for(|p| *p >= position).await;
-            }
-            true
-        })
-        .await
-        .unwrap_or(false)
+        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= position))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     fn advance(&self, position: Position) -> Position {
         let mut state = self.lock();
         if position > state.position {
             state.position = position;
-            Self::hand(&mut state, &Dispatch::Advance(position));
         }
         state.position
-    }
-
-    /// Hands `message` to every lane; forgets the lanes whose task ended.
-    fn hand(state: &mut State, message: &Dispatch) {
-        state
-            .lanes
-            .retain(|lane| lane.tx.send(message.clone()).is_ok());
     }
 
     #[tracing::instrument(name = "live.dispatch", level = "debug", skip_all, fields(position = %record.position))]
@@ -358,16 +216,38 @@ impl Hub {
         let org = super::feed::org_of(&record);
         let mut state = self.lock();
         state.position = position;
-        // The message is built only when someone of the event's organization listens.
-        let event = org
-            .filter(|org| state.listening.contains_key(org))
-            .and_then(|_| FeedEvent::new(record));
-        let message = match event {
-            Some(event) => Dispatch::Event(event),
-            None => Dispatch::Advance(position),
+        // Nobody of its organization listens: nothing to build.
+        let Some(org) = org else { return position };
+        let Some(slots) = state.clients.get_mut(&org) else {
+            return position;
         };
-        Self::hand(&mut state, &message);
+        let Some(event) = FeedEvent::new(record) else {
+            return position;
+        };
+        let mut delivered = 0u64;
+        slots.retain(|slot| {
+            if !slot.channels.matches(&event) {
+                return true;
+            }
+            match slot.tx.try_send(event.clone()) {
+                Ok(()) => {
+                    delivered += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // Dropping the sender ends the client's queue; the flag says why.
+                    slot.lagged.store(true, Ordering::Release);
+                    metrics::counter!(LAGGED).increment(1);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        if slots.is_empty() {
+            state.clients.remove(&org);
+        }
         drop(state);
+        metrics::counter!(DELIVERED).increment(delivered);
         metrics::gauge!(HUB_POSITION_COMMIT).set(position.commit as f64);
         position
     }
@@ -400,58 +280,25 @@ impl Hub {
     ) -> Option<Registration> {
         let (tx, rx) = mpsc::channel(self.inner.settings.queue.max(1));
         let lagged = Arc::new(AtomicBool::new(false));
-        let key = match Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::CurrentThread => {
-                LaneKey::Thread(std::thread::current().id())
-            }
-            _ => LaneKey::Shared,
-        };
         let mut state = self.lock();
         if read.is_some_and(|read| state.position > read) {
             return None;
         }
         state.next_id += 1;
         let id = state.next_id;
-        let position = state.position;
-        let lane = match state.lanes.iter().find(|lane| lane.key == key) {
-            Some(lane) => lane.shared.clone(),
-            None => {
-                let shared = Arc::new(LaneShared {
-                    clients: Mutex::default(),
-                    offered: watch::Sender::new(position),
-                });
-                let (lane_tx, lane_rx) = mpsc::unbounded_channel();
-                let task = run_lane(shared.clone(), lane_rx);
-                match key {
-                    // On this thread's runtime: the thread of the clients it serves.
-                    LaneKey::Thread(_) => drop(tokio::spawn(task)),
-                    LaneKey::Shared => drop(self.inner.runtime.spawn(task)),
-                }
-                state.lanes.push(Lane {
-                    key,
-                    tx: lane_tx,
-                    shared: shared.clone(),
-                });
-                shared
-            }
-        };
-        // Under the hub's lock: everything dispatched from now on reaches the lane after this.
-        lane.clients().entry(org).or_default().push(Slot {
+        state.clients.entry(org).or_default().push(Slot {
             id,
             channels,
             tx,
             lagged: lagged.clone(),
-            after: position,
         });
-        *state.listening.entry(org).or_default() += 1;
         Some(Registration {
             hub: self.clone(),
-            lane,
             org,
             id,
             rx,
             lagged,
-            position,
+            position: state.position,
         })
     }
 
@@ -477,11 +324,6 @@ impl Hub {
     pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::Acquire)
     }
-
-    /// How many lanes serve the clients (one per runtime thread that registered some).
-    pub fn lanes(&self) -> usize {
-        self.lock().lanes.len()
-    }
 }
 
 /// One open live connection; dropping it frees the slot.
@@ -500,7 +342,6 @@ impl Drop for ConnectionGuard {
 /// A client's place in the hub; dropping it leaves.
 pub struct Registration {
     hub: Hub,
-    lane: Arc<LaneShared>,
     org: Uuid,
     id: u64,
     rx: mpsc::Receiver<Arc<FeedEvent>>,
@@ -531,17 +372,11 @@ impl Registration {
         self.rx.is_empty()
     }
 
-    /// How far the log has been offered to it: every matching event up to here is in its
-    /// queue or was taken from it.
-    pub fn offered(&self) -> Position {
-        *self.lane.offered.borrow()
-    }
-
     /// Replaces its channels.
     pub fn set_channels(&self, channels: Channels) {
-        if let Some(slot) = self
-            .lane
-            .clients()
+        let mut state = self.hub.lock();
+        if let Some(slot) = state
+            .clients
             .get_mut(&self.org)
             .and_then(|slots| slots.iter_mut().find(|s| s.id == self.id))
         {
@@ -552,20 +387,11 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        {
-            let mut clients = self.lane.clients();
-            if let Some(slots) = clients.get_mut(&self.org) {
-                slots.retain(|s| s.id != self.id);
-                if slots.is_empty() {
-                    clients.remove(&self.org);
-                }
-            }
-        }
         let mut state = self.hub.lock();
-        if let Some(n) = state.listening.get_mut(&self.org) {
-            *n -= 1;
-            if *n == 0 {
-                state.listening.remove(&self.org);
+        if let Some(slots) = state.clients.get_mut(&self.org) {
+            slots.retain(|s| s.id != self.id);
+            if slots.is_empty() {
+                state.clients.remove(&self.org);
             }
         }
     }

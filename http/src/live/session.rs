@@ -150,16 +150,15 @@ impl Session {
 
     /// Where the client is: every event up to here was sent or does not concern it (`None`
     /// before its first subscription). Following the hub, an empty queue means it is as far as
-    /// the hub has offered it, which lets heartbeats carry a resumable position on quiet channels.
+    /// the hub, which lets heartbeats carry a resumable position on quiet channels.
     pub fn position(&mut self) -> Option<Position> {
         match &self.state {
             State::Idle => None,
             State::CatchingUp { .. } => Some(self.last),
             State::Live(registration) => {
-                // Read before the queue is looked at: everything up to it is in the queue.
-                let offered = registration.offered();
-                if registration.is_empty() && !registration.lagged() && offered > self.last {
-                    self.last = offered;
+                let hub = self.hub.position();
+                if registration.is_empty() && !registration.lagged() && hub > self.last {
+                    self.last = hub;
                 }
                 Some(self.last)
             }
