@@ -26,9 +26,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::info;
 
 /// The default database: a local PostgreSQL, database `atelier` (created if missing), over
-/// loopback without TLS. TLS on loopback protects nothing, and it cost here a third of the `$all`
-/// read rate and four fifths of the rate of 100-event appends (`bench/README.md`); a URL of
-/// one's own keeps sqlx's default (`sslmode=prefer`) unless it says otherwise.
+/// loopback without TLS. TLS on loopback protects nothing, and it cost here a sixth of the
+/// `$all` read rate and four fifths of the rate of 100-event appends (`bench/README.md`); a URL
+/// of one's own keeps sqlx's default (`sslmode=prefer`) unless it says otherwise.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/atelier?sslmode=disable";
 
 #[derive(Parser, Debug)]

@@ -42,14 +42,14 @@ pub const MAX_BATCH: usize = 500;
 pub const CHECKPOINT_EVERY: u64 = 10_000;
 
 /// Whether `projection` applies events of `event`'s category.
-pub fn handles(projection: &dyn Projection, event: &RecordedEvent) -> bool {
+fn handles(projection: &dyn Projection, event: &RecordedEvent) -> bool {
     projection
         .categories()
         .is_none_or(|categories| categories.contains(&event.stream.category()))
 }
 
 /// The filter of the log that reads what `projection` applies.
-pub fn filter_of(projection: &dyn Projection) -> Filter {
+pub(crate) fn filter_of(projection: &dyn Projection) -> Filter {
     match projection.categories() {
         Some(categories) => Filter::Category(categories.iter().map(|c| (*c).to_owned()).collect()),
         None => Filter::All,

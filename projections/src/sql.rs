@@ -338,6 +338,12 @@ impl KeptCount {
         tx: &mut sqlx::PgConnection,
         values: &[Uuid],
     ) -> Result<(), sqlx::Error> {
+        debug_assert_eq!(
+            values.len(),
+            self.keys.len(),
+            "one value per key of {}",
+            self.table
+        );
         let (table, column, keys) = (self.table, self.column, self.keys.join(", "));
         let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("${i}")).collect();
         let sql = format!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use atelier_projections::runtime::{
-    Projection, ProjectionError, Registry, RunState, Stop, stored_checkpoints,
+    CHECKPOINT_EVERY, Projection, ProjectionError, Registry, RunState, Stop, stored_checkpoints,
 };
 use atelier_store::postgres::{PgConfig, PgEventStore};
 use atelier_store::testing::TestDatabase;
@@ -114,6 +114,19 @@ fn recorder(version: i32) -> (Arc<Recorder>, Arc<AtomicBool>, Arc<AtomicUsize>) 
     )
 }
 
+/// A recorder that applies only the `thing` category, and its count of `apply` calls.
+fn recorder_of_things() -> (Arc<Recorder>, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let projection = Arc::new(Recorder {
+        version: 1,
+        categories: Some(&["thing"]),
+        poisoned: Arc::default(),
+        calls: calls.clone(),
+        gate: Arc::default(),
+    });
+    (projection, calls)
+}
+
 async fn append(store: &dyn EventStore, types: &[&str]) -> Position {
     append_to(store, "thing", types).await
 }
@@ -153,6 +166,14 @@ async fn wait_for_state(registry: &Registry, state: RunState) {
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Waits until the recorder has passed `position` (what a reader with `min_position` waits for).
+async fn reached(registry: &Registry, position: Position) {
+    registry
+        .wait_for("test.recorder", position, PATIENCE)
+        .await
+        .unwrap();
+}
+
 #[actix_web::test]
 async fn a_failing_event_stops_the_projection_visibly_and_nothing_of_its_batch_is_applied() {
     let f = fixture().await;
@@ -182,10 +203,7 @@ async fn a_failing_event_stops_the_projection_visibly_and_nothing_of_its_batch_i
         .await
         .unwrap();
     let last = append(f.store.as_ref(), &["H"]).await;
-    registry
-        .wait_for("test.recorder", last, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, last).await;
     assert_eq!(applied(&f.pool).await, 9);
     assert_eq!(
         stored_checkpoints(&f.pool).await.unwrap()[0].status,
@@ -197,60 +215,61 @@ async fn a_failing_event_stops_the_projection_visibly_and_nothing_of_its_batch_i
 async fn events_of_categories_a_projection_does_not_apply_move_its_position_but_not_its_checkpoint()
 {
     let f = fixture().await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let projection = Arc::new(Recorder {
-        version: 1,
-        categories: Some(&["thing"]),
-        poisoned: Arc::default(),
-        calls: calls.clone(),
-        gate: Arc::default(),
-    });
+    let (projection, calls) = recorder_of_things();
     let checkpoint = async || stored_checkpoints(&f.pool).await.unwrap()[0].position;
     let registry = Registry::new();
     let mine = append(f.store.as_ref(), &["A"]).await;
     let runner = registry.start(projection.clone(), f.store.clone(), f.pool.clone());
-    registry
-        .wait_for("test.recorder", mine, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, mine).await;
     assert_eq!(checkpoint().await, mine);
 
     // Others' events: readers waiting for them are answered, and nothing is written.
     let others = append_to(f.store.as_ref(), "other", &["X", "Y"]).await;
-    registry
-        .wait_for("test.recorder", others, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, others).await;
     assert_eq!(registry.statuses()[0].position, others);
     assert_eq!(checkpoint().await, mine, "a transaction for nothing");
     assert_eq!(calls.load(Ordering::SeqCst), 1, "applied another category");
 
     // Its own next event writes the checkpoint past everything.
     let next = append(f.store.as_ref(), &["B"]).await;
-    registry
-        .wait_for("test.recorder", next, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, next).await;
     assert_eq!(checkpoint().await, next);
 
     // Stopped after passing over more, it reads them again from its checkpoint, passes over
     // them again, and applies nothing twice.
     let more = append_to(f.store.as_ref(), "other", &["Z"]).await;
-    registry
-        .wait_for("test.recorder", more, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, more).await;
     runner.send(Stop).await.unwrap();
     let last = append(f.store.as_ref(), &["C"]).await;
     let registry = Registry::new();
     registry.start(projection, f.store.clone(), f.pool.clone());
-    registry
-        .wait_for("test.recorder", last, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, last).await;
     assert_eq!(applied(&f.pool).await, 3);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(checkpoint().await, last);
+}
+
+#[actix_web::test]
+async fn a_projection_passed_over_by_many_events_of_others_still_writes_its_checkpoint_now_and_then()
+ {
+    let f = fixture().await;
+    let (projection, calls) = recorder_of_things();
+    let registry = Registry::new();
+    let mine = append(f.store.as_ref(), &["A"]).await;
+    registry.start(projection, f.store.clone(), f.pool.clone());
+    reached(&registry, mine).await;
+    // More of others' events than `CHECKPOINT_EVERY`: what a restart would read again is
+    // bounded, so the checkpoint moves without any event of its own.
+    let others = vec!["X"; CHECKPOINT_EVERY as usize + 1];
+    let last = append_to(f.store.as_ref(), "other", &others).await;
+    reached(&registry, last).await;
+    let checkpoint = stored_checkpoints(&f.pool).await.unwrap()[0].position;
+    assert!(
+        checkpoint > mine,
+        "still at {checkpoint} after {} events",
+        others.len()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "applied another category");
 }
 
 #[actix_web::test]
@@ -260,10 +279,7 @@ async fn a_runner_stopped_and_started_again_resumes_without_applying_anything_tw
     let registry = Registry::new();
     let first = append(f.store.as_ref(), &["A", "B", "C"]).await;
     let runner = registry.start(projection.clone(), f.store.clone(), f.pool.clone());
-    registry
-        .wait_for("test.recorder", first, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, first).await;
     runner.send(Stop).await.unwrap();
     // Written while it is stopped.
     for _ in 0..20 {
@@ -272,10 +288,7 @@ async fn a_runner_stopped_and_started_again_resumes_without_applying_anything_tw
     let last = append(f.store.as_ref(), &["F"]).await;
     let registry = Registry::new();
     registry.start(projection, f.store.clone(), f.pool.clone());
-    registry
-        .wait_for("test.recorder", last, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, last).await;
     // The unique event id in `applied` would have refused a second application.
     assert_eq!(applied(&f.pool).await, 3 + 40 + 1);
 }
@@ -305,10 +318,7 @@ async fn a_runner_stopped_in_the_middle_of_a_batch_resumes_without_applying_anyt
     gate.armed.store(false, Ordering::SeqCst);
     let registry = Registry::new();
     registry.start(projection.clone(), f.store.clone(), f.pool.clone());
-    registry
-        .wait_for("test.recorder", last, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, last).await;
     // A second application of A or B would have broken the unique event id, and failed.
     assert_eq!(applied(&f.pool).await, 4);
     assert_eq!(registry.statuses()[0].state, RunState::Live);
@@ -342,19 +352,13 @@ async fn a_new_version_rebuilds_the_read_model_from_the_start() {
     let registry = Registry::new();
     let last = append(f.store.as_ref(), &["A", "B", "C"]).await;
     let runner = registry.start(v1, f.store.clone(), f.pool.clone());
-    registry
-        .wait_for("test.recorder", last, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, last).await;
     runner.send(Stop).await.unwrap();
     // Rows left over from v1 that v2 would not write.
     let (v2, _, calls) = recorder(2);
     let registry = Registry::new();
     registry.start(v2, f.store.clone(), f.pool.clone());
-    registry
-        .wait_for("test.recorder", last, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, last).await;
     assert_eq!(applied(&f.pool).await, 3);
     assert_eq!(calls.load(Ordering::SeqCst), 3, "v2 replayed the whole log");
     assert_eq!(stored_checkpoints(&f.pool).await.unwrap()[0].version, 2);
@@ -370,10 +374,7 @@ async fn a_rebuild_on_demand_yields_the_same_rows() {
     for _ in 0..30 {
         last = append(f.store.as_ref(), &["A", "B", "C"]).await;
     }
-    registry
-        .wait_for("test.recorder", last, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, last).await;
     let rows = |pool: PgPool| async move {
         sqlx::query_as::<_, (uuid::Uuid, i64, i64)>(
             "SELECT event_id, commit, prepare FROM applied ORDER BY event_id",
@@ -391,10 +392,7 @@ async fn a_rebuild_on_demand_yields_the_same_rows() {
         .await
         .unwrap();
     assert!(swapped.position >= last);
-    registry
-        .wait_for("test.recorder", last, PATIENCE)
-        .await
-        .unwrap();
+    reached(&registry, last).await;
     assert_eq!(rows(f.pool.clone()).await, before);
     assert_eq!(calls.load(Ordering::SeqCst), 180);
     wait_for_state(&registry, RunState::Live).await;

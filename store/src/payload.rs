@@ -102,13 +102,6 @@ impl From<Payload> for Value {
     }
 }
 
-impl Default for Payload {
-    /// `null`.
-    fn default() -> Self {
-        Value::Null.into()
-    }
-}
-
 impl Clone for Payload {
     fn clone(&self) -> Self {
         Self {
@@ -232,6 +225,5 @@ mod tests {
         let compact = Payload::from_text(r#"{"b":2,"a":1}"#.to_owned()).unwrap();
         assert_eq!(spaced, compact);
         assert_ne!(spaced, Payload::from(json!({"a": 2})));
-        assert_eq!(Payload::default(), Payload::from(Value::Null));
     }
 }

@@ -61,8 +61,9 @@ pub struct PgConfig {
     /// Most append transactions in flight at once; appends arriving meanwhile are gathered
     /// into the next one ([`combine`]). Two by default: one group commits while the next is
     /// written, and the appends that arrive meanwhile wait for the next instead of starting
-    /// transactions of their own (store-bench, 2 cores: 8 writers 0.35 → 0.40 × pgbench,
-    /// 32 writers 0.58 → 0.61–0.66 against 4 in flight; 1 in flight did the same as 2).
+    /// transactions of their own (store-bench, 2 cores, 3 runs, median: 8 writers 0.34 → 0.38 ×
+    /// pgbench, 32 writers 0.55 → 0.64 against 4 in flight; in a 1-run sweep 1 in flight did
+    /// the same as 2).
     pub append_writers: usize,
 }
 
